@@ -1,0 +1,177 @@
+/*
+ * estuary - the configuration, as one immutable, validated structure.
+ *
+ * est_config_load() parses the JSON file (jansson) and validates the whole schema of
+ * shared/SPEC.md. The result is never modified after load: workers read it without locks,
+ * and a reload (SIGHUP) builds a new one and swaps it. Every string and array below is
+ * owned by the est_config_t and freed by est_config_free().
+ *
+ * Durations are in milliseconds, sizes in bytes. Defaults from SPEC.md are filled in, so
+ * consumers never see "unset".
+ */
+#ifndef EST_CONFIG_CONFIG_H
+#define EST_CONFIG_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+/* HTTP methods, as a bit set */
+enum {
+    EST_METHOD_GET = 1 << 0,
+    EST_METHOD_HEAD = 1 << 1,
+    EST_METHOD_POST = 1 << 2,
+    EST_METHOD_PUT = 1 << 3,
+    EST_METHOD_PATCH = 1 << 4,
+    EST_METHOD_DELETE = 1 << 5,
+    EST_METHOD_OPTIONS = 1 << 6,
+};
+#define EST_METHOD__COUNT 7
+/* bit for a method name (case-insensitive), 0 if unknown */
+unsigned est_method_from_name(const char *name, size_t len);
+/* canonical upper-case name of a single bit */
+const char *est_method_name(unsigned bit);
+
+/* retry.on conditions (the statuses are kept separately) */
+enum {
+    EST_RETRY_ON_CONNECT_FAILURE = 1 << 0,
+    EST_RETRY_ON_RESET = 1 << 1,
+    EST_RETRY_ON_TIMEOUT = 1 << 2,
+};
+
+typedef enum { EST_BALANCE_ROUND_ROBIN = 0, EST_BALANCE_LEAST_REQUEST } est_balance_t;
+
+typedef struct est_listen_conf {
+    char *host;
+    uint16_t port;
+    int tls;                /* 1 when "tls" is present */
+    char *certificate_file; /* resolved against the config file's folder; NULL without tls */
+    char *key_file;
+} est_listen_conf_t;
+
+typedef struct est_dns_conf {
+    char **servers; /* "IP" or "IP:PORT" or "[IPv6]:PORT"; num_servers == 0 -> system resolv.conf */
+    size_t num_servers;
+    uint64_t min_ttl_ms, max_ttl_ms, negative_ttl_ms, stale_ttl_ms, timeout_ms;
+    unsigned attempts;
+} est_dns_conf_t;
+
+typedef struct est_target_conf {
+    char *url;       /* as written */
+    int is_tls;      /* https:// */
+    char *host;      /* name or IP literal, without brackets */
+    uint16_t port;   /* explicit or scheme default */
+    char *authority; /* value for the Host header: host[:port], port omitted when default, IPv6 bracketed */
+    int is_ip_literal;
+} est_target_conf_t;
+
+typedef struct est_upstream_conf {
+    char *name;
+    size_t index; /* position in est_config_t.upstreams */
+    est_target_conf_t *targets;
+    size_t num_targets;
+    est_balance_t balance;
+    uint64_t connect_timeout_ms, response_timeout_ms;
+    struct {
+        size_t max_connections, max_idle, max_requests;
+        uint64_t idle_timeout_ms;
+    } pool;
+    struct {
+        unsigned attempts; /* every attempt, the first included; 1 = no retry */
+        uint64_t backoff_ms, max_backoff_ms;
+        unsigned on;        /* EST_RETRY_ON_* bits */
+        int *statuses;      /* HTTP statuses that are retried ("502", ...) */
+        size_t num_statuses;
+    } retry;
+    struct {
+        int verify;        /* default 1 */
+        char *ca_file;     /* resolved path, or NULL for the system store */
+        char *server_name; /* SNI and name checked; NULL -> the target's host */
+    } tls;
+} est_upstream_conf_t;
+
+typedef struct est_mapping_conf {
+    char *from, *to;
+} est_mapping_conf_t;
+
+typedef struct est_backend_conf {
+    char *upstream_name;
+    est_upstream_conf_t *upstream; /* resolved, never NULL after a successful load */
+    char *path;                    /* template: literal text with {param} / {rest...} */
+    char *group;                   /* NULL when absent */
+    char *target;                  /* dot path, NULL when absent */
+    char **allow;                  /* dot paths; NULL/0 when absent */
+    size_t num_allow;
+    char **deny;
+    size_t num_deny;
+    est_mapping_conf_t *mapping; /* in file order */
+    size_t num_mapping;
+    char *timing_name; /* Server-Timing name: group, else upstream; "#2", "#3" appended on a clash */
+} est_backend_conf_t;
+
+typedef enum { EST_ON_ERROR_PARTIAL = 0, EST_ON_ERROR_FAIL } est_on_error_t;
+
+typedef struct est_route_conf {
+    size_t index;
+    char *path;       /* template */
+    unsigned methods; /* EST_METHOD_* bits; GET implies HEAD */
+    uint64_t timeout_ms;
+    est_on_error_t on_error;
+    int websocket;
+    int preserve_host;
+    est_backend_conf_t *backends; /* aggregating route: num_backends >= 1, proxy == NULL */
+    size_t num_backends;
+    est_backend_conf_t *proxy; /* proxy route: the one backend (no group/target/allow/...) */
+} est_route_conf_t;
+
+typedef struct est_admin_conf {
+    char *host;
+    uint16_t port;
+} est_admin_conf_t;
+
+typedef struct est_config {
+    char *file;     /* path as given */
+    char *base_dir; /* folder of the file, for relative paths */
+    est_listen_conf_t *listen;
+    size_t num_listen;
+    unsigned workers; /* resolved: "auto" -> number of CPUs */
+    int workers_auto;
+    uint64_t shutdown_timeout_ms;
+    uint64_t max_request_body;
+    est_admin_conf_t *admin; /* NULL when off */
+    est_dns_conf_t dns;
+    est_upstream_conf_t *upstreams; /* in file order */
+    size_t num_upstreams;
+    est_route_conf_t *routes; /* in file order */
+    size_t num_routes;
+    json_t *json; /* the parsed document, for GET /config (owned) */
+} est_config_t;
+
+/* A list of "FILE:LINE:COLUMN: message" lines */
+typedef struct est_errors {
+    char **items;
+    size_t count;
+} est_errors_t;
+
+void est_errors_add(est_errors_t *errs, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void est_errors_clear(est_errors_t *errs);
+
+/*
+ * Loads and validates `file`. On success returns a new config (free with est_config_free);
+ * on failure returns NULL and appends every problem found to `errs`. No partial result.
+ */
+est_config_t *est_config_load(const char *file, est_errors_t *errs);
+/* Same, from a buffer; `file` is used in messages and to resolve relative paths. */
+est_config_t *est_config_load_buffer(const char *file, const char *text, size_t len, est_errors_t *errs);
+void est_config_free(est_config_t *conf);
+
+est_upstream_conf_t *est_config_find_upstream(const est_config_t *conf, const char *name);
+
+/* "1m30s" -> 90000; returns 0 on success, -1 on a malformed string */
+int est_parse_duration(const char *s, uint64_t *ms);
+/* "8MiB" or integer -> bytes; returns 0 on success, -1 on a malformed value */
+int est_parse_size_string(const char *s, uint64_t *bytes);
+/* "1m30s" for 90000, "250ms", "5s" (for messages) */
+void est_format_duration(uint64_t ms, char *buf, size_t bufsz);
+
+#endif

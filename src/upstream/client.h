@@ -1,0 +1,122 @@
+/*
+ * estuary - the upstream HTTP/1.1 client: per-worker upstreams, connection pools,
+ * exchanges (one logical request, with its retries).
+ *
+ * Everything here belongs to one worker thread and its loop. An est_upstream_t is the
+ * worker's runtime state for one configured upstream: its pool of keep-alive connections
+ * (at most pool.max_connections in use, requests beyond wait FIFO for at most
+ * connect_timeout), its balancer over targets x addresses, its counters.
+ *
+ * An exchange sends one request and delivers the reply as a stream of callbacks:
+ * on_head once, then on_body until is_final, or on_error at any point. Retries (per the
+ * upstream's retry policy, bounded by the request's deadline) happen inside the exchange
+ * and are invisible to the caller except in est_exchange_info().
+ */
+#ifndef EST_UPSTREAM_CLIENT_H
+#define EST_UPSTREAM_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <h2o.h>
+#include "common/phr.h"
+#include "config/config.h"
+#include "upstream/dns.h"
+
+typedef struct est_upstream est_upstream_t;
+typedef struct est_upstream_set est_upstream_set_t;
+typedef struct est_exchange est_exchange_t;
+
+/* Why an attempt or exchange failed */
+typedef enum {
+    EST_UERR_NONE = 0,
+    EST_UERR_DNS,             /* name did not resolve */
+    EST_UERR_CONNECT,         /* refused / unreachable */
+    EST_UERR_CONNECT_TIMEOUT, /* no connection within connect_timeout */
+    EST_UERR_TLS,             /* handshake or certificate verification failed */
+    EST_UERR_RESET,           /* connection closed or reset before the reply was complete */
+    EST_UERR_TIMEOUT,         /* no head within response_timeout, or a body read stalled that long */
+    EST_UERR_BAD_REPLY,       /* unparseable status line, headers, chunking, or too large head */
+    EST_UERR_OVERLOADED,      /* no pooled connection free within connect_timeout */
+    EST_UERR_DEADLINE,        /* the request's deadline passed (route timeout) */
+} est_uerr_t;
+
+const char *est_uerr_name(est_uerr_t e); /* "dns", "connect_failure", "timeout", ... */
+/* true for the errors that map to 504 upstream_timeout rather than 502 */
+int est_uerr_is_timeout(est_uerr_t e);
+
+typedef struct est_upstream_request {
+    h2o_iovec_t method;           /* "GET", ... */
+    h2o_iovec_t path;             /* origin-form, encoded, with the query string */
+    h2o_iovec_t host;             /* Host header; {NULL,0} = the chosen target's authority */
+    const h2o_header_t *headers;  /* end-to-end headers to send (no Host, Content-Length, hop-by-hop) */
+    size_t num_headers;
+    h2o_iovec_t body;             /* sent with Content-Length when has_body */
+    int has_body;
+    uint64_t deadline;            /* absolute, in h2o_now() ms; no attempt outlives it; 0 = none */
+    int is_idempotent;            /* POST/PATCH: 0 -> retried only when never sent */
+    int want_upgrade;             /* websocket: keep Connection: upgrade + Upgrade headers, expect 101 */
+} est_upstream_request_t;
+
+/* Per-exchange facts for logs, Server-Timing and the access log */
+typedef struct est_exchange_info {
+    unsigned attempts;          /* 1 + retries so far */
+    int status;                 /* final status, 0 if none */
+    est_uerr_t error;           /* last error, NONE on success */
+    char address[64];           /* "ip:port" of the last attempt, "" if none */
+    uint64_t start_at;          /* h2o_now() at est_exchange_start */
+    uint64_t connect_ms;        /* of the last attempt (0 for a reused connection) */
+    int reused;                 /* last attempt ran on a pooled connection */
+} est_exchange_info_t;
+
+typedef struct est_exchange_cb {
+    /*
+     * The reply's status line and headers. `headers` live only during the call. Return 0 to
+     * go on, -1 to abort (no more callbacks; the connection is closed, not pooled).
+     * For a 1xx other than 101 this is not called (interim replies are skipped).
+     */
+    int (*on_head)(est_exchange_t *x, void *data, int status, const struct phr_header *headers, size_t num_headers);
+    /*
+     * Body bytes (valid only during the call). `is_final` is 1 exactly once, on a clean end
+     * (bytes may be empty then). Return 0 to go on, -1 to abort. After is_final the exchange
+     * is gone.
+     */
+    int (*on_body)(est_exchange_t *x, void *data, const char *bytes, size_t len, int is_final);
+    /* The exchange failed (before or after on_head). No callback follows; the exchange is gone. */
+    void (*on_error)(est_exchange_t *x, void *data, est_uerr_t err, const char *message);
+} est_exchange_cb_t;
+
+est_upstream_set_t *est_upstream_set_create(h2o_loop_t *loop, est_dns_t *dns, const est_config_t *conf);
+/* Closes idle connections and frees the set. No exchange may still be running. */
+void est_upstream_set_destroy(est_upstream_set_t *set);
+est_upstream_t *est_upstream_set_get(est_upstream_set_t *set, size_t upstream_index);
+
+/*
+ * Starts an exchange; never calls back synchronously. `req` and everything it points to
+ * must stay valid until the exchange ends (callers keep them in the request's pool).
+ */
+est_exchange_t *est_exchange_start(est_upstream_t *u, const est_upstream_request_t *req, const est_exchange_cb_t *cb,
+                                   void *data);
+/* Aborts a running exchange: no callback follows, its connection is closed (not pooled). */
+void est_exchange_cancel(est_exchange_t *x);
+/* Backpressure for streaming: stop / restart reading the body (read timeout paused too). */
+void est_exchange_pause(est_exchange_t *x);
+void est_exchange_resume(est_exchange_t *x);
+const est_exchange_info_t *est_exchange_info(const est_exchange_t *x);
+/*
+ * After on_head with status 101: take the raw socket (and the bytes already read after the
+ * head, left in sock->input) for a tunnel. The exchange is gone afterwards.
+ */
+h2o_socket_t *est_exchange_steal_socket(est_exchange_t *x);
+
+/* Per-upstream counters (per worker, summed by the admin endpoint) */
+typedef struct est_upstream_stats {
+    uint64_t attempts_ok, attempts_failed[EST_UERR_DEADLINE + 1];
+    uint64_t retries;
+    uint64_t conns_created, conns_reused;
+    uint64_t conns_open, conns_idle; /* gauges */
+    uint64_t queue_waits;
+} est_upstream_stats_t;
+
+const est_upstream_stats_t *est_upstream_get_stats(const est_upstream_t *u);
+
+#endif

@@ -1,0 +1,78 @@
+/*
+ * estuary - per-worker DNS resolver: c-ares driven by the worker's h2o evloop, with a cache.
+ *
+ * One est_dns_t per worker (never shared between threads). Names are looked up in the
+ * hosts file (read once when the resolver is created, never on the request path), then
+ * in DNS (A and AAAA). Answers are cached for their TTL clamped to [min_ttl, max_ttl];
+ * failures for negative_ttl; an expired answer may still serve for stale_ttl while a
+ * refresh fails. Concurrent lookups of one name share one query. IP literals resolve at
+ * once without DNS.
+ */
+#ifndef EST_UPSTREAM_DNS_H
+#define EST_UPSTREAM_DNS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <h2o.h>
+#include "config/config.h"
+
+typedef struct est_dns est_dns_t;
+typedef struct est_dns_query est_dns_query_t;
+
+typedef struct est_dns_addr {
+    struct sockaddr_storage sa; /* port is 0; the caller sets the target's port */
+    socklen_t len;
+} est_dns_addr_t;
+
+/* An immutable, reference-counted answer. IPv4 addresses come first, in answer order. */
+typedef struct est_dns_result {
+    size_t refcnt;
+    uint64_t generation; /* changes whenever the cached answer for the name changes */
+    size_t num_addrs;
+    est_dns_addr_t addrs[];
+} est_dns_result_t;
+
+void est_dns_result_addref(est_dns_result_t *r);
+void est_dns_result_release(est_dns_result_t *r);
+
+typedef enum {
+    EST_DNS_OK = 0,
+    EST_DNS_NOT_FOUND,  /* NXDOMAIN or no address */
+    EST_DNS_TIMEOUT,    /* the servers did not answer */
+    EST_DNS_FAILURE,    /* SERVFAIL, refused, anything else */
+} est_dns_status_t;
+
+const char *est_dns_strerror(est_dns_status_t st);
+
+typedef struct est_dns_stats {
+    uint64_t queries_ok, queries_failed; /* DNS queries sent, by outcome */
+    uint64_t cache_hits, cache_misses, stale_served;
+} est_dns_stats_t;
+
+/*
+ * Called once, always from the loop (never from inside est_dns_resolve). `result` is
+ * borrowed: addref it to keep it. NULL unless status is EST_DNS_OK.
+ */
+typedef void (*est_dns_cb)(void *data, est_dns_status_t status, est_dns_result_t *result);
+
+est_dns_t *est_dns_create(h2o_loop_t *loop, const est_dns_conf_t *conf);
+/* Cancels every pending query (their callbacks are not called) and frees everything. */
+void est_dns_destroy(est_dns_t *dns);
+
+/*
+ * Fast path: a fresh (or stale-but-servable) cached answer for `name`, borrowed, or NULL.
+ * Counts a cache hit when it returns non-NULL. Also returns IP literals and hosts-file names.
+ */
+est_dns_result_t *est_dns_lookup_cached(est_dns_t *dns, const char *name);
+
+/*
+ * Resolves `name`; `cb` is called later from the loop. Returns a handle that may be passed
+ * to est_dns_cancel until the callback has run.
+ */
+est_dns_query_t *est_dns_resolve(est_dns_t *dns, const char *name, est_dns_cb cb, void *data);
+void est_dns_cancel(est_dns_query_t *q);
+
+const est_dns_stats_t *est_dns_get_stats(const est_dns_t *dns);
+
+#endif
