@@ -1,0 +1,535 @@
+/*
+ * estuary - router: a segment trie over the route templates.
+ *
+ * Each trie node stands for a prefix of template segments and has up to three kinds of
+ * children: literal edges (sorted, binary-searched), one {param} child and one {rest...} child.
+ * Routes hang on the node where their template ends. Matching is a depth-first walk in
+ * precedence order (literal, param, rest) with backtracking; the first terminal node, in that
+ * order, holding a route that allows the method wins. A node sits at a fixed depth, so the walk
+ * visits each node at most once: the cost is bounded by the trie size and is about
+ * O(path length) for typical configs. Captured values go to a stack array: no allocation.
+ */
+#include "router/router.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct st_route_entry_t {
+    const est_route_conf_t *conf;
+    size_t index;
+    unsigned methods; /* GET implies HEAD folded in */
+    est_template_t tpl;
+    est_template_t *backend_tpls; /* one per backend (proxy: one); pieces NULL when no path */
+    size_t num_backend_tpls;
+} route_entry_t;
+
+typedef struct st_trie_node_t trie_node_t;
+
+typedef struct st_trie_edge_t {
+    const char *text; /* points into a route template */
+    size_t len;
+    trie_node_t *child;
+} trie_edge_t;
+
+struct st_trie_node_t {
+    trie_edge_t *lits;
+    size_t num_lits;
+    trie_node_t *param;
+    trie_node_t *rest;
+    route_entry_t **routes; /* ending here, in config order */
+    size_t num_routes;
+};
+
+struct st_est_router_t {
+    route_entry_t *entries;
+    size_t num_entries;
+    trie_node_t *root;
+};
+
+typedef struct st_walk_t {
+    const char *path;
+    size_t len;
+    unsigned method;
+    unsigned allowed;
+    const route_entry_t *found;
+    h2o_iovec_t caps[EST_ROUTER_MAX_PARAMS];
+} walk_t;
+
+static void set_err(char *err, size_t errsz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static trie_node_t *node_new(void);
+static void node_free(trie_node_t *n);
+static int node_add_route(trie_node_t *n, route_entry_t *e);
+static trie_node_t *node_lit_child(trie_node_t *n, const char *text, size_t len, int create);
+static void node_sort(trie_node_t *n);
+static int edge_cmp(const void *a, const void *b);
+static int insert_route(est_router_t *r, route_entry_t *e);
+static int compile_backends(route_entry_t *e, char *err, size_t errsz);
+static int check_terminal(walk_t *w, const trie_node_t *n);
+static int walk(walk_t *w, const trie_node_t *n, size_t pos, size_t ncaps);
+static int dot_count(const char *s, size_t len);
+static size_t value_size(h2o_iovec_t v, int in_query);
+static char *append_value(char *dst, h2o_iovec_t v, int in_query);
+
+static void set_err(char *err, size_t errsz, const char *fmt, ...)
+{
+    if (err == NULL || errsz == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errsz, fmt, ap);
+    va_end(ap);
+}
+
+static trie_node_t *node_new(void)
+{
+    return calloc(1, sizeof(trie_node_t));
+}
+
+static void node_free(trie_node_t *n)
+{
+    size_t i;
+    if (n == NULL)
+        return;
+    for (i = 0; i != n->num_lits; ++i)
+        node_free(n->lits[i].child);
+    free(n->lits);
+    node_free(n->param);
+    node_free(n->rest);
+    free(n->routes);
+    free(n);
+}
+
+static int node_add_route(trie_node_t *n, route_entry_t *e)
+{
+    route_entry_t **r = realloc(n->routes, (n->num_routes + 1) * sizeof(*r));
+    if (r == NULL)
+        return -1;
+    n->routes = r;
+    n->routes[n->num_routes++] = e;
+    return 0;
+}
+
+static trie_node_t *node_lit_child(trie_node_t *n, const char *text, size_t len, int create)
+{
+    size_t i;
+    for (i = 0; i != n->num_lits; ++i)
+        if (n->lits[i].len == len && memcmp(n->lits[i].text, text, len) == 0)
+            return n->lits[i].child;
+    if (!create)
+        return NULL;
+    trie_edge_t *lits = realloc(n->lits, (n->num_lits + 1) * sizeof(*lits));
+    if (lits == NULL)
+        return NULL;
+    n->lits = lits;
+    trie_node_t *child = node_new();
+    if (child == NULL)
+        return NULL;
+    n->lits[n->num_lits++] = (trie_edge_t){text, len, child};
+    return child;
+}
+
+/* edges are ordered by length, then bytes: the order bsearch uses in walk() */
+static int edge_cmp(const void *a, const void *b)
+{
+    const trie_edge_t *x = a, *y = b;
+    if (x->len != y->len)
+        return x->len < y->len ? -1 : 1;
+    return memcmp(x->text, y->text, x->len);
+}
+
+static void node_sort(trie_node_t *n)
+{
+    size_t i;
+    if (n == NULL)
+        return;
+    if (n->num_lits > 1)
+        qsort(n->lits, n->num_lits, sizeof(*n->lits), edge_cmp);
+    for (i = 0; i != n->num_lits; ++i)
+        node_sort(n->lits[i].child);
+    node_sort(n->param);
+    node_sort(n->rest);
+}
+
+static int insert_route(est_router_t *r, route_entry_t *e)
+{
+    trie_node_t *n = r->root;
+    size_t i;
+    for (i = 0; i != e->tpl.num_pieces; ++i) {
+        const est_tpl_piece_t *p = e->tpl.pieces + i;
+        trie_node_t **slot;
+        switch (p->kind) {
+        case EST_TPL_LITERAL:
+            if ((n = node_lit_child(n, p->text, p->len, 1)) == NULL)
+                return -1;
+            continue;
+        case EST_TPL_PARAM:
+            slot = &n->param;
+            break;
+        default:
+            slot = &n->rest;
+            break;
+        }
+        if (*slot == NULL && (*slot = node_new()) == NULL)
+            return -1;
+        n = *slot;
+    }
+    return node_add_route(n, e);
+}
+
+static int compile_backends(route_entry_t *e, char *err, size_t errsz)
+{
+    const est_route_conf_t *rc = e->conf;
+    const est_backend_conf_t *bs = rc->proxy != NULL ? rc->proxy : rc->backends;
+    size_t n = rc->proxy != NULL ? 1 : rc->num_backends, i;
+
+    if (n == 0 || bs == NULL)
+        return 0;
+    if ((e->backend_tpls = calloc(n, sizeof(*e->backend_tpls))) == NULL) {
+        set_err(err, errsz, "out of memory");
+        return -1;
+    }
+    e->num_backend_tpls = n;
+    for (i = 0; i != n; ++i) {
+        char msg[160];
+        size_t off = 0;
+        if (bs[i].path == NULL)
+            continue;
+        if (est_template_parse(e->backend_tpls + i, bs[i].path, 0, msg, sizeof(msg), &off) != 0) {
+            set_err(err, errsz, "route '%s': backend path '%s': %s (at offset %zu)", rc->path, bs[i].path, msg, off);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+est_router_t *est_router_create(const est_route_conf_t *routes, size_t n, char *err, size_t errsz)
+{
+    est_router_t *r;
+    size_t i, j;
+
+    if ((r = calloc(1, sizeof(*r))) == NULL || (r->root = node_new()) == NULL ||
+        (n != 0 && (r->entries = calloc(n, sizeof(*r->entries))) == NULL)) {
+        set_err(err, errsz, "out of memory");
+        goto Error;
+    }
+    r->num_entries = n;
+    for (i = 0; i != n; ++i) {
+        route_entry_t *e = r->entries + i;
+        char msg[160];
+        size_t off = 0, nparams = 0;
+        e->conf = routes + i;
+        e->index = i;
+        e->methods = routes[i].methods;
+        if (e->methods & EST_METHOD_GET)
+            e->methods |= EST_METHOD_HEAD;
+        if (est_template_parse(&e->tpl, routes[i].path, 1, msg, sizeof(msg), &off) != 0) {
+            set_err(err, errsz, "route '%s': %s (at offset %zu)", routes[i].path != NULL ? routes[i].path : "(null)", msg, off);
+            goto Error;
+        }
+        for (j = 0; j != e->tpl.num_pieces; ++j)
+            nparams += e->tpl.pieces[j].kind != EST_TPL_LITERAL;
+        if (nparams > EST_ROUTER_MAX_PARAMS) {
+            set_err(err, errsz, "route '%s': more than %d parameters", routes[i].path, EST_ROUTER_MAX_PARAMS);
+            goto Error;
+        }
+        if (compile_backends(e, err, errsz) != 0)
+            goto Error;
+        if (insert_route(r, e) != 0) {
+            set_err(err, errsz, "out of memory");
+            goto Error;
+        }
+    }
+    node_sort(r->root);
+    return r;
+
+Error:
+    est_router_destroy(r);
+    return NULL;
+}
+
+void est_router_destroy(est_router_t *r)
+{
+    size_t i, j;
+    if (r == NULL)
+        return;
+    node_free(r->root);
+    for (i = 0; i != r->num_entries; ++i) {
+        route_entry_t *e = r->entries + i;
+        est_template_dispose(&e->tpl);
+        for (j = 0; j != e->num_backend_tpls; ++j)
+            est_template_dispose(e->backend_tpls + j);
+        free(e->backend_tpls);
+    }
+    free(r->entries);
+    free(r);
+}
+
+/* the path ended at node `n`: record its routes; 1 when one allows the method */
+static int check_terminal(walk_t *w, const trie_node_t *n)
+{
+    size_t i;
+    for (i = 0; i != n->num_routes; ++i) {
+        const route_entry_t *e = n->routes[i];
+        w->allowed |= e->methods;
+        if ((e->methods & w->method) != 0) {
+            w->found = e;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* `pos` is the offset of the '/' before the next segment, or len when the path is consumed */
+static int walk(walk_t *w, const trie_node_t *n, size_t pos, size_t ncaps)
+{
+    if (pos == w->len)
+        return check_terminal(w, n);
+
+    size_t seg = pos + 1, end = seg;
+    while (end < w->len && w->path[end] != '/')
+        ++end;
+
+    if (n->num_lits != 0) {
+        trie_edge_t key = {w->path + seg, end - seg, NULL};
+        const trie_edge_t *e = bsearch(&key, n->lits, n->num_lits, sizeof(*n->lits), edge_cmp);
+        if (e != NULL && walk(w, e->child, end, ncaps))
+            return 1;
+    }
+    /* a {param} takes a whole, non-empty segment */
+    if (n->param != NULL && end > seg && ncaps < EST_ROUTER_MAX_PARAMS) {
+        w->caps[ncaps] = h2o_iovec_init(w->path + seg, end - seg);
+        if (walk(w, n->param, end, ncaps + 1))
+            return 1;
+    }
+    /* {rest...} takes everything after this '/', possibly nothing */
+    if (n->rest != NULL && ncaps < EST_ROUTER_MAX_PARAMS) {
+        w->caps[ncaps] = h2o_iovec_init(w->path + seg, w->len - seg);
+        if (check_terminal(w, n->rest))
+            return 1;
+    }
+    return 0;
+}
+
+est_router_result_t est_router_match(const est_router_t *router, const char *path, size_t len, unsigned method_bit,
+                                     est_match_t *m)
+{
+    walk_t w;
+    size_t i, k;
+
+    m->route = NULL;
+    m->route_index = 0;
+    m->tpl = NULL;
+    m->num_params = 0;
+    m->allowed = 0;
+    m->path = h2o_iovec_init(path, len);
+    if (len == 0 || path[0] != '/')
+        return EST_ROUTER_NOT_FOUND;
+
+    w.path = path;
+    w.len = len;
+    w.method = method_bit;
+    w.allowed = 0;
+    w.found = NULL;
+    walk(&w, router->root, 0, 0);
+    m->allowed = w.allowed;
+    if (w.found == NULL)
+        return w.allowed != 0 ? EST_ROUTER_METHOD_NOT_ALLOWED : EST_ROUTER_NOT_FOUND;
+
+    m->route = w.found->conf;
+    m->route_index = w.found->index;
+    m->tpl = &w.found->tpl;
+    for (i = 0, k = 0; i != m->tpl->num_pieces; ++i) {
+        const est_tpl_piece_t *p = m->tpl->pieces + i;
+        if (p->kind == EST_TPL_LITERAL)
+            continue;
+        m->params[k].name = h2o_iovec_init(p->text, p->len);
+        m->params[k].value = w.caps[k];
+        ++k;
+    }
+    m->num_params = k;
+    return EST_ROUTER_FOUND;
+}
+
+const h2o_iovec_t *est_match_get_param(const est_match_t *m, const char *name, size_t len)
+{
+    size_t i;
+    for (i = 0; i != m->num_params; ++i)
+        if (m->params[i].name.len == len && memcmp(m->params[i].name.base, name, len) == 0)
+            return &m->params[i].value;
+    return NULL;
+}
+
+const est_template_t *est_router_backend_template(const est_router_t *router, size_t route_index, size_t backend_index)
+{
+    if (route_index >= router->num_entries)
+        return NULL;
+    const route_entry_t *e = router->entries + route_index;
+    if (backend_index >= e->num_backend_tpls || e->backend_tpls[backend_index].pieces == NULL)
+        return NULL;
+    return e->backend_tpls + backend_index;
+}
+
+/* 1 for ".", 2 for "..", counting "%2e" as a dot; 0 otherwise (RFC 3986 2.3: %2E is '.') */
+static int dot_count(const char *s, size_t len)
+{
+    size_t i = 0;
+    int dots = 0;
+    while (i < len) {
+        if (s[i] == '.') {
+            i += 1;
+        } else if (i + 3 <= len && s[i] == '%' && s[i + 1] == '2' && (s[i + 2] == 'e' || s[i + 2] == 'E')) {
+            i += 3;
+        } else {
+            return 0;
+        }
+        if (++dots > 2)
+            return 0;
+    }
+    return dots;
+}
+
+ssize_t est_path_normalize(const char *path, size_t len, char *out)
+{
+    size_t i, o = 0;
+
+    if (len == 0 || path[0] != '/')
+        return -1;
+    for (i = 0; i != len; ++i) {
+        unsigned char c = (unsigned char)path[i];
+        if (c <= 0x20 || c == 0x7f)
+            return -1;
+    }
+
+    i = 0;
+    while (i < len) { /* path[i] == '/' */
+        size_t seg = i + 1, end = seg;
+        while (end < len && path[end] != '/')
+            ++end;
+        int last = end == len;
+        switch (dot_count(path + seg, end - seg)) {
+        case 1: /* "/." -> nothing, but "/a/." -> "/a/" */
+            if (last)
+                out[o++] = '/';
+            break;
+        case 2: /* drop the last output segment */
+            if (o == 0)
+                return -1; /* above the root */
+            while (out[--o] != '/')
+                ;
+            if (last)
+                out[o++] = '/';
+            break;
+        default: /* o <= i always, so memmove keeps in-place use safe */
+            memmove(out + o, path + i, end - i);
+            o += end - i;
+            break;
+        }
+        i = end;
+    }
+    if (o == 0)
+        out[o++] = '/';
+    out[o] = '\0';
+    return (ssize_t)o;
+}
+
+static size_t value_size(h2o_iovec_t v, int in_query)
+{
+    size_t i, n = v.len;
+    if (in_query)
+        for (i = 0; i != v.len; ++i)
+            if (v.base[i] == '&' || v.base[i] == '+' || v.base[i] == '#')
+                n += 2;
+    return n;
+}
+
+static char *append_value(char *dst, h2o_iovec_t v, int in_query)
+{
+    size_t i;
+    if (v.len == 0)
+        return dst;
+    if (!in_query) {
+        memcpy(dst, v.base, v.len);
+        return dst + v.len;
+    }
+    for (i = 0; i != v.len; ++i) {
+        char c = v.base[i];
+        if (c == '&' || c == '+' || c == '#') {
+            static const char hex[] = "0123456789ABCDEF";
+            *dst++ = '%';
+            *dst++ = hex[(unsigned char)c >> 4];
+            *dst++ = hex[c & 0xf];
+        } else {
+            *dst++ = c;
+        }
+    }
+    return dst;
+}
+
+int est_template_expand(const est_template_t *tpl, const est_match_t *m, h2o_mem_pool_t *pool, h2o_iovec_t query,
+                        h2o_iovec_t *out)
+{
+    size_t i, total = 0;
+    int in_query = 0;
+    char last = '\0';
+
+    /* pass 1: size, and whether the result already has a query part */
+    if (tpl == NULL) {
+        total = m->path.len;
+        in_query = m->path.len != 0 && memchr(m->path.base, '?', m->path.len) != NULL;
+        last = m->path.len != 0 ? m->path.base[m->path.len - 1] : '\0';
+    } else {
+        for (i = 0; i != tpl->num_pieces; ++i) {
+            const est_tpl_piece_t *p = tpl->pieces + i;
+            if (p->kind == EST_TPL_LITERAL) {
+                total += p->len;
+                if (!in_query && memchr(p->text, '?', p->len) != NULL)
+                    in_query = 1;
+                if (p->len != 0)
+                    last = p->text[p->len - 1];
+            } else {
+                const h2o_iovec_t *v = est_match_get_param(m, p->text, p->len);
+                if (v == NULL)
+                    return -1;
+                total += value_size(*v, in_query);
+                if (v->len != 0)
+                    last = v->base[v->len - 1];
+            }
+        }
+    }
+    /* the separator is skipped after a template ending in '?' or '&' ("/search?", "/s?a=1&") */
+    int need_sep = query.len != 0 && !(in_query && (last == '?' || last == '&'));
+    total += need_sep + query.len;
+
+    char *buf = h2o_mem_alloc_pool(pool, total + 1), *dst = buf;
+    in_query = 0;
+    if (tpl == NULL) {
+        if (m->path.len != 0) {
+            memcpy(dst, m->path.base, m->path.len);
+            in_query = memchr(m->path.base, '?', m->path.len) != NULL;
+        }
+        dst += m->path.len;
+    } else {
+        for (i = 0; i != tpl->num_pieces; ++i) {
+            const est_tpl_piece_t *p = tpl->pieces + i;
+            if (p->kind == EST_TPL_LITERAL) {
+                memcpy(dst, p->text, p->len); /* literal pieces are never empty in a backend template */
+                dst += p->len;
+                if (!in_query && memchr(p->text, '?', p->len) != NULL)
+                    in_query = 1;
+            } else {
+                dst = append_value(dst, *est_match_get_param(m, p->text, p->len), in_query);
+            }
+        }
+    }
+    if (need_sep)
+        *dst++ = in_query ? '&' : '?';
+    if (query.len != 0) {
+        memcpy(dst, query.base, query.len);
+        dst += query.len;
+    }
+    *dst = '\0';
+    *out = h2o_iovec_init(buf, (size_t)(dst - buf));
+    return 0;
+}
