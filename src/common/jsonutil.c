@@ -1,0 +1,214 @@
+/*
+ * estuary - JSON serialization for response bodies (see jsonutil.h).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "common/jsonutil.h"
+
+/* jansson's parser stops at 2048 levels; merging adds one. Refuse anything absurd instead of
+ * recursing without bound on a value built by hand. */
+#define MAX_DEPTH 4096
+
+typedef struct st_jbuf_t {
+    char *p;
+    size_t len, cap;
+} jbuf_t;
+
+static int jbuf_reserve(jbuf_t *b, size_t extra);
+static int jbuf_add(jbuf_t *b, const char *s, size_t n);
+static int dump_string(jbuf_t *b, const char *s, size_t n);
+static int dump_real(jbuf_t *b, double d);
+static int dump_value(jbuf_t *b, const json_t *v, unsigned depth);
+static char *jbuf_finish(jbuf_t *b, int ok, size_t *len);
+
+#define ADD_LIT(b, lit) jbuf_add((b), (lit), sizeof(lit) - 1)
+
+static int jbuf_reserve(jbuf_t *b, size_t extra)
+{
+    if (b->cap - b->len > extra) /* keep one byte for the final NUL */
+        return 0;
+    size_t cap = b->cap != 0 ? b->cap : 256;
+    while (cap - b->len <= extra) {
+        if (cap > SIZE_MAX / 2)
+            return -1;
+        cap *= 2;
+    }
+    char *p = realloc(b->p, cap);
+    if (p == NULL)
+        return -1;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static int jbuf_add(jbuf_t *b, const char *s, size_t n)
+{
+    if (jbuf_reserve(b, n) != 0)
+        return -1;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+
+static char *jbuf_finish(jbuf_t *b, int ok, size_t *len)
+{
+    if (!ok || jbuf_reserve(b, 0) != 0) {
+        free(b->p);
+        return NULL;
+    }
+    b->p[b->len] = '\0';
+    if (len != NULL)
+        *len = b->len;
+    return b->p;
+}
+
+/* Strings are UTF-8 (jansson checks on load): only '"', '\\' and C0 controls need escaping
+ * (RFC 8259 section 7). Runs of plain bytes are copied at once. */
+static int dump_string(jbuf_t *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF"; /* as jansson: \u001F */
+    if (jbuf_reserve(b, n + 2) != 0)
+        return -1;
+    b->p[b->len++] = '"';
+    size_t run = 0;
+    for (size_t i = 0; i < n; ++i) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        if (jbuf_add(b, s + run, i - run) != 0)
+            return -1;
+        run = i + 1;
+        char esc[6] = {'\\', 0};
+        size_t elen = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 0xf];
+            elen = 6;
+            break;
+        }
+        if (jbuf_add(b, esc, elen) != 0)
+            return -1;
+    }
+    if (jbuf_add(b, s + run, n - run) != 0)
+        return -1;
+    return ADD_LIT(b, "\"");
+}
+
+/* Shortest "%.Ng" (N = 15..17) that reads back as `d`; 17 digits always do (IEEE 754 double).
+ * jansson's json_real() refuses NaN and infinities, so `d` is finite. */
+static int dump_real(jbuf_t *b, double d)
+{
+    char tmp[40];
+    int n = 0;
+    for (int prec = 15; prec <= 17; ++prec) {
+        n = snprintf(tmp, sizeof(tmp), "%.*g", prec, d);
+        if (n <= 0 || (size_t)n >= sizeof(tmp))
+            return -1;
+        if (prec == 17 || strtod(tmp, NULL) == d)
+            break;
+    }
+    /* a locale with a decimal comma (snprintf and strtod agree on it): JSON wants '.' */
+    int integral = 1;
+    for (int i = 0; i < n; ++i) {
+        char c = tmp[i];
+        if (c == 'e' || c == 'E') {
+            integral = 0;
+        } else if (!(c >= '0' && c <= '9') && c != '-' && c != '+') {
+            tmp[i] = '.';
+            integral = 0;
+        }
+    }
+    if (jbuf_add(b, tmp, (size_t)n) != 0)
+        return -1;
+    /* keep it a real when read back, as jansson does: 100000.0 */
+    return integral ? ADD_LIT(b, ".0") : 0;
+}
+
+static int dump_value(jbuf_t *b, const json_t *v, unsigned depth)
+{
+    if (depth > MAX_DEPTH)
+        return -1;
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        const char *key;
+        size_t key_len;
+        json_t *val;
+        int first = 1;
+        if (ADD_LIT(b, "{") != 0)
+            return -1;
+        json_object_keylen_foreach((json_t *)v, key, key_len, val) {
+            if (!first && ADD_LIT(b, ", ") != 0)
+                return -1;
+            first = 0;
+            if (dump_string(b, key, key_len) != 0 || ADD_LIT(b, ": ") != 0 || dump_value(b, val, depth + 1) != 0)
+                return -1;
+        }
+        return ADD_LIT(b, "}");
+    }
+    case JSON_ARRAY: {
+        size_t n = json_array_size(v);
+        if (ADD_LIT(b, "[") != 0)
+            return -1;
+        for (size_t i = 0; i < n; ++i) {
+            if (i != 0 && ADD_LIT(b, ", ") != 0)
+                return -1;
+            if (dump_value(b, json_array_get(v, i), depth + 1) != 0)
+                return -1;
+        }
+        return ADD_LIT(b, "]");
+    }
+    case JSON_STRING:
+        return dump_string(b, json_string_value(v), json_string_length(v));
+    case JSON_INTEGER: {
+        char tmp[32];
+        int n = snprintf(tmp, sizeof(tmp), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return n > 0 ? jbuf_add(b, tmp, (size_t)n) : -1;
+    }
+    case JSON_REAL:
+        return dump_real(b, json_real_value(v));
+    case JSON_TRUE:
+        return ADD_LIT(b, "true");
+    case JSON_FALSE:
+        return ADD_LIT(b, "false");
+    case JSON_NULL:
+        return ADD_LIT(b, "null");
+    }
+    return -1;
+}
+
+char *est_json_dumps_compact(const json_t *v, size_t *len)
+{
+    jbuf_t b = {NULL, 0, 0};
+    int ok = v != NULL && dump_value(&b, v, 0) == 0;
+    return jbuf_finish(&b, ok, len);
+}
+
+char *est_error_body(int status, const char *code, const char *message, const char *request_id, size_t *len)
+{
+    jbuf_t b = {NULL, 0, 0};
+    char num[16];
+    int n = snprintf(num, sizeof(num), "%d", status);
+    if (code == NULL)
+        code = "";
+    int ok = n > 0 && (size_t)n < sizeof(num) && ADD_LIT(&b, "{\"error\": {\"status\": ") == 0 && jbuf_add(&b, num, (size_t)n) == 0 &&
+             ADD_LIT(&b, ", \"code\": ") == 0 && dump_string(&b, code, strlen(code)) == 0;
+    if (ok && message != NULL)
+        ok = ADD_LIT(&b, ", \"message\": ") == 0 && dump_string(&b, message, strlen(message)) == 0;
+    if (ok && request_id != NULL)
+        ok = ADD_LIT(&b, ", \"request_id\": ") == 0 && dump_string(&b, request_id, strlen(request_id)) == 0;
+    ok = ok && ADD_LIT(&b, "}}") == 0;
+    return jbuf_finish(&b, ok, len);
+}

@@ -1,0 +1,220 @@
+/* estuary - unit tests for est_body_parse (merge.c), est_json_dumps_compact and est_error_body
+ * (src/aggregate/jsonutil.c) */
+#include <math.h>
+#include "helpers.h"
+
+struct parse_case {
+    const char *body;
+    size_t len;       /* 0: strlen(body) */
+    int ret;          /* expected return */
+    const char *json; /* expected value (serialized), NULL: *out == NULL */
+};
+
+static const struct parse_case parse_cases[] = {
+    {"{\"a\": 1}", 0, 0, "{\"a\": 1}"},
+    {"  [1, 2]\n", 0, 0, "[1, 2]"},
+    {"\"text\"", 0, 0, "\"text\""},
+    {"-12.5e1", 0, 0, "-125.0"},
+    {"true", 0, 0, "true"},
+    {"null", 0, 0, "null"}, /* a JSON null is a value, not "nothing" */
+    {"\"a\\u0000b\"", 0, 0, "\"a\\u0000b\""},
+    {"[1]garbage", 3, 0, "[1]"}, /* only `len` bytes count; no NUL needed */
+    {"", 0, 0, NULL},
+    {" \t\r\n ", 0, 0, NULL},
+    {"{\"a\": 1}", 1, -1, NULL}, /* cut */
+    {"{", 0, -1, NULL},
+    {"nul", 0, -1, NULL},
+    {"{} {}", 0, -1, NULL},
+    {"[1,]", 0, -1, NULL},
+    {"{'a': 1}", 0, -1, NULL},
+    {"<html></html>", 0, -1, NULL},
+    {"\xef\xbb\xbf{}", 0, -1, NULL},           /* a BOM is not JSON */
+    {"\"\xff\"", 0, -1, NULL},                 /* invalid UTF-8 */
+    {"\v{}", 0, -1, NULL},                      /* \v is not JSON whitespace */
+    {"[18446744073709551616]", 0, -1, NULL},    /* jansson: integers are int64 */
+    {"[9223372036854775807]", 0, 0, "[9223372036854775807]"},
+};
+
+static void test_parse_cases(void **state)
+{
+    for (size_t i = 0; i < sizeof(parse_cases) / sizeof(parse_cases[0]); ++i) {
+        const struct parse_case *c = &parse_cases[i];
+        json_t *out = (json_t *)&out; /* must be overwritten */
+        int ret = est_body_parse(c->body, c->len != 0 ? c->len : strlen(c->body), &out);
+        if (ret != c->ret)
+            fail_msg("case %zu (%s): returned %d", i, c->body, ret);
+        if (c->json == NULL) {
+            if (out != NULL)
+                fail_msg("case %zu (%s): *out not NULL", i, c->body);
+        } else {
+            test_assert_json(c->body, out, c->json);
+        }
+        json_decref(out);
+    }
+}
+
+static void test_parse_embedded_nul(void **state)
+{
+    const char body[] = "{\"a\": 1}\0{";
+    json_t *out;
+    assert_int_equal(est_body_parse(body, sizeof(body) - 1, &out), -1);
+    assert_null(out);
+    assert_int_equal(est_body_parse(body, 8, &out), 0);
+    json_decref(out);
+}
+
+static void test_parse_depth(void **state)
+{
+    enum { N = 3000 };
+    char *deep = malloc(2 * N + 1);
+    json_t *out;
+    memset(deep, '[', N);
+    memset(deep + N, ']', N);
+    deep[2 * N] = '\0';
+    assert_int_equal(est_body_parse(deep, 2 * N, &out), -1); /* jansson stops at 2048 */
+    assert_int_equal(est_body_parse(deep + N - 1000, 2000, &out), 0);
+    size_t len;
+    char *text = est_json_dumps_compact(out, &len);
+    assert_non_null(text);
+    assert_int_equal(len, 2000);
+    assert_memory_equal(text, deep + N - 1000, 2000);
+    free(text);
+    json_decref(out);
+    free(deep);
+}
+
+/* without reals, the output is byte for byte jansson's json_dumps(v, 0) */
+static const char *same_as_jansson[] = {
+    "{}",
+    "[]",
+    "{\"a\": {}, \"b\": [], \"c\": [[], {}]}",
+    "{\"z\": 1, \"a\": 2, \"m\": {\"y\": null, \"b\": true, \"a\": false}}",
+    "[\"quote \\\" backslash \\\\ slash / tab \\t nl \\n cr \\r bs \\b ff \\f\"]",
+    "[\"\\u0001\\u001f\\u007f \\u00e9 \\u20ac \\ud83d\\ude00\"]",
+    "{\"k\\\"ey\\n\": \"v\"}",
+    "[-9223372036854775808, 9223372036854775807, 0, -1]",
+    "\"scalar\"",
+    "17",
+};
+
+static void test_dump_like_jansson(void **state)
+{
+    for (size_t i = 0; i < sizeof(same_as_jansson) / sizeof(same_as_jansson[0]); ++i) {
+        json_t *v = test_parse(same_as_jansson[i]);
+        char *want = json_dumps(v, JSON_ENCODE_ANY);
+        size_t len;
+        char *got = est_json_dumps_compact(v, &len);
+        assert_non_null(want);
+        assert_non_null(got);
+        assert_string_equal(got, want);
+        assert_int_equal(len, strlen(want));
+        free(want);
+        free(got);
+        json_decref(v);
+    }
+}
+
+struct real_case {
+    double d;
+    const char *text;
+};
+
+static const struct real_case real_cases[] = {
+    {0.1, "0.1"},
+    {9.95, "9.95"},
+    {2.5, "2.5"},
+    {1e5, "100000.0"},
+    {-0.0, "-0.0"},
+    {0.30000000000000004, "0.30000000000000004"},
+    {1700000000.123456, "1700000000.123456"},
+    {1e300, "1e+300"},
+    {-1.5e-7, "-1.5e-07"},
+    {1.7976931348623157e308, "1.7976931348623157e+308"},
+    {5e-324, "4.94065645841247e-324"}, /* reads back as 5e-324 */
+    {123456789012345678.0, "1.2345678901234568e+17"},
+};
+
+static void test_dump_reals(void **state)
+{
+    for (size_t i = 0; i < sizeof(real_cases) / sizeof(real_cases[0]); ++i) {
+        json_t *v = json_real(real_cases[i].d);
+        size_t len;
+        char *got = est_json_dumps_compact(v, &len);
+        assert_non_null(got);
+        if (strcmp(got, real_cases[i].text) != 0)
+            fail_msg("real %zu: got %s, expected %s", i, got, real_cases[i].text);
+        free(got);
+        json_decref(v);
+    }
+    /* every double reads back exactly */
+    srand(42);
+    for (int i = 0; i < 100000; ++i) {
+        uint64_t bits = ((uint64_t)rand() << 42) ^ ((uint64_t)rand() << 21) ^ (uint64_t)rand();
+        double d;
+        memcpy(&d, &bits, sizeof(d));
+        if (!isfinite(d))
+            continue;
+        json_t *v = json_real(d);
+        char *got = est_json_dumps_compact(v, NULL);
+        assert_non_null(got);
+        json_t *back = test_parse(got);
+        if (json_real_value(back) != d)
+            fail_msg("%s does not read back as %.17g", got, d);
+        free(got);
+        json_decref(back);
+        json_decref(v);
+    }
+}
+
+static void test_dump_large(void **state)
+{
+    json_t *arr = json_array();
+    for (int i = 0; i < 200000; ++i)
+        json_array_append_new(arr, json_pack("{s:i, s:s}", "id", i, "name", "some name"));
+    size_t len;
+    char *got = est_json_dumps_compact(arr, &len);
+    char *want = json_dumps(arr, 0);
+    assert_non_null(got);
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(got, want, len);
+    free(got);
+    free(want);
+    json_decref(arr);
+}
+
+static void test_error_body(void **state)
+{
+    size_t len;
+    char *s = est_error_body(504, "upstream_timeout", "upstream 'users' did not answer within 3s", "abc-123", &len);
+    assert_string_equal(s, "{\"error\": {\"status\": 504, \"code\": \"upstream_timeout\", \"message\": \"upstream 'users' did not "
+                           "answer within 3s\", \"request_id\": \"abc-123\"}}");
+    assert_int_equal(len, strlen(s));
+    json_t *v = test_parse(s);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(v, "error"), "status")), 504);
+    json_decref(v);
+    free(s);
+
+    s = est_error_body(400, "bad_request", "bad \"quote\" \\ and\nnewline \x01", NULL, &len);
+    assert_string_equal(s, "{\"error\": {\"status\": 400, \"code\": \"bad_request\", \"message\": \"bad \\\"quote\\\" \\\\ and\\nnewline "
+                           "\\u0001\"}}");
+    assert_int_equal(len, strlen(s));
+    free(s);
+
+    s = est_error_body(404, "route_not_found", NULL, "r1", NULL);
+    assert_string_equal(s, "{\"error\": {\"status\": 404, \"code\": \"route_not_found\", \"request_id\": \"r1\"}}");
+    free(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_cases),
+        cmocka_unit_test(test_parse_embedded_nul),
+        cmocka_unit_test(test_parse_depth),
+        cmocka_unit_test(test_dump_like_jansson),
+        cmocka_unit_test(test_dump_reals),
+        cmocka_unit_test(test_dump_large),
+        cmocka_unit_test(test_error_body),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
