@@ -97,7 +97,8 @@ typedef struct est_mapping_conf {
 typedef struct est_backend_conf {
     char *upstream_name;
     est_upstream_conf_t *upstream; /* resolved, never NULL after a successful load */
-    char *path;                    /* template: literal text with {param} / {rest...} */
+    char *path;                    /* template: literal text with {param} / {rest...}; NULL on a proxy
+                                    * route without "path": forward the client's path as it came */
     char *group;                   /* NULL when absent */
     char *target;                  /* dot path, NULL when absent */
     char **allow;                  /* dot paths; NULL/0 when absent */
