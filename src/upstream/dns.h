@@ -56,19 +56,41 @@ typedef struct est_dns_stats {
  */
 typedef void (*est_dns_cb)(void *data, est_dns_status_t status, est_dns_result_t *result);
 
+/*
+ * Process-wide c-ares setup (ares_library_init): call once from main before any worker
+ * starts, and est_dns_global_dispose once after they all stopped. Returns 0 or -1.
+ */
+int est_dns_global_init(void);
+void est_dns_global_dispose(void);
+
+/*
+ * Creates the resolver of the worker running `loop`, or returns NULL (logged). Reads the
+ * hosts file (/etc/hosts, or the file named by the environment variable ESTUARY_HOSTS_FILE,
+ * meant for tests) once, here. `conf` is copied.
+ */
 est_dns_t *est_dns_create(h2o_loop_t *loop, const est_dns_conf_t *conf);
-/* Cancels every pending query (their callbacks are not called) and frees everything. */
+/*
+ * Cancels every pending query (their callbacks are not called) and frees everything. Not
+ * from inside an est_dns_cb. The sockets it closes are freed by the loop's next
+ * h2o_evloop_run, so run the loop once more before h2o_evloop_destroy.
+ */
 void est_dns_destroy(est_dns_t *dns);
 
 /*
  * Fast path: a fresh (or stale-but-servable) cached answer for `name`, borrowed, or NULL.
  * Counts a cache hit when it returns non-NULL. Also returns IP literals and hosts-file names.
+ * The result stays valid until control returns to the loop (addref it to keep it longer).
+ * A used answer in the last ~10% of its TTL (at least min(1 s, TTL/2)) is refreshed in the
+ * background. An expired answer is returned only once its refresh failed (stale); before
+ * that this returns NULL and est_dns_resolve waits for the refresh.
  */
 est_dns_result_t *est_dns_lookup_cached(est_dns_t *dns, const char *name);
 
 /*
  * Resolves `name`; `cb` is called later from the loop. Returns a handle that may be passed
- * to est_dns_cancel until the callback has run.
+ * to est_dns_cancel until the callback has run; NULL only when out of memory (no callback
+ * then). Lookups wait at most dns.timeout x dns.attempts, then get EST_DNS_TIMEOUT (or a
+ * stale answer). Cached failures and cached answers are also delivered from the loop.
  */
 est_dns_query_t *est_dns_resolve(est_dns_t *dns, const char *name, est_dns_cb cb, void *data);
 void est_dns_cancel(est_dns_query_t *q);
