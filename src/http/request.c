@@ -1,0 +1,189 @@
+/*
+ * estuary - request-side helpers shared by the aggregate and proxy handlers.
+ */
+#include "http/request.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include "common/jsonutil.h"
+
+const char *est_status_reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "";
+    }
+}
+
+void est_send_body(h2o_req_t *req, const char *bytes, size_t len)
+{
+    /* h2o_send_inline does not set content_length (shared/LIBH2O-2.2.5.md §1): do it here so
+     * HTTP/1.1 answers with Content-Length instead of chunked */
+    req->res.content_length = len;
+    h2o_send_inline(req, bytes, len);
+}
+
+void est_send_error(h2o_req_t *req, int status, const char *code, const char *message, h2o_iovec_t request_id)
+{
+    char rid[129];
+    size_t rid_len = request_id.len < sizeof(rid) - 1 ? request_id.len : sizeof(rid) - 1;
+    memcpy(rid, request_id.base, rid_len);
+    rid[rid_len] = '\0';
+    size_t len = 0;
+    char *body = est_error_body(status, code, message, rid, &len);
+
+    req->res.status = status;
+    req->res.reason = est_status_reason(status);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+    if (request_id.len != 0 && h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("x-request-id"), -1) == -1)
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, request_id.base,
+                              request_id.len);
+    est_send_body(req, body != NULL ? body : "", body != NULL ? len : 0);
+    free(body);
+}
+
+int est_request_id_is_valid(const char *s, size_t len)
+{
+    if (len == 0 || len > 128)
+        return 0;
+    for (size_t i = 0; i != len; ++i) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* 1 when `name` is one of the comma-separated tokens of `list` (case-insensitive) */
+static int list_has_token(const h2o_iovec_t *list, const char *name, size_t len)
+{
+    const char *p = list->base, *end = list->base + list->len;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+            ++p;
+        const char *tok = p;
+        while (p < end && *p != ',' && *p != ' ' && *p != '\t')
+            ++p;
+        if ((size_t)(p - tok) == len && strncasecmp(tok, name, len) == 0)
+            return 1;
+        while (p < end && *p != ',')
+            ++p;
+    }
+    return 0;
+}
+
+int est_is_hop_by_hop(const char *name, size_t len, const h2o_iovec_t *connection_value)
+{
+    static const struct {
+        const char *s;
+        size_t len;
+    } fixed[] = {{H2O_STRLIT("connection")},        {H2O_STRLIT("keep-alive")}, {H2O_STRLIT("te")},
+                 {H2O_STRLIT("trailer")},           {H2O_STRLIT("transfer-encoding")}, {H2O_STRLIT("upgrade")},
+                 {H2O_STRLIT("http2-settings")}};
+    for (size_t i = 0; i != sizeof(fixed) / sizeof(fixed[0]); ++i)
+        if (len == fixed[i].len && strncasecmp(name, fixed[i].s, len) == 0)
+            return 1;
+    if (len >= 6 && strncasecmp(name, "proxy-", 6) == 0)
+        return 1;
+    if (connection_value != NULL && connection_value->len != 0 && list_has_token(connection_value, name, len))
+        return 1;
+    return 0;
+}
+
+static size_t format_peer(h2o_req_t *req, char *buf, size_t bufsz)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen = req->conn->callbacks->get_peername(req->conn, (void *)&ss);
+    if (sslen == 0)
+        return 0;
+    const void *addr = NULL;
+    if (ss.ss_family == AF_INET)
+        addr = &((struct sockaddr_in *)&ss)->sin_addr;
+    else if (ss.ss_family == AF_INET6)
+        addr = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+    else
+        return 0;
+    if (inet_ntop(ss.ss_family, addr, buf, (socklen_t)bufsz) == NULL)
+        return 0;
+    return strlen(buf);
+}
+
+void est_build_forward_headers(h2o_req_t *req, h2o_iovec_t request_id, int keep_upgrade, h2o_header_t **out, size_t *num_out)
+{
+    h2o_iovec_t connection = {NULL, 0};
+    h2o_iovec_t xff = {NULL, 0}, via = {NULL, 0};
+    for (size_t i = 0; i != req->headers.size; ++i) {
+        const h2o_header_t *h = req->headers.entries + i;
+        if (h->name == &H2O_TOKEN_CONNECTION->buf)
+            connection = h->value;
+    }
+
+    h2o_header_t *hdrs = h2o_mem_alloc_pool(&req->pool, sizeof(*hdrs) * (req->headers.size + 5));
+    size_t n = 0;
+    for (size_t i = 0; i != req->headers.size; ++i) {
+        const h2o_header_t *h = req->headers.entries + i;
+        const h2o_iovec_t *name = h->name;
+        if (name == &H2O_TOKEN_HOST->buf || name == &H2O_TOKEN_CONTENT_LENGTH->buf)
+            continue;
+        if (keep_upgrade && name == &H2O_TOKEN_UPGRADE->buf) {
+            hdrs[n++] = *h;
+            continue;
+        }
+        if (est_is_hop_by_hop(name->base, name->len, &connection))
+            continue;
+        if (name->len == 15 && strncasecmp(name->base, "x-forwarded-for", 15) == 0) {
+            /* several X-Forwarded-For lines are joined, in order */
+            xff = xff.len == 0 ? h->value : h2o_concat(&req->pool, xff, h2o_iovec_init(H2O_STRLIT(", ")), h->value);
+            continue;
+        }
+        if ((name->len == 17 && (strncasecmp(name->base, "x-forwarded-proto", 17) == 0)) ||
+            (name->len == 16 && strncasecmp(name->base, "x-forwarded-host", 16) == 0) ||
+            (name->len == 12 && strncasecmp(name->base, "x-request-id", 12) == 0))
+            continue; /* replaced by ours */
+        if (name == &H2O_TOKEN_VIA->buf) {
+            via = via.len == 0 ? h->value : h2o_concat(&req->pool, via, h2o_iovec_init(H2O_STRLIT(", ")), h->value);
+            continue;
+        }
+        hdrs[n++] = *h;
+    }
+
+    char peer[INET6_ADDRSTRLEN];
+    size_t peer_len = format_peer(req, peer, sizeof(peer));
+    h2o_iovec_t peer_iov = h2o_strdup(&req->pool, peer, peer_len);
+    if (xff.len != 0)
+        xff = h2o_concat(&req->pool, xff, h2o_iovec_init(H2O_STRLIT(", ")), peer_iov);
+    else
+        xff = peer_iov;
+
+    /* SPEC: "Via: 1.1 estuary" whatever the client's protocol (the hop to the upstream is HTTP/1.1) */
+    h2o_iovec_t our_via = h2o_iovec_init(H2O_STRLIT("1.1 estuary"));
+    if (via.len != 0)
+        via = h2o_concat(&req->pool, via, h2o_iovec_init(H2O_STRLIT(", ")), our_via);
+    else
+        via = our_via;
+
+    static h2o_iovec_t xff_name = {H2O_STRLIT("x-forwarded-for")}, xfp_name = {H2O_STRLIT("x-forwarded-proto")},
+                       xfh_name = {H2O_STRLIT("x-forwarded-host")}, xri_name = {H2O_STRLIT("x-request-id")};
+    hdrs[n++] = (h2o_header_t){&H2O_TOKEN_VIA->buf, NULL, via};
+    if (xff.len != 0)
+        hdrs[n++] = (h2o_header_t){&xff_name, NULL, xff};
+    hdrs[n++] = (h2o_header_t){&xfp_name, NULL, req->scheme->name};
+    hdrs[n++] = (h2o_header_t){&xfh_name, NULL, req->authority};
+    hdrs[n++] = (h2o_header_t){&xri_name, NULL, request_id};
+    *out = hdrs;
+    *num_out = n;
+}

@@ -1,0 +1,67 @@
+/*
+ * estuary - what the front end hands to a route handler (aggregate or proxy), and the
+ * request-side helpers both share: JSON errors, forwarded headers, request ids.
+ *
+ * The front end matches the route, checks the method, fixes the request id, builds the
+ * end-to-end + forwarding headers once, and passes an est_request_t allocated in the
+ * request's pool. Handlers own the response from then on.
+ */
+#ifndef EST_HTTP_REQUEST_H
+#define EST_HTTP_REQUEST_H
+
+#include <stdint.h>
+#include <h2o.h>
+#include "config/config.h"
+#include "router/router.h"
+#include "upstream/client.h"
+
+/* Per-worker services a handler may use (owned by the worker; lives as long as the loop) */
+typedef struct est_services {
+    h2o_loop_t *loop;
+    est_upstream_set_t *upstreams;
+    /* returns the worker's h2o_timeout_t of this duration (created on first use) */
+    h2o_timeout_t *(*get_timeout)(struct est_services *svc, uint64_t ms);
+} est_services_t;
+
+typedef struct est_request {
+    h2o_req_t *req;
+    est_services_t *svc;
+    const est_config_t *conf;
+    const est_route_conf_t *route;
+    const est_router_t *router;  /* for the compiled backend path templates */
+    est_match_t match;           /* params point into `path` */
+    h2o_iovec_t path;            /* normalized path, no query (in the request pool) */
+    h2o_iovec_t query;           /* without '?', {NULL,0} when absent */
+    h2o_iovec_t request_id;      /* kept or generated */
+    unsigned method;             /* EST_METHOD_* bit of the client's method */
+    h2o_header_t *fwd_headers;   /* end-to-end request headers + Via, X-Forwarded-*, X-Request-Id */
+    size_t num_fwd_headers;
+    uint64_t deadline;           /* h2o_now() + route timeout */
+} est_request_t;
+
+/*
+ * Sends a JSON error `{"error": {"status", "code", "message", "request_id"}}` with
+ * Content-Type: application/json and X-Request-Id. `message` is copied.
+ */
+void est_send_error(h2o_req_t *req, int status, const char *code, const char *message, h2o_iovec_t request_id);
+
+/* The reason phrase for a status ("Bad Gateway"), "" when unknown */
+const char *est_status_reason(int status);
+
+/* 1 for hop-by-hop header names (RFC 7230 6.1), including the ones a Connection header names */
+int est_is_hop_by_hop(const char *name, size_t len, const h2o_iovec_t *connection_value);
+
+/*
+ * Builds the headers sent upstream from the client's: end-to-end headers as they came
+ * (without Host, Content-Length and hop-by-hop ones), then Via, X-Forwarded-For/-Proto/-Host
+ * and X-Request-Id. `keep_upgrade` keeps the Upgrade header (websocket). Allocated in req->pool.
+ */
+void est_build_forward_headers(h2o_req_t *req, h2o_iovec_t request_id, int keep_upgrade, h2o_header_t **out, size_t *num_out);
+
+/* 1 when the value is an acceptable client request id: 1-128 chars of [A-Za-z0-9._-] */
+int est_request_id_is_valid(const char *s, size_t len);
+
+/* Copies `bytes` into a buffer owned by req->pool and sends it as the whole body. */
+void est_send_body(h2o_req_t *req, const char *bytes, size_t len);
+
+#endif

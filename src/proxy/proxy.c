@@ -1,0 +1,258 @@
+/*
+ * estuary - streaming reverse proxy.
+ *
+ * Body relay with backpressure: the exchange hands us bytes that live only during the
+ * callback, so they are copied into `pending`; while h2o is still writing the previous
+ * chunk (`sending`, valid until proceed), more bytes accumulate in `pending`, and past
+ * PAUSE_AT bytes the exchange is paused (the upstream socket is no longer read, so TCP
+ * pushes back on the upstream). proceed() swaps the buffers, sends, and resumes. Memory per
+ * request is thus bounded by about 2 x PAUSE_AT plus one socket read.
+ */
+#include "proxy/proxy.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/log.h"
+#include <h2o/http1.h>
+#include <h2o/tunnel.h>
+
+#define PAUSE_AT (256 * 1024)
+#define WEBSOCKET_IDLE_TIMEOUT_MS 60000
+
+typedef struct st_proxy_t {
+    h2o_generator_t gen; /* first: h2o hands it back to proceed/stop */
+    est_request_t *r;
+    est_exchange_t *x;
+    est_upstream_request_t ureq;
+    h2o_buffer_t *sending, *pending;
+    int inflight;      /* h2o_send called, proceed not yet */
+    int got_final;     /* the upstream body ended cleanly */
+    int got_error;     /* the upstream failed after the head */
+    int paused;
+    int started;       /* h2o_start_response called */
+    int finished;      /* the last h2o_send (final or error) was made */
+} proxy_t;
+
+static void flush(proxy_t *p)
+{
+    h2o_req_t *req = p->r->req;
+    if (p->inflight || p->finished)
+        return;
+    h2o_buffer_t *t = p->sending;
+    p->sending = p->pending;
+    p->pending = t;
+    if (p->pending->size != 0)
+        h2o_buffer_consume(&p->pending, p->pending->size);
+    h2o_send_state_t state = H2O_SEND_STATE_IN_PROGRESS;
+    if (p->got_error)
+        state = H2O_SEND_STATE_ERROR;
+    else if (p->got_final)
+        state = H2O_SEND_STATE_FINAL;
+    if (state != H2O_SEND_STATE_IN_PROGRESS)
+        p->finished = 1;
+    else if (p->sending->size == 0)
+        return; /* nothing to say yet */
+    h2o_iovec_t buf = h2o_iovec_init(p->sending->bytes, p->sending->size);
+    p->inflight = state == H2O_SEND_STATE_IN_PROGRESS;
+    if (p->paused && p->x != NULL && p->pending->size < PAUSE_AT) {
+        p->paused = 0;
+        est_exchange_resume(p->x);
+    }
+    h2o_send(req, &buf, buf.len != 0 ? 1 : 0, state);
+}
+
+static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
+{
+    proxy_t *p = (proxy_t *)gen;
+    p->inflight = 0;
+    if (p->sending->size != 0)
+        h2o_buffer_consume(&p->sending, p->sending->size);
+    flush(p);
+    if (!p->inflight && p->paused && p->x != NULL) {
+        p->paused = 0;
+        est_exchange_resume(p->x);
+    }
+}
+
+static void on_stop(h2o_generator_t *gen, h2o_req_t *req)
+{
+    /* the client went away mid-body: release the upstream (closed, not pooled) */
+    proxy_t *p = (proxy_t *)gen;
+    p->finished = 1;
+    if (p->x != NULL) {
+        est_exchange_cancel(p->x);
+        p->x = NULL;
+    }
+}
+
+static void on_dispose(void *data)
+{
+    proxy_t *p = data;
+    if (p->x != NULL)
+        est_exchange_cancel(p->x);
+    h2o_buffer_dispose(&p->sending);
+    h2o_buffer_dispose(&p->pending);
+}
+
+static int header_is(const struct phr_header *h, const char *name, size_t len)
+{
+    return h->name_len == len && strncasecmp(h->name, name, len) == 0;
+}
+
+/* outlives the request: h2o disposes the request before the upgrade completes */
+typedef struct st_ws_upgrade_t {
+    h2o_context_t *ctx;
+    h2o_timeout_t *idle_timeout;
+    h2o_socket_t *upstream;
+} ws_upgrade_t;
+
+static void on_upgrade_complete(void *data, h2o_socket_t *client_sock, size_t reqsize)
+{
+    ws_upgrade_t *ws = data;
+    if (client_sock != NULL) {
+        h2o_buffer_consume(&client_sock->input, reqsize);
+        h2o_tunnel_establish(ws->ctx, client_sock, ws->upstream, ws->idle_timeout);
+    } else {
+        h2o_socket_close(ws->upstream);
+    }
+    free(ws);
+}
+
+static int on_head(est_exchange_t *x, void *data, int status, const struct phr_header *headers, size_t num_headers)
+{
+    proxy_t *p = data;
+    h2o_req_t *req = p->r->req;
+    h2o_iovec_t connection = {NULL, 0};
+    for (size_t i = 0; i != num_headers; ++i)
+        if (header_is(headers + i, H2O_STRLIT("connection")))
+            connection = h2o_iovec_init(headers[i].value, headers[i].value_len);
+
+    req->res.status = status;
+    req->res.reason = est_status_reason(status);
+    int is_upgrade = status == 101 && p->ureq.want_upgrade;
+    for (size_t i = 0; i != num_headers; ++i) {
+        const struct phr_header *h = headers + i;
+        if (header_is(h, H2O_STRLIT("content-length"))) {
+            size_t cl = h2o_strtosize(h->value, h->value_len);
+            if (cl != SIZE_MAX)
+                req->res.content_length = cl;
+            continue;
+        }
+        if (is_upgrade && (header_is(h, H2O_STRLIT("upgrade")) || header_is(h, H2O_STRLIT("connection")))) {
+            /* h2o_http1_upgrade writes its own Connection: upgrade; keep Upgrade */
+            if (header_is(h, H2O_STRLIT("connection")))
+                continue;
+        } else if (est_is_hop_by_hop(h->name, h->name_len, &connection)) {
+            continue;
+        }
+        /* h2o writes its own Date and Server; the request id is ours */
+        if (header_is(h, H2O_STRLIT("date")) || header_is(h, H2O_STRLIT("server")) || header_is(h, H2O_STRLIT("x-request-id")))
+            continue;
+        h2o_iovec_t name = h2o_strdup(&req->pool, h->name, h->name_len);
+        h2o_strtolower(name.base, name.len);
+        h2o_iovec_t value = h2o_strdup(&req->pool, h->value, h->value_len);
+        h2o_add_header_by_str(&req->pool, &req->res.headers, name.base, name.len, 1, NULL, value.base, value.len);
+    }
+    if (is_upgrade) {
+        ws_upgrade_t *ws = h2o_mem_alloc(sizeof(*ws));
+        ws->ctx = req->conn->ctx;
+        ws->idle_timeout = p->r->svc->get_timeout(p->r->svc, WEBSOCKET_IDLE_TIMEOUT_MS);
+        ws->upstream = est_exchange_steal_socket(x);
+        p->x = NULL;
+        p->finished = 1;
+        h2o_http1_upgrade(req, NULL, 0, on_upgrade_complete, ws);
+        return -1;
+    }
+    p->started = 1;
+    h2o_start_response(req, &p->gen);
+    return 0;
+}
+
+static int on_body(est_exchange_t *x, void *data, const char *bytes, size_t len, int is_final)
+{
+    proxy_t *p = data;
+    if (p->finished)
+        return -1;
+    if (len != 0) {
+        h2o_iovec_t dst = h2o_buffer_reserve(&p->pending, len);
+        memcpy(dst.base, bytes, len);
+        p->pending->size += len;
+    }
+    if (is_final) {
+        p->x = NULL;
+        p->got_final = 1;
+    }
+    if (!p->inflight) {
+        flush(p);
+    } else if (!is_final && !p->paused && p->pending->size >= PAUSE_AT) {
+        p->paused = 1;
+        est_exchange_pause(x);
+    }
+    return 0;
+}
+
+static void on_error(est_exchange_t *x, void *data, est_uerr_t err, const char *message)
+{
+    proxy_t *p = data;
+    p->x = NULL;
+    est_request_t *r = p->r;
+    if (!p->started) {
+        char msg[256];
+        const est_upstream_conf_t *u = r->route->proxy->upstream;
+        int is_timeout = est_uerr_is_timeout(err);
+        if (is_timeout) {
+            char dur[32];
+            est_format_duration(err == EST_UERR_DEADLINE ? r->route->timeout_ms : u->response_timeout_ms, dur, sizeof(dur));
+            snprintf(msg, sizeof(msg), "upstream '%s' did not answer within %s", u->name, dur);
+        } else {
+            snprintf(msg, sizeof(msg), "upstream '%s' is unavailable (%s%s%s)", u->name, est_uerr_name(err),
+                     message != NULL ? ": " : "", message != NULL ? message : "");
+        }
+        if (err == EST_UERR_OVERLOADED)
+            est_send_error(r->req, 503, "upstream_overloaded", msg, r->request_id);
+        else
+            est_send_error(r->req, is_timeout ? 504 : 502, is_timeout ? "upstream_timeout" : "upstream_unavailable", msg,
+                           r->request_id);
+        return;
+    }
+    /* after the head: the client must see a broken response, never a clean short one */
+    est_log_debug("proxy: upstream '%s' failed mid-body: %s", r->route->proxy->upstream->name, est_uerr_name(err));
+    p->got_error = 1;
+    flush(p);
+}
+
+static const est_exchange_cb_t exchange_cb = {on_head, on_body, on_error};
+
+void est_proxy_handle(est_request_t *r)
+{
+    h2o_req_t *req = r->req;
+    proxy_t *p = h2o_mem_alloc_shared(&req->pool, sizeof(*p), on_dispose);
+    memset(p, 0, sizeof(*p));
+    p->gen.proceed = on_proceed;
+    p->gen.stop = on_stop;
+    p->r = r;
+    h2o_buffer_init(&p->sending, &h2o_socket_buffer_prototype);
+    h2o_buffer_init(&p->pending, &h2o_socket_buffer_prototype);
+
+    est_upstream_request_t *u = &p->ureq;
+    u->method = req->method;
+    if (est_template_expand(est_router_backend_template(r->router, r->match.route_index, 0), &r->match, &req->pool, r->query,
+                            &u->path) != 0) {
+        est_send_error(req, 500, "internal_error", "cannot build the upstream path", r->request_id);
+        return;
+    }
+    if (r->route->preserve_host)
+        u->host = req->authority;
+    u->headers = r->fwd_headers;
+    u->num_headers = r->num_fwd_headers;
+    if (req->entity.base != NULL) {
+        u->body = req->entity;
+        u->has_body = 1;
+    }
+    u->deadline = r->deadline;
+    u->is_idempotent = !(r->method == EST_METHOD_POST || r->method == EST_METHOD_PATCH);
+    u->want_upgrade = req->upgrade.base != NULL && req->version < 0x200 && r->route->websocket;
+    p->x = est_exchange_start(est_upstream_set_get(r->svc->upstreams, r->route->proxy->upstream->index), u, &exchange_cb, p);
+}
