@@ -55,6 +55,12 @@ typedef struct est_upstream_request {
     uint64_t deadline;            /* absolute, in h2o_now() ms; no attempt outlives it; 0 = none */
     int is_idempotent;            /* POST/PATCH: 0 -> retried only when never sent */
     int want_upgrade;             /* websocket: keep Connection: upgrade + Upgrade headers, expect 101 */
+    /*
+     * (added) 0 (default): `deadline` bounds the attempts, i.e. the wait for the head; the body
+     * then reads as long as no read waits longer than response_timeout (SPEC "Proxy routes").
+     * 1: it also bounds the body (EST_UERR_DEADLINE via on_error after on_head).
+     */
+    int deadline_covers_body;
 } est_upstream_request_t;
 
 /* Per-exchange facts for logs, Server-Timing and the access log */

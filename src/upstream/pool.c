@@ -1,0 +1,308 @@
+/*
+ * estuary - per-upstream connection pool (one per worker).
+ *
+ * Rules:
+ * - A "slot" is held by every exchange whose connection is connecting or in use; at most
+ *   pool.max_connections slots per upstream. Exchanges beyond wait FIFO in u->waiters (the
+ *   wait is bounded by connect_timeout, enforced in client.c). A released slot is handed
+ *   directly to the first waiter, so a newcomer cannot overtake the queue.
+ * - Idle keep-alive connections are keyed by target (which fixes TLS settings and SNI) and
+ *   address; the most recently used one is reused first. At most pool.max_idle are kept
+ *   (the oldest is closed beyond), each for at most idle_timeout, and a connection is closed
+ *   after pool.max_requests requests.
+ * - An idle connection keeps reading: any readable event (EOF, reset or unexpected bytes)
+ *   closes it at once, so a connection the server closed is not handed out.
+ * - TLS: one SSL_CTX per upstream with https targets; certificate and host name are checked
+ *   by our own verify callback (h2o 2.2.5 skips its own check on TLS 1.3, see
+ *   shared/LIBH2O-2.2.5.md §4), SNI = tls.server_name or the target's host.
+ */
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include "common/log.h"
+#include "upstream/client_internal.h"
+
+static void on_idle_read(h2o_socket_t *sock, const char *err);
+static void on_idle_timeout(h2o_timeout_entry_t *entry);
+static void on_connect(h2o_socket_t *sock, const char *err);
+static void on_handshake(h2o_socket_t *sock, const char *err);
+static int on_verify(int ok, X509_STORE_CTX *store);
+static int same_sa(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+static void pool_idle(est_conn_t *c);
+
+static int same_sa(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return 0;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+    }
+    return 0;
+}
+
+static int on_verify(int ok, X509_STORE_CTX *store)
+{
+    if (!ok || X509_STORE_CTX_get_error_depth(store) != 0)
+        return ok;
+    SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+    const char *name = ssl != NULL ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL;
+    X509 *cert = X509_STORE_CTX_get_current_cert(store);
+    if (name == NULL || cert == NULL) {
+        X509_STORE_CTX_set_error(store, X509_V_ERR_HOSTNAME_MISMATCH);
+        return 0;
+    }
+    unsigned char tmp[16];
+    int is_ip = inet_pton(AF_INET, name, tmp) == 1 || inet_pton(AF_INET6, name, tmp) == 1;
+    int match = is_ip ? X509_check_ip_asc(cert, name, 0) : X509_check_host(cert, name, strlen(name), 0, NULL);
+    if (match != 1) {
+        X509_STORE_CTX_set_error(store, is_ip ? X509_V_ERR_IP_ADDRESS_MISMATCH : X509_V_ERR_HOSTNAME_MISMATCH);
+        return 0;
+    }
+    return 1;
+}
+
+int est_pool_init_upstream(est_upstream_t *u, char **err)
+{
+    h2o_loop_t *loop = u->set->loop;
+    h2o_timeout_init(loop, &u->connect_timeout, u->conf->connect_timeout_ms);
+    h2o_timeout_init(loop, &u->response_timeout, u->conf->response_timeout_ms);
+    h2o_timeout_init(loop, &u->idle_timeout, u->conf->pool.idle_timeout_ms);
+    h2o_linklist_init_anchor(&u->idle);
+    h2o_linklist_init_anchor(&u->waiters);
+
+    int need_tls = 0;
+    for (size_t i = 0; i != u->conf->num_targets; ++i)
+        need_tls |= u->conf->targets[i].is_tls;
+    if (!need_tls)
+        return 0;
+    if ((u->ssl_ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
+        *err = "SSL_CTX_new failed";
+        return -1;
+    }
+    SSL_CTX_set_min_proto_version(u->ssl_ctx, TLS1_2_VERSION);
+    if (u->conf->tls.verify) {
+        int ok = u->conf->tls.ca_file != NULL ? SSL_CTX_load_verify_locations(u->ssl_ctx, u->conf->tls.ca_file, NULL)
+                                              : SSL_CTX_set_default_verify_paths(u->ssl_ctx);
+        if (!ok) {
+            *err = "cannot load the CA file";
+            return -1;
+        }
+        SSL_CTX_set_verify(u->ssl_ctx, SSL_VERIFY_PEER, on_verify);
+    } else {
+        SSL_CTX_set_verify(u->ssl_ctx, SSL_VERIFY_NONE, NULL);
+    }
+    return 0;
+}
+
+void est_pool_dispose_upstream(est_upstream_t *u)
+{
+    while (!h2o_linklist_is_empty(&u->idle))
+        est_pool_close_conn(H2O_STRUCT_FROM_MEMBER(est_conn_t, idle_link, u->idle.next));
+    h2o_loop_t *loop = u->set->loop;
+    h2o_timeout_dispose(loop, &u->connect_timeout);
+    h2o_timeout_dispose(loop, &u->response_timeout);
+    h2o_timeout_dispose(loop, &u->idle_timeout);
+    if (u->ssl_ctx != NULL)
+        SSL_CTX_free(u->ssl_ctx);
+}
+
+void est_pool_close_conn(est_conn_t *c)
+{
+    est_upstream_t *u = c->u;
+    if (h2o_linklist_is_linked(&c->idle_link)) {
+        h2o_linklist_unlink(&c->idle_link);
+        u->num_idle--;
+        u->stats.conns_idle--;
+    }
+    if (h2o_timeout_is_linked(&c->idle_timer))
+        h2o_timeout_unlink(&c->idle_timer);
+    if (c->sock != NULL) {
+        c->sock->data = NULL;
+        h2o_socket_close(c->sock);
+        u->stats.conns_open--;
+    }
+    free(c);
+}
+
+static void on_idle_read(h2o_socket_t *sock, const char *err)
+{
+    /* EOF, reset or bytes nobody asked for: the connection is not reusable */
+    est_conn_t *c = sock->data;
+    est_log_debug("upstream '%s': closing an idle connection (%s)", c->u->conf->name,
+                  err != NULL ? err : "unexpected bytes");
+    est_pool_close_conn(c);
+}
+
+static void on_idle_timeout(h2o_timeout_entry_t *entry)
+{
+    est_conn_t *c = H2O_STRUCT_FROM_MEMBER(est_conn_t, idle_timer, entry);
+    est_pool_close_conn(c);
+}
+
+static void pool_idle(est_conn_t *c)
+{
+    est_upstream_t *u = c->u;
+    c->state = EST_CONN_IDLE;
+    c->x = NULL;
+    h2o_linklist_insert(&u->idle, &c->idle_link);
+    u->num_idle++;
+    u->stats.conns_idle++;
+    h2o_timeout_link(u->set->loop, &u->idle_timeout, &c->idle_timer);
+    h2o_socket_read_start(c->sock, on_idle_read);
+    while (u->num_idle > u->conf->pool.max_idle)
+        est_pool_close_conn(H2O_STRUCT_FROM_MEMBER(est_conn_t, idle_link, u->idle.next));
+}
+
+static void on_connect(h2o_socket_t *sock, const char *err)
+{
+    est_conn_t *c = sock->data;
+    est_upstream_t *u = c->u;
+    const est_target_conf_t *t = &u->conf->targets[c->target_index];
+    if (err == NULL && t->is_tls) {
+        const char *name = u->conf->tls.server_name != NULL ? u->conf->tls.server_name : t->host;
+        h2o_socket_ssl_handshake(sock, u->ssl_ctx, name, on_handshake);
+        return;
+    }
+    est_conn_on_connected(c, err, 0);
+}
+
+static void on_handshake(h2o_socket_t *sock, const char *err)
+{
+    est_conn_t *c = sock->data;
+    /* h2o's own name check is unreliable (skipped on TLS 1.3, no IP SANs); on_verify is the
+     * authority when verification is on, and with verify off a mismatch is accepted */
+    if (err == h2o_socket_error_ssl_cert_name_mismatch || (err == h2o_socket_error_ssl_no_cert && !c->u->conf->tls.verify))
+        err = NULL;
+    est_conn_on_connected(c, err, 1);
+}
+
+int est_pool_acquire(est_exchange_t *x)
+{
+    est_upstream_t *u = x->u;
+    if (!x->has_slot) {
+        size_t max = u->conf->pool.max_connections ? u->conf->pool.max_connections : 1;
+        if (u->num_slots >= max || !h2o_linklist_is_empty(&u->waiters)) {
+            h2o_linklist_insert(&u->waiters, &x->_wait_link);
+            u->stats.queue_waits++;
+            return 1;
+        }
+        u->num_slots++;
+        x->has_slot = 1;
+    }
+
+    /* the most recently pooled matching connection */
+    if (!x->force_new_conn) {
+        for (h2o_linklist_t *l = u->idle.prev; l != &u->idle; l = l->prev) {
+            est_conn_t *c = H2O_STRUCT_FROM_MEMBER(est_conn_t, idle_link, l);
+            if (c->target_index == x->target_index && same_sa(&c->sa, &x->sa)) {
+                h2o_linklist_unlink(&c->idle_link);
+                u->num_idle--;
+                u->stats.conns_idle--;
+                h2o_timeout_unlink(&c->idle_timer);
+                h2o_socket_read_stop(c->sock);
+                c->state = EST_CONN_ACTIVE;
+                c->x = x;
+                x->conn = c;
+                x->info.reused = 1;
+                u->stats.conns_reused++;
+                return 0;
+            }
+        }
+    }
+    x->force_new_conn = 0;
+
+    est_conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return -1;
+    c->u = u;
+    c->state = EST_CONN_CONNECTING;
+    c->target_index = x->target_index;
+    c->sa = x->sa;
+    c->salen = x->salen;
+    c->idle_timer.cb = on_idle_timeout;
+    if (u->conf->targets[x->target_index].is_tls && u->ssl_ctx == NULL) {
+        free(c);
+        return -1;
+    }
+    if ((c->sock = h2o_socket_connect(u->set->loop, (struct sockaddr *)&c->sa, c->salen, on_connect)) == NULL) {
+        free(c);
+        return -1;
+    }
+    c->sock->data = c;
+    c->x = x;
+    x->conn = c;
+    x->info.reused = 0;
+    u->stats.conns_created++;
+    u->stats.conns_open++;
+    return 0;
+}
+
+void est_pool_release(est_exchange_t *x, int reusable)
+{
+    est_conn_t *c = x->conn;
+    if (c != NULL) {
+        x->conn = NULL;
+        c->x = NULL;
+        c->requests++;
+        est_upstream_t *u = c->u;
+        if (reusable && c->state == EST_CONN_ACTIVE && c->requests < u->conf->pool.max_requests && u->conf->pool.max_idle > 0 &&
+            c->sock->input->size == 0) {
+            pool_idle(c);
+        } else {
+            est_pool_close_conn(c);
+        }
+    }
+    est_pool_release_slot(x);
+}
+
+void est_pool_release_slot(est_exchange_t *x)
+{
+    if (!x->has_slot)
+        return;
+    est_upstream_t *u = x->u;
+    x->has_slot = 0;
+    if (!h2o_linklist_is_empty(&u->waiters)) {
+        est_exchange_t *w = H2O_STRUCT_FROM_MEMBER(est_exchange_t, _wait_link, u->waiters.next);
+        h2o_linklist_unlink(&w->_wait_link);
+        w->has_slot = 1; /* handed over: num_slots unchanged */
+        est_exchange_wake(w);
+    } else {
+        u->num_slots--;
+    }
+}
+
+void est_pool_dequeue(est_exchange_t *x)
+{
+    if (h2o_linklist_is_linked(&x->_wait_link))
+        h2o_linklist_unlink(&x->_wait_link);
+}
+
+void est_pool_purge_target(est_upstream_t *u, size_t ti, const est_dns_result_t *res)
+{
+    h2o_linklist_t *l = u->idle.next;
+    while (l != &u->idle) {
+        est_conn_t *c = H2O_STRUCT_FROM_MEMBER(est_conn_t, idle_link, l);
+        l = l->next;
+        if (c->target_index != ti)
+            continue;
+        int found = 0;
+        for (size_t i = 0; i != res->num_addrs && !found; ++i) {
+            struct sockaddr_storage sa = res->addrs[i].sa;
+            in_port_t port = htons(u->conf->targets[ti].port);
+            if (sa.ss_family == AF_INET)
+                ((struct sockaddr_in *)&sa)->sin_port = port;
+            else if (sa.ss_family == AF_INET6)
+                ((struct sockaddr_in6 *)&sa)->sin6_port = port;
+            found = same_sa(&sa, &c->sa);
+        }
+        if (!found)
+            est_pool_close_conn(c);
+    }
+}

@@ -1,0 +1,1546 @@
+/*
+ * Unit tests for the upstream HTTP/1.1 client (src/upstream/client.c, pool.c, balancer.c).
+ *
+ * Each test runs an h2o evloop in the main thread and a small scripted blocking HTTP server
+ * in other threads on 127.0.0.1:0 (one thread per connection, so concurrency is real). The
+ * loop is always run in bounded steps until a condition holds.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include "common/log.h"
+#include "upstream/client.h"
+
+/* ------------------------------------------------------------------ scripted server */
+
+enum {
+    MODE_CL,              /* 200, Content-Length body "hello", keep-alive */
+    MODE_CHUNKED,         /* 200, chunked "hello world", split across several writes */
+    MODE_CLOSE_DELIMITED, /* 200, no length, body ends with the connection */
+    MODE_SLOW,            /* like MODE_CL after 150 ms */
+    MODE_NO_REPLY,        /* reads the request, never answers */
+    MODE_503_THEN_200,    /* first request 503, then 200 */
+    MODE_RESET,           /* reads the request, closes without an answer */
+    MODE_CLOSE_AFTER_ONE, /* answers one request per connection, then closes at the next request */
+    MODE_CLOSE_IDLE,      /* answers, then closes the connection (server-side idle close) */
+    MODE_BIG,             /* 200, Content-Length BIG_LEN, sent in 16 KiB pieces */
+    MODE_SLOW_600,        /* like MODE_CL after 600 ms */
+    MODE_204,             /* 204 without body, keep-alive */
+    MODE_INTERIM,         /* 100 Continue, then 200 */
+    MODE_HUGE_HEAD,       /* a head over 64 KiB */
+    MODE_UPGRADE,         /* 101, then "abc" right after the head */
+    MODE_GARBAGE,         /* not HTTP */
+};
+
+#define BIG_LEN (1024 * 1024)
+#define MAX_HANDLERS 64
+
+typedef struct server {
+    int fd;
+    uint16_t port;
+    int mode;
+    atomic_int stop;
+    atomic_int conns_total, conns_now, conns_max, requests;
+    char last_request[8192];
+    pthread_mutex_t mu;
+    pthread_t acceptor;
+    pthread_t handlers[MAX_HANDLERS];
+    int num_handlers;
+} server_t;
+
+typedef struct handler_arg {
+    server_t *srv;
+    int fd;
+} handler_arg_t;
+
+static int wait_readable(server_t *srv, int fd)
+{
+    for (;;) {
+        if (atomic_load(&srv->stop))
+            return 0;
+        struct pollfd p = {fd, POLLIN, 0};
+        int r = poll(&p, 1, 20);
+        if (r > 0)
+            return 1;
+        if (r < 0 && errno != EINTR)
+            return 0;
+    }
+}
+
+static int send_all(int fd, const char *s, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, s, len, MSG_NOSIGNAL);
+        if (n <= 0)
+            return -1;
+        s += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int send_str(int fd, const char *s)
+{
+    return send_all(fd, s, strlen(s));
+}
+
+static void msleep(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+/* reads one request (head + Content-Length body); 1 on success, 0 on EOF/stop */
+static int read_request(server_t *srv, int fd, char *buf, size_t cap)
+{
+    size_t len = 0;
+    for (;;) {
+        buf[len] = '\0';
+        char *end = strstr(buf, "\r\n\r\n");
+        if (end != NULL) {
+            size_t head = (size_t)(end + 4 - buf), body = 0;
+            char *cl = strcasestr(buf, "\r\ncontent-length:");
+            if (cl != NULL && cl < end)
+                body = strtoul(cl + 17, NULL, 10);
+            if (len >= head + body)
+                return 1;
+        }
+        if (len + 1 >= cap || !wait_readable(srv, fd))
+            return 0;
+        ssize_t n = recv(fd, buf + len, cap - 1 - len, 0);
+        if (n <= 0)
+            return 0;
+        len += (size_t)n;
+    }
+}
+
+static void *handler_main(void *p)
+{
+    handler_arg_t *a = p;
+    server_t *srv = a->srv;
+    int fd = a->fd;
+    free(a);
+    int now = atomic_fetch_add(&srv->conns_now, 1) + 1;
+    pthread_mutex_lock(&srv->mu);
+    if (now > atomic_load(&srv->conns_max))
+        atomic_store(&srv->conns_max, now);
+    pthread_mutex_unlock(&srv->mu);
+
+    static char big_piece[16384];
+    memset(big_piece, 'x', sizeof(big_piece));
+    char buf[8192];
+    int on_conn = 0;
+    for (;;) {
+        if (!read_request(srv, fd, buf, sizeof(buf)))
+            break;
+        int nreq = atomic_fetch_add(&srv->requests, 1) + 1;
+        pthread_mutex_lock(&srv->mu);
+        snprintf(srv->last_request, sizeof(srv->last_request), "%s", buf);
+        pthread_mutex_unlock(&srv->mu);
+        ++on_conn;
+        const char *ok = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+        switch (srv->mode) {
+        case MODE_CL:
+            send_all(fd, ok, strlen(ok));
+            continue;
+        case MODE_CHUNKED:
+            send_str(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel");
+            msleep(30);
+            send_str(fd, "lo\r\n");
+            msleep(30);
+            send_str(fd, "6\r");
+            msleep(30);
+            send_str(fd, "\n world\r\n0\r\n\r\n");
+            continue;
+        case MODE_CLOSE_DELIMITED: {
+            const char *r = "HTTP/1.1 200 OK\r\n\r\nuntil-close";
+            send_all(fd, r, strlen(r));
+            goto Close;
+        }
+        case MODE_SLOW:
+        case MODE_SLOW_600:
+            msleep(srv->mode == MODE_SLOW ? 150 : 600);
+            send_all(fd, ok, strlen(ok));
+            continue;
+        case MODE_NO_REPLY:
+            while (wait_readable(srv, fd) && recv(fd, buf, sizeof(buf), 0) > 0)
+                ;
+            goto Close;
+        case MODE_503_THEN_200:
+            if (nreq == 1) {
+                const char *r = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy";
+                send_all(fd, r, strlen(r));
+            } else {
+                send_all(fd, ok, strlen(ok));
+            }
+            continue;
+        case MODE_RESET:
+            goto Close;
+        case MODE_CLOSE_AFTER_ONE:
+            if (on_conn > 1)
+                goto Close;
+            send_all(fd, ok, strlen(ok));
+            continue;
+        case MODE_CLOSE_IDLE:
+            send_all(fd, ok, strlen(ok));
+            goto Close;
+        case MODE_204:
+            send_str(fd, "HTTP/1.1 204 No Content\r\n\r\n");
+            continue;
+        case MODE_INTERIM:
+            send_str(fd, "HTTP/1.1 100 Continue\r\n\r\n");
+            msleep(20);
+            send_str(fd, ok);
+            continue;
+        case MODE_HUGE_HEAD: {
+            send_str(fd, "HTTP/1.1 200 OK\r\n");
+            char line[1024];
+            memset(line, 'a', sizeof(line));
+            memcpy(line, "X-Big: ", 7);
+            memcpy(line + sizeof(line) - 2, "\r\n", 2);
+            for (int i = 0; i != 80; ++i)
+                if (send_all(fd, line, sizeof(line)) != 0)
+                    goto Close;
+            while (wait_readable(srv, fd) && recv(fd, buf, sizeof(buf), 0) > 0)
+                ;
+            goto Close;
+        }
+        case MODE_UPGRADE:
+            send_str(fd, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nabc");
+            while (wait_readable(srv, fd) && recv(fd, buf, sizeof(buf), 0) > 0)
+                ;
+            goto Close;
+        case MODE_GARBAGE:
+            send_str(fd, "SSH-2.0-OpenSSH\r\n\r\n");
+            goto Close;
+        case MODE_BIG: {
+            char head[128];
+            int n = snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", BIG_LEN);
+            if (send_all(fd, head, (size_t)n) != 0)
+                goto Close;
+            for (size_t sent = 0; sent < BIG_LEN; sent += sizeof(big_piece))
+                if (send_all(fd, big_piece, sizeof(big_piece)) != 0)
+                    goto Close;
+            continue;
+        }
+        }
+    }
+Close:
+    close(fd);
+    atomic_fetch_sub(&srv->conns_now, 1);
+    return NULL;
+}
+
+static void *acceptor_main(void *p)
+{
+    server_t *srv = p;
+    while (wait_readable(srv, srv->fd)) {
+        int fd = accept(srv->fd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        atomic_fetch_add(&srv->conns_total, 1);
+        handler_arg_t *a = malloc(sizeof(*a));
+        a->srv = srv;
+        a->fd = fd;
+        pthread_mutex_lock(&srv->mu);
+        if (srv->num_handlers < MAX_HANDLERS && pthread_create(&srv->handlers[srv->num_handlers], NULL, handler_main, a) == 0)
+            srv->num_handlers++;
+        else
+            close(fd), free(a);
+        pthread_mutex_unlock(&srv->mu);
+    }
+    return NULL;
+}
+
+static void server_start(server_t *srv, int mode)
+{
+    memset(srv, 0, sizeof(*srv));
+    srv->mode = mode;
+    pthread_mutex_init(&srv->mu, NULL);
+    srv->fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(srv->fd >= 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(srv->fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(listen(srv->fd, 64), 0);
+    socklen_t len = sizeof(sin);
+    getsockname(srv->fd, (struct sockaddr *)&sin, &len);
+    srv->port = ntohs(sin.sin_port);
+    assert_int_equal(pthread_create(&srv->acceptor, NULL, acceptor_main, srv), 0);
+}
+
+static void server_stop(server_t *srv)
+{
+    atomic_store(&srv->stop, 1);
+    pthread_join(srv->acceptor, NULL);
+    for (int i = 0; i != srv->num_handlers; ++i)
+        pthread_join(srv->handlers[i], NULL);
+    close(srv->fd);
+    pthread_mutex_destroy(&srv->mu);
+}
+
+/* a port nobody listens on */
+static uint16_t closed_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bind(fd, (struct sockaddr *)&sin, sizeof(sin));
+    socklen_t len = sizeof(sin);
+    getsockname(fd, (struct sockaddr *)&sin, &len);
+    close(fd);
+    return ntohs(sin.sin_port);
+}
+
+/* ------------------------------------------------------------------ client fixture */
+
+typedef struct fixture {
+    h2o_loop_t *loop;
+    est_dns_t *dns;
+    est_config_t conf;
+    est_upstream_conf_t uconf;
+    est_target_conf_t target;
+    char authority[64];
+    int statuses[4];
+    est_upstream_set_t *set;
+    est_upstream_t *u;
+} fixture_t;
+
+static void fixture_conf(fixture_t *f, uint16_t port)
+{
+    memset(f, 0, sizeof(*f));
+    f->loop = h2o_evloop_create();
+    f->conf.dns.min_ttl_ms = 1000;
+    f->conf.dns.max_ttl_ms = 300000;
+    f->conf.dns.negative_ttl_ms = 5000;
+    f->conf.dns.stale_ttl_ms = 60000;
+    f->conf.dns.timeout_ms = 1000;
+    f->conf.dns.attempts = 2;
+    snprintf(f->authority, sizeof(f->authority), "127.0.0.1:%u", port);
+    f->target.url = f->authority;
+    f->target.host = "127.0.0.1";
+    f->target.port = port;
+    f->target.authority = f->authority;
+    f->target.is_ip_literal = 1;
+    f->uconf.name = "test";
+    f->uconf.index = 0;
+    f->uconf.targets = &f->target;
+    f->uconf.num_targets = 1;
+    f->uconf.balance = EST_BALANCE_ROUND_ROBIN;
+    f->uconf.connect_timeout_ms = 1000;
+    f->uconf.response_timeout_ms = 2000;
+    f->uconf.pool.max_connections = 16;
+    f->uconf.pool.max_idle = 8;
+    f->uconf.pool.max_requests = 10000;
+    f->uconf.pool.idle_timeout_ms = 30000;
+    f->uconf.retry.attempts = 2;
+    f->uconf.retry.backoff_ms = 10;
+    f->uconf.retry.max_backoff_ms = 50;
+    f->uconf.retry.on = EST_RETRY_ON_CONNECT_FAILURE | EST_RETRY_ON_RESET;
+    f->uconf.retry.statuses = f->statuses;
+    f->uconf.tls.verify = 1;
+    f->conf.upstreams = &f->uconf;
+    f->conf.num_upstreams = 1;
+}
+
+static void fixture_start(fixture_t *f)
+{
+    f->dns = est_dns_create(f->loop, &f->conf.dns);
+    assert_non_null(f->dns);
+    f->set = est_upstream_set_create(f->loop, f->dns, &f->conf);
+    assert_non_null(f->set);
+    f->u = est_upstream_set_get(f->set, 0);
+    assert_non_null(f->u);
+}
+
+static void fixture_stop(fixture_t *f)
+{
+    est_upstream_set_destroy(f->set);
+    est_dns_destroy(f->dns);
+    for (int i = 0; i != 5; ++i)
+        h2o_evloop_run(f->loop, 0); /* let closed sockets be freed */
+    h2o_evloop_destroy(f->loop);
+}
+
+typedef struct rec {
+    est_exchange_t *x;
+    int status, head_calls, body_calls, finals, errors;
+    est_uerr_t err;
+    char body[256];
+    size_t body_len;
+    est_exchange_info_t info;
+    int done;
+    /* behaviour */
+    int pause_on_first_body, cancel_on_first_body;
+    int paused_now;
+} rec_t;
+
+static int on_head(est_exchange_t *x, void *data, int status, const struct phr_header *headers, size_t num_headers)
+{
+    rec_t *r = data;
+    r->status = status;
+    r->head_calls++;
+    return 0;
+}
+
+static int on_body(est_exchange_t *x, void *data, const char *bytes, size_t len, int is_final)
+{
+    rec_t *r = data;
+    r->body_calls++;
+    size_t room = sizeof(r->body) - 1 - r->body_len;
+    if (len != 0)
+        memcpy(r->body + r->body_len, bytes, len < room ? len : room);
+    r->body_len += len < room ? len : room;
+    r->body[r->body_len] = '\0';
+    if (is_final) {
+        r->finals++;
+        r->info = *est_exchange_info(x);
+        r->done = 1;
+        return 0;
+    }
+    if (r->body_calls == 1 && r->cancel_on_first_body) {
+        r->info = *est_exchange_info(x);
+        est_exchange_cancel(x);
+        r->done = 1;
+        return 0;
+    }
+    if (r->body_calls == 1 && r->pause_on_first_body) {
+        est_exchange_pause(x);
+        r->paused_now = 1;
+    }
+    return 0;
+}
+
+static void on_error(est_exchange_t *x, void *data, est_uerr_t err, const char *message)
+{
+    rec_t *r = data;
+    r->errors++;
+    r->err = err;
+    r->info = *est_exchange_info(x);
+    r->done = 1;
+}
+
+static const est_exchange_cb_t callbacks = {on_head, on_body, on_error};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* runs the loop until *flag (or all of n recs) done, at most max_ms */
+static int run_until_done(fixture_t *f, rec_t *recs, size_t n, uint64_t max_ms)
+{
+    uint64_t until = now_ms() + max_ms;
+    for (;;) {
+        size_t done = 0;
+        for (size_t i = 0; i != n; ++i)
+            done += recs[i].done != 0;
+        if (done == n)
+            return 1;
+        if (now_ms() >= until)
+            return 0;
+        h2o_evloop_run(f->loop, 10);
+    }
+}
+
+static void run_for(fixture_t *f, uint64_t ms)
+{
+    uint64_t until = now_ms() + ms;
+    while (now_ms() < until)
+        h2o_evloop_run(f->loop, 10);
+}
+
+static est_upstream_request_t get_request(void)
+{
+    est_upstream_request_t req = {0};
+    req.method = h2o_iovec_init(H2O_STRLIT("GET"));
+    req.path = h2o_iovec_init(H2O_STRLIT("/x?y=1"));
+    req.is_idempotent = 1;
+    return req;
+}
+
+static void start(fixture_t *f, rec_t *r, const est_upstream_request_t *req)
+{
+    memset(r, 0, sizeof(*r));
+    r->x = est_exchange_start(f->u, req, &callbacks, r);
+    assert_non_null(r->x);
+}
+
+/* ------------------------------------------------------------------ tests */
+
+static void test_content_length(void **state)
+{
+    server_t srv;
+    server_start(&srv, MODE_CL);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    fixture_start(&f);
+
+    static h2o_iovec_t name = {H2O_STRLIT("X-Test")};
+    h2o_header_t hdrs[] = {{&name, NULL, {H2O_STRLIT("1")}}};
+    est_upstream_request_t req = get_request();
+    req.headers = hdrs;
+    req.num_headers = 1;
+    rec_t r;
+    start(&f, &r, &req);
+    assert_int_equal(r.done, 0); /* never synchronous */
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_int_equal(r.errors, 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.head_calls, 1);
+    assert_int_equal(r.finals, 1);
+    assert_string_equal(r.body, "hello");
+    assert_int_equal(r.info.attempts, 1);
+    assert_int_equal(r.info.status, 200);
+    assert_string_equal(r.info.address, f.authority);
+    assert_int_equal(r.info.reused, 0);
+    pthread_mutex_lock(&srv.mu);
+    assert_non_null(strstr(srv.last_request, "GET /x?y=1 HTTP/1.1\r\nHost: 127.0.0.1:"));
+    assert_non_null(strstr(srv.last_request, "\r\nX-Test: 1\r\n"));
+    assert_null(strcasestr(srv.last_request, "connection:"));
+    assert_null(strcasestr(srv.last_request, "content-length:"));
+    pthread_mutex_unlock(&srv.mu);
+    assert_int_equal(est_upstream_get_stats(f.u)->conns_idle, 1);
+
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+static void test_chunked_split(void **state)
+{
+    server_t srv;
+    server_start(&srv, MODE_CHUNKED);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(&f, &r, &req);
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_int_equal(r.errors, 0);
+    assert_string_equal(r.body, "hello world");
+    assert_true(r.body_calls >= 2); /* arrived in pieces */
+    assert_int_equal(r.finals, 1);
+    /* complete chunked reply: pooled */
+    assert_int_equal(est_upstream_get_stats(f.u)->conns_idle, 1);
+    rec_t r2;
+    start(&f, &r2, &req);
+    assert_true(run_until_done(&f, &r2, 1, 3000));
+    assert_string_equal(r2.body, "hello world");
+    assert_int_equal(r2.info.reused, 1);
+    assert_int_equal(atomic_load(&srv.conns_total), 1);
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+static void test_close_delimited(void **state)
+{
+    server_t srv;
+    server_start(&srv, MODE_CLOSE_DELIMITED);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(&f, &r, &req);
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_int_equal(r.errors, 0);
+    assert_string_equal(r.body, "until-close");
+    assert_int_equal(r.finals, 1);
+    assert_int_equal(est_upstream_get_stats(f.u)->conns_idle, 0); /* never pooled */
+    assert_int_equal(est_upstream_get_stats(f.u)->conns_open, 0);
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+static void test_keepalive_reuse(void **state)
+{
+    server_t srv;
+    server_start(&srv, MODE_CL);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    for (int i = 0; i != 5; ++i) {
+        rec_t r;
+        start(&f, &r, &req);
+        assert_true(run_until_done(&f, &r, 1, 3000));
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.body, "hello");
+        assert_int_equal(r.info.reused, i != 0);
+    }
+    assert_int_equal(atomic_load(&srv.conns_total), 1);
+    assert_int_equal(atomic_load(&srv.requests), 5);
+    const est_upstream_stats_t *st = est_upstream_get_stats(f.u);
+    assert_int_equal(st->conns_created, 1);
+    assert_int_equal(st->conns_reused, 4);
+    assert_int_equal(st->attempts_ok, 5);
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+static void test_max_connections_queue(void **state)
+{
+    server_t srv;
+    server_start(&srv, MODE_SLOW);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    f.uconf.pool.max_connections = 2;
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    rec_t r[5];
+    for (int i = 0; i != 5; ++i)
+        start(&f, &r[i], &req);
+    assert_true(run_until_done(&f, r, 5, 5000));
+    for (int i = 0; i != 5; ++i) {
+        assert_int_equal(r[i].errors, 0);
+        assert_int_equal(r[i].status, 200);
+    }
+    assert_true(atomic_load(&srv.conns_max) <= 2);
+    assert_true(atomic_load(&srv.conns_total) <= 2);
+    assert_int_equal(atomic_load(&srv.requests), 5);
+    assert_true(est_upstream_get_stats(f.u)->queue_waits >= 3);
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+static void test_overloaded(void **state)
+{
+    server_t srv;
+    server_start(&srv, MODE_SLOW_600);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    f.uconf.pool.max_connections = 1;
+    f.uconf.connect_timeout_ms = 200;
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    rec_t r[2];
+    start(&f, &r[0], &req);
+    start(&f, &r[1], &req);
+    uint64_t t0 = now_ms();
+    assert_true(run_until_done(&f, &r[1], 1, 3000));
+    uint64_t waited = now_ms() - t0;
+    assert_int_equal(r[1].errors, 1);
+    assert_int_equal(r[1].err, EST_UERR_OVERLOADED);
+    assert_true(waited >= 150 && waited < 550);
+    assert_int_equal(r[0].done, 0);
+    assert_true(run_until_done(&f, &r[0], 1, 3000));
+    assert_int_equal(r[0].status, 200);
+    assert_int_equal(atomic_load(&srv.requests), 1);
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+static void test_server_closes_idle(void **state)
+{
+    server_t srv;
+    server_start(&srv, MODE_CLOSE_IDLE);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    f.uconf.retry.attempts = 1; /* success must not depend on a counted retry */
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(&f, &r, &req);
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_int_equal(r.status, 200);
+    /* the pooled connection sees the server's FIN while idle and is closed at once */
+    uint64_t until = now_ms() + 2000;
+    while (est_upstream_get_stats(f.u)->conns_open != 0 && now_ms() < until)
+        h2o_evloop_run(f.loop, 10);
+    assert_int_equal(est_upstream_get_stats(f.u)->conns_open, 0);
+    start(&f, &r, &req);
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_int_equal(r.errors, 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.info.reused, 0);
+    assert_int_equal(atomic_load(&srv.conns_total), 2);
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+static void test_stale_reuse_transparent_retry(void **state)
+{
+    /* the server closes a kept-alive connection when the next request arrives: the
+     * exchange goes on over a fresh connection without a counted retry */
+    server_t srv;
+    server_start(&srv, MODE_CLOSE_AFTER_ONE);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    f.uconf.retry.attempts = 1;
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(&f, &r, &req);
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_int_equal(r.status, 200);
+    start(&f, &r, &req);
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_int_equal(r.errors, 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.info.attempts, 1);
+    assert_int_equal(r.info.reused, 0);
+    assert_int_equal(atomic_load(&srv.conns_total), 2);
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+static void test_connection_refused(void **state)
+{
+    fixture_t f;
+    fixture_conf(&f, closed_port());
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(&f, &r, &req);
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_int_equal(r.errors, 1);
+    assert_int_equal(r.err, EST_UERR_CONNECT);
+    assert_int_equal(r.info.attempts, 2);
+    assert_int_equal(r.head_calls, 0);
+    const est_upstream_stats_t *st = est_upstream_get_stats(f.u);
+    assert_int_equal(st->attempts_failed[EST_UERR_CONNECT], 2);
+    assert_int_equal(st->retries, 1);
+    assert_int_equal(st->conns_open, 0);
+    fixture_stop(&f);
+}
+
+static void test_response_timeout(void **state)
+{
+    server_t srv;
+    server_start(&srv, MODE_NO_REPLY);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    f.uconf.response_timeout_ms = 200;
+    f.uconf.retry.attempts = 1;
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    uint64_t t0 = now_ms();
+    start(&f, &r, &req);
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    uint64_t took = now_ms() - t0;
+    assert_int_equal(r.errors, 1);
+    assert_int_equal(r.err, EST_UERR_TIMEOUT);
+    assert_true(est_uerr_is_timeout(r.err));
+    assert_true(took >= 180 && took < 1000);
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+static void test_deadline(void **state)
+{
+    server_t srv;
+    server_start(&srv, MODE_NO_REPLY);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    req.deadline = h2o_now(f.loop) + 150;
+    rec_t r;
+    uint64_t t0 = now_ms();
+    start(&f, &r, &req);
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    uint64_t took = now_ms() - t0;
+    assert_int_equal(r.err, EST_UERR_DEADLINE);
+    assert_true(took >= 100 && took < 1000);
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+static void test_retry_503(void **state)
+{
+    server_t srv;
+    server_start(&srv, MODE_503_THEN_200);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    f.statuses[0] = 503;
+    f.uconf.retry.num_statuses = 1;
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(&f, &r, &req);
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_int_equal(r.errors, 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.head_calls, 1);
+    assert_string_equal(r.body, "hello");
+    assert_int_equal(r.info.attempts, 2);
+    assert_int_equal(est_upstream_get_stats(f.u)->retries, 1);
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+static void test_retry_503_exhausted_delivers_last(void **state)
+{
+    server_t srv;
+    server_start(&srv, MODE_503_THEN_200);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    f.statuses[0] = 503;
+    f.uconf.retry.num_statuses = 1;
+    f.uconf.retry.attempts = 1;
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(&f, &r, &req);
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_int_equal(r.errors, 0);
+    assert_int_equal(r.status, 503);
+    assert_string_equal(r.body, "busy");
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+static void test_post_not_retried_after_send(void **state)
+{
+    server_t srv;
+    server_start(&srv, MODE_RESET);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    f.uconf.retry.attempts = 3;
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    req.method = h2o_iovec_init(H2O_STRLIT("POST"));
+    req.body = h2o_iovec_init(H2O_STRLIT("{\"a\":1}"));
+    req.has_body = 1;
+    req.is_idempotent = 0;
+    rec_t r;
+    start(&f, &r, &req);
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_int_equal(r.errors, 1);
+    assert_int_equal(r.err, EST_UERR_RESET);
+    assert_int_equal(r.info.attempts, 1);
+    assert_int_equal(atomic_load(&srv.requests), 1);
+    pthread_mutex_lock(&srv.mu);
+    assert_non_null(strstr(srv.last_request, "POST /x?y=1 HTTP/1.1\r\n"));
+    assert_non_null(strstr(srv.last_request, "\r\nContent-Length: 7\r\n\r\n{\"a\":1}"));
+    pthread_mutex_unlock(&srv.mu);
+
+    /* the same with GET is retried (reset is in retry.on) */
+    est_upstream_request_t get = get_request();
+    start(&f, &r, &get);
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_int_equal(r.err, EST_UERR_RESET);
+    assert_int_equal(r.info.attempts, 3);
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+static void test_post_empty_body_content_length(void **state)
+{
+    server_t srv;
+    server_start(&srv, MODE_CL);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    req.method = h2o_iovec_init(H2O_STRLIT("POST"));
+    req.is_idempotent = 0;
+    rec_t r;
+    start(&f, &r, &req);
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_int_equal(r.status, 200);
+    pthread_mutex_lock(&srv.mu);
+    assert_non_null(strstr(srv.last_request, "\r\nContent-Length: 0\r\n\r\n"));
+    pthread_mutex_unlock(&srv.mu);
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+static void test_pause_resume(void **state)
+{
+    server_t srv;
+    server_start(&srv, MODE_BIG);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    f.uconf.response_timeout_ms = 300; /* the pause is longer: the read timer must be paused too */
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(&f, &r, &req);
+    r.pause_on_first_body = 1;
+    uint64_t until = now_ms() + 3000;
+    while (!r.paused_now && !r.done && now_ms() < until)
+        h2o_evloop_run(f.loop, 10);
+    assert_int_equal(r.paused_now, 1);
+    int calls = r.body_calls;
+    run_for(&f, 500);
+    assert_int_equal(r.body_calls, calls); /* nothing while paused */
+    assert_int_equal(r.done, 0);
+    est_exchange_resume(r.x);
+    assert_int_equal(r.body_calls, calls); /* not synchronous */
+    assert_true(run_until_done(&f, &r, 1, 5000));
+    assert_int_equal(r.errors, 0);
+    assert_int_equal(r.finals, 1);
+    assert_int_equal(r.body_len, sizeof(r.body) - 1); /* truncated copy, but all delivered */
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+typedef struct big_counter {
+    rec_t r;
+    size_t total;
+} big_counter_t;
+
+static int count_body(est_exchange_t *x, void *data, const char *bytes, size_t len, int is_final)
+{
+    big_counter_t *b = data;
+    b->total += len;
+    if (is_final)
+        b->r.done = 1;
+    return 0;
+}
+
+static void test_big_body_total(void **state)
+{
+    server_t srv;
+    server_start(&srv, MODE_BIG);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    big_counter_t b = {0};
+    est_exchange_cb_t cbs = {on_head, count_body, on_error};
+    assert_non_null(est_exchange_start(f.u, &req, &cbs, &b));
+    assert_true(run_until_done(&f, &b.r, 1, 5000));
+    assert_int_equal(b.total, BIG_LEN);
+    assert_int_equal(b.r.errors, 0);
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+static void test_cancel_mid_body(void **state)
+{
+    server_t srv;
+    server_start(&srv, MODE_BIG);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(&f, &r, &req);
+    r.cancel_on_first_body = 1;
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    int calls = r.body_calls;
+    run_for(&f, 100);
+    assert_int_equal(r.body_calls, calls);
+    assert_int_equal(r.finals, 0);
+    assert_int_equal(r.errors, 0);
+    const est_upstream_stats_t *st = est_upstream_get_stats(f.u);
+    assert_int_equal(st->conns_open, 0); /* closed, not pooled */
+    assert_int_equal(st->conns_idle, 0);
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+static void test_cancel_before_start(void **state)
+{
+    server_t srv;
+    server_start(&srv, MODE_CL);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(&f, &r, &req);
+    est_exchange_cancel(r.x);
+    run_for(&f, 100);
+    assert_int_equal(r.head_calls + r.body_calls + r.errors, 0);
+    assert_int_equal(atomic_load(&srv.requests), 0);
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+
+static void test_no_body_statuses(void **state)
+{
+    server_t srv;
+    server_start(&srv, MODE_204);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    for (int i = 0; i != 2; ++i) {
+        rec_t r;
+        start(&f, &r, &req);
+        assert_true(run_until_done(&f, &r, 1, 3000));
+        assert_int_equal(r.status, 204);
+        assert_int_equal(r.finals, 1);
+        assert_int_equal(r.body_len, 0);
+    }
+    assert_int_equal(atomic_load(&srv.conns_total), 1);
+    fixture_stop(&f);
+    server_stop(&srv);
+
+    /* HEAD: the Content-Length describes a body that is not sent */
+    server_start(&srv, MODE_CL);
+    fixture_conf(&f, srv.port);
+    fixture_start(&f);
+    req.method = h2o_iovec_init(H2O_STRLIT("HEAD"));
+    rec_t r;
+    start(&f, &r, &req);
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, 0);
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+static void test_interim_skipped(void **state)
+{
+    server_t srv;
+    server_start(&srv, MODE_INTERIM);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(&f, &r, &req);
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_int_equal(r.head_calls, 1);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "hello");
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+static void test_bad_replies(void **state)
+{
+    int modes[] = {MODE_HUGE_HEAD, MODE_GARBAGE};
+    for (size_t i = 0; i != 2; ++i) {
+        server_t srv;
+        server_start(&srv, modes[i]);
+        fixture_t f;
+        fixture_conf(&f, srv.port);
+        fixture_start(&f);
+        est_upstream_request_t req = get_request();
+        rec_t r;
+        start(&f, &r, &req);
+        assert_true(run_until_done(&f, &r, 1, 3000));
+        assert_int_equal(r.errors, 1);
+        assert_int_equal(r.err, EST_UERR_BAD_REPLY);
+        assert_int_equal(r.info.attempts, 1); /* not retried */
+        fixture_stop(&f);
+        server_stop(&srv);
+    }
+}
+
+static h2o_socket_t *stolen;
+
+static int steal_on_head(est_exchange_t *x, void *data, int status, const struct phr_header *headers, size_t num_headers)
+{
+    rec_t *r = data;
+    r->status = status;
+    r->head_calls++;
+    r->info = *est_exchange_info(x);
+    stolen = est_exchange_steal_socket(x);
+    r->done = 1;
+    return 0;
+}
+
+static void test_upgrade_steal(void **state)
+{
+    server_t srv;
+    server_start(&srv, MODE_UPGRADE);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    fixture_start(&f);
+    static h2o_iovec_t upgrade = {H2O_STRLIT("Upgrade")};
+    h2o_header_t hdrs[] = {{&upgrade, NULL, {H2O_STRLIT("websocket")}}};
+    est_upstream_request_t req = get_request();
+    req.headers = hdrs;
+    req.num_headers = 1;
+    req.want_upgrade = 1;
+    est_exchange_cb_t cbs = {steal_on_head, on_body, on_error};
+    rec_t r = {0};
+    stolen = NULL;
+    assert_non_null(est_exchange_start(f.u, &req, &cbs, &r));
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_int_equal(r.status, 101);
+    assert_non_null(stolen);
+    assert_int_equal(stolen->input->size, 3);
+    assert_memory_equal(stolen->input->bytes, "abc", 3);
+    pthread_mutex_lock(&srv.mu);
+    assert_non_null(strstr(srv.last_request, "\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"));
+    pthread_mutex_unlock(&srv.mu);
+    assert_int_equal(est_upstream_get_stats(f.u)->conns_open, 0);
+    h2o_socket_close(stolen);
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+static void test_pool_limits(void **state)
+{
+    server_t srv;
+    server_start(&srv, MODE_SLOW);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    f.uconf.pool.max_idle = 1;
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    rec_t r[3];
+    for (int i = 0; i != 3; ++i)
+        start(&f, &r[i], &req);
+    assert_true(run_until_done(&f, r, 3, 3000));
+    assert_int_equal(atomic_load(&srv.conns_total), 3);
+    const est_upstream_stats_t *st = est_upstream_get_stats(f.u);
+    assert_int_equal(st->conns_idle, 1); /* the others were closed */
+    assert_int_equal(st->conns_open, 1);
+    fixture_stop(&f);
+    server_stop(&srv);
+
+    /* max_requests: a connection serves at most 2 requests */
+    server_start(&srv, MODE_CL);
+    fixture_conf(&f, srv.port);
+    f.uconf.pool.max_requests = 2;
+    fixture_start(&f);
+    for (int i = 0; i != 5; ++i) {
+        start(&f, &r[0], &req);
+        assert_true(run_until_done(&f, r, 1, 3000));
+        assert_int_equal(r[0].status, 200);
+    }
+    assert_int_equal(atomic_load(&srv.conns_total), 3);
+    fixture_stop(&f);
+    server_stop(&srv);
+
+    /* idle_timeout */
+    server_start(&srv, MODE_CL);
+    fixture_conf(&f, srv.port);
+    f.uconf.pool.idle_timeout_ms = 100;
+    fixture_start(&f);
+    start(&f, &r[0], &req);
+    assert_true(run_until_done(&f, r, 1, 3000));
+    assert_int_equal(est_upstream_get_stats(f.u)->conns_idle, 1);
+    uint64_t until = now_ms() + 1000;
+    while (est_upstream_get_stats(f.u)->conns_idle != 0 && now_ms() < until)
+        h2o_evloop_run(f.loop, 10);
+    assert_int_equal(est_upstream_get_stats(f.u)->conns_idle, 0);
+    assert_int_equal(est_upstream_get_stats(f.u)->conns_open, 0);
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+static void test_two_targets(void **state)
+{
+    server_t a, b;
+    server_start(&a, MODE_CL);
+    server_start(&b, MODE_CL);
+    fixture_t f;
+    fixture_conf(&f, a.port);
+    est_target_conf_t targets[2] = {f.target, f.target};
+    char auth_b[64];
+    snprintf(auth_b, sizeof(auth_b), "127.0.0.1:%u", b.port);
+    targets[1].port = b.port;
+    targets[1].authority = auth_b;
+    targets[1].url = auth_b;
+    f.uconf.targets = targets;
+    f.uconf.num_targets = 2;
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    for (int i = 0; i != 4; ++i) {
+        rec_t r;
+        start(&f, &r, &req);
+        assert_true(run_until_done(&f, &r, 1, 3000));
+        assert_int_equal(r.status, 200);
+    }
+    assert_int_equal(atomic_load(&a.requests), 2); /* round robin */
+    assert_int_equal(atomic_load(&b.requests), 2);
+    fixture_stop(&f);
+    server_stop(&b);
+
+    /* b is gone: connect failures move on to a (the attempt is counted) */
+    f.uconf.targets = targets;
+    fixture_conf(&f, a.port);
+    targets[0] = f.target;
+    targets[1].port = closed_port();
+    f.uconf.targets = targets;
+    f.uconf.num_targets = 2;
+    fixture_start(&f);
+    unsigned retried = 0;
+    for (int i = 0; i != 4; ++i) {
+        rec_t r;
+        start(&f, &r, &req);
+        assert_true(run_until_done(&f, &r, 1, 3000));
+        assert_int_equal(r.errors, 0);
+        assert_int_equal(r.status, 200);
+        assert_true(r.info.attempts == 1 || r.info.attempts == 2);
+        assert_string_equal(r.info.address, f.authority);
+        retried += r.info.attempts == 2;
+    }
+    assert_true(retried >= 2);
+    fixture_stop(&f);
+    server_stop(&a);
+}
+
+static void test_least_request(void **state)
+{
+    server_t a, b;
+    server_start(&a, MODE_SLOW_600);
+    server_start(&b, MODE_CL);
+    fixture_t f;
+    fixture_conf(&f, a.port);
+    est_target_conf_t targets[2] = {f.target, f.target};
+    char auth_b[64];
+    snprintf(auth_b, sizeof(auth_b), "127.0.0.1:%u", b.port);
+    targets[1].port = b.port;
+    targets[1].authority = auth_b;
+    f.uconf.targets = targets;
+    f.uconf.num_targets = 2;
+    f.uconf.balance = EST_BALANCE_LEAST_REQUEST;
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    rec_t slow[2], fast;
+    start(&f, &slow[0], &req);
+    start(&f, &slow[1], &req);
+    run_for(&f, 50); /* both started: one per target */
+    /* while a's request is in flight, fast requests go to b */
+    for (int i = 0; i != 3; ++i) {
+        start(&f, &fast, &req);
+        assert_true(run_until_done(&f, &fast, 1, 3000));
+        assert_int_equal(fast.status, 200);
+    }
+    assert_true(run_until_done(&f, slow, 2, 3000));
+    assert_int_equal(atomic_load(&a.requests), 1);
+    assert_int_equal(atomic_load(&b.requests), 4);
+    fixture_stop(&f);
+    server_stop(&a);
+    server_stop(&b);
+}
+
+/* ------------------------------------------------------------------ TLS */
+
+typedef struct tls_server {
+    server_t base; /* fd, port, stop, counters */
+    SSL_CTX *ctx;
+} tls_server_t;
+
+static char tls_ca_path[64];
+
+/* self-signed P-256 certificate for DNS:api.test and IP:127.0.0.1, written to tls_ca_path */
+static SSL_CTX *make_server_ctx(void)
+{
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    assert_non_null(key);
+    X509 *x = X509_new();
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, key);
+    X509_NAME *name = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"api.test", -1, -1, 0);
+    X509_set_issuer_name(x, name);
+    X509V3_CTX v3;
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, "DNS:api.test,IP:127.0.0.1");
+    X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+    ext = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints, "critical,CA:TRUE");
+    X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+    assert_true(X509_sign(x, key, EVP_sha256()) > 0);
+
+    snprintf(tls_ca_path, sizeof(tls_ca_path), "/tmp/est-test-ca-%d.pem", (int)getpid());
+    FILE *fp = fopen(tls_ca_path, "w");
+    assert_non_null(fp);
+    PEM_write_X509(fp, x);
+    fclose(fp);
+
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    SSL_CTX_use_certificate(ctx, x);
+    SSL_CTX_use_PrivateKey(ctx, key);
+    X509_free(x);
+    EVP_PKEY_free(key);
+    return ctx;
+}
+
+static void *tls_handler_main(void *p)
+{
+    handler_arg_t *a = p;
+    tls_server_t *srv = (tls_server_t *)a->srv;
+    int fd = a->fd;
+    free(a);
+    SSL *ssl = SSL_new(srv->ctx);
+    SSL_set_fd(ssl, fd);
+    if (wait_readable(&srv->base, fd) && SSL_accept(ssl) == 1) {
+        char buf[8192];
+        size_t len = 0;
+        for (;;) {
+            if (SSL_pending(ssl) == 0 && !wait_readable(&srv->base, fd))
+                break;
+            int n = SSL_read(ssl, buf + len, (int)(sizeof(buf) - 1 - len));
+            if (n <= 0)
+                break;
+            len += (size_t)n;
+            buf[len] = '\0';
+            if (strstr(buf, "\r\n\r\n") != NULL) {
+                atomic_fetch_add(&srv->base.requests, 1);
+                const char *ok = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntls";
+                SSL_write(ssl, ok, (int)strlen(ok));
+                len = 0;
+            }
+        }
+    }
+    SSL_free(ssl);
+    close(fd);
+    return NULL;
+}
+
+static void *tls_acceptor_main(void *p)
+{
+    tls_server_t *srv = p;
+    while (wait_readable(&srv->base, srv->base.fd)) {
+        int fd = accept(srv->base.fd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        atomic_fetch_add(&srv->base.conns_total, 1);
+        handler_arg_t *a = malloc(sizeof(*a));
+        a->srv = &srv->base;
+        a->fd = fd;
+        if (srv->base.num_handlers < MAX_HANDLERS &&
+            pthread_create(&srv->base.handlers[srv->base.num_handlers], NULL, tls_handler_main, a) == 0)
+            srv->base.num_handlers++;
+        else
+            close(fd), free(a);
+    }
+    return NULL;
+}
+
+static void tls_server_start(tls_server_t *srv)
+{
+    server_t *b = &srv->base;
+    memset(srv, 0, sizeof(*srv));
+    pthread_mutex_init(&b->mu, NULL);
+    srv->ctx = make_server_ctx();
+    b->fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(b->fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(listen(b->fd, 64), 0);
+    socklen_t len = sizeof(sin);
+    getsockname(b->fd, (struct sockaddr *)&sin, &len);
+    b->port = ntohs(sin.sin_port);
+    assert_int_equal(pthread_create(&b->acceptor, NULL, tls_acceptor_main, srv), 0);
+}
+
+static void tls_server_stop(tls_server_t *srv)
+{
+    server_stop(&srv->base);
+    SSL_CTX_free(srv->ctx);
+    unlink(tls_ca_path);
+}
+
+static void tls_fixture(fixture_t *f, uint16_t port, const char *ca, const char *server_name)
+{
+    fixture_conf(f, port);
+    f->target.is_tls = 1;
+    f->uconf.tls.verify = 1;
+    f->uconf.tls.ca_file = (char *)ca;
+    f->uconf.tls.server_name = (char *)server_name;
+    f->uconf.retry.attempts = 1;
+    fixture_start(f);
+}
+
+static void test_tls(void **state)
+{
+    tls_server_t srv;
+    tls_server_start(&srv);
+    est_upstream_request_t req = get_request();
+    fixture_t f;
+    rec_t r;
+
+    /* IP literal checked against the IP SAN; keep-alive over TLS */
+    tls_fixture(&f, srv.base.port, tls_ca_path, NULL);
+    for (int i = 0; i != 2; ++i) {
+        start(&f, &r, &req);
+        assert_true(run_until_done(&f, &r, 1, 3000));
+        assert_int_equal(r.errors, 0);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.body, "tls");
+        assert_int_equal(r.info.reused, i != 0);
+    }
+    assert_int_equal(atomic_load(&srv.base.conns_total), 1);
+    fixture_stop(&f);
+
+    /* server_name matching the DNS SAN */
+    tls_fixture(&f, srv.base.port, tls_ca_path, "api.test");
+    start(&f, &r, &req);
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_int_equal(r.errors, 0);
+    assert_int_equal(r.status, 200);
+    fixture_stop(&f);
+
+    /* name mismatch (TLS 1.3, where h2o's own check is skipped) */
+    tls_fixture(&f, srv.base.port, tls_ca_path, "wrong.test");
+    start(&f, &r, &req);
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_int_equal(r.errors, 1);
+    assert_int_equal(r.err, EST_UERR_TLS);
+    fixture_stop(&f);
+
+    /* unknown issuer (system store) */
+    tls_fixture(&f, srv.base.port, NULL, NULL);
+    start(&f, &r, &req);
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_int_equal(r.err, EST_UERR_TLS);
+    fixture_stop(&f);
+
+    /* verify off accepts it */
+    fixture_conf(&f, srv.base.port);
+    f.target.is_tls = 1;
+    f.uconf.tls.verify = 0;
+    f.uconf.tls.server_name = "wrong.test";
+    fixture_start(&f);
+    start(&f, &r, &req);
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_int_equal(r.errors, 0);
+    assert_int_equal(r.status, 200);
+    fixture_stop(&f);
+
+    tls_server_stop(&srv);
+}
+
+static int abort_on_head(est_exchange_t *x, void *data, int status, const struct phr_header *headers, size_t num_headers)
+{
+    rec_t *r = data;
+    r->head_calls++;
+    r->done = 1;
+    if (r->cancel_on_first_body) {
+        est_exchange_cancel(x); /* cancel from inside a callback */
+        return 0;
+    }
+    return -1;
+}
+
+static void test_abort_in_head(void **state)
+{
+    server_t srv;
+    server_start(&srv, MODE_BIG);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    est_exchange_cb_t cbs = {abort_on_head, on_body, on_error};
+    for (int i = 0; i != 2; ++i) {
+        rec_t r = {0};
+        r.cancel_on_first_body = i;
+        assert_non_null(est_exchange_start(f.u, &req, &cbs, &r));
+        assert_true(run_until_done(&f, &r, 1, 3000));
+        run_for(&f, 50);
+        assert_int_equal(r.head_calls, 1);
+        assert_int_equal(r.body_calls + r.errors, 0);
+        assert_int_equal(est_upstream_get_stats(f.u)->conns_open, 0);
+    }
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+static void test_cancel_queued(void **state)
+{
+    server_t srv;
+    server_start(&srv, MODE_SLOW);
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    f.uconf.pool.max_connections = 1;
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    rec_t r[3];
+    for (int i = 0; i != 3; ++i)
+        start(&f, &r[i], &req);
+    run_for(&f, 30); /* r[0] connecting/sent, r[1] and r[2] queued */
+    est_exchange_cancel(r[1].x);
+    r[1].done = 1;
+    assert_true(run_until_done(&f, r, 3, 3000));
+    assert_int_equal(r[0].status, 200);
+    assert_int_equal(r[2].status, 200);
+    assert_int_equal(r[1].head_calls + r[1].errors, 0);
+    assert_int_equal(atomic_load(&srv.requests), 2);
+    assert_int_equal(atomic_load(&srv.conns_total), 1);
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+static void test_deadline_covers_body(void **state)
+{
+    /* a body slower than the deadline: cut when the deadline covers the body, not otherwise */
+    server_t srv;
+    server_start(&srv, MODE_CHUNKED); /* body takes ~90 ms after the head */
+    fixture_t f;
+    fixture_conf(&f, srv.port);
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    req.deadline = h2o_now(f.loop) + 40;
+    req.deadline_covers_body = 1;
+    start(&f, &r, &req);
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_int_equal(r.head_calls, 1);
+    assert_int_equal(r.err, EST_UERR_DEADLINE);
+    h2o_evloop_run(f.loop, 0);
+    req.deadline = h2o_now(f.loop) + 40;
+    req.deadline_covers_body = 0;
+    start(&f, &r, &req);
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_int_equal(r.errors, 0);
+    assert_string_equal(r.body, "hello world");
+    fixture_stop(&f);
+    server_stop(&srv);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    est_log_init_from_env();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_content_length),
+        cmocka_unit_test(test_chunked_split),
+        cmocka_unit_test(test_close_delimited),
+        cmocka_unit_test(test_keepalive_reuse),
+        cmocka_unit_test(test_max_connections_queue),
+        cmocka_unit_test(test_overloaded),
+        cmocka_unit_test(test_server_closes_idle),
+        cmocka_unit_test(test_stale_reuse_transparent_retry),
+        cmocka_unit_test(test_connection_refused),
+        cmocka_unit_test(test_response_timeout),
+        cmocka_unit_test(test_deadline),
+        cmocka_unit_test(test_retry_503),
+        cmocka_unit_test(test_retry_503_exhausted_delivers_last),
+        cmocka_unit_test(test_post_not_retried_after_send),
+        cmocka_unit_test(test_post_empty_body_content_length),
+        cmocka_unit_test(test_pause_resume),
+        cmocka_unit_test(test_big_body_total),
+        cmocka_unit_test(test_cancel_mid_body),
+        cmocka_unit_test(test_cancel_before_start),
+        cmocka_unit_test(test_no_body_statuses),
+        cmocka_unit_test(test_interim_skipped),
+        cmocka_unit_test(test_bad_replies),
+        cmocka_unit_test(test_upgrade_steal),
+        cmocka_unit_test(test_pool_limits),
+        cmocka_unit_test(test_two_targets),
+        cmocka_unit_test(test_least_request),
+        cmocka_unit_test(test_tls),
+        cmocka_unit_test(test_abort_in_head),
+        cmocka_unit_test(test_cancel_queued),
+        cmocka_unit_test(test_deadline_covers_body),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
