@@ -58,7 +58,8 @@ static void branch_fail(branch_t *br, const char *desc, est_uerr_t err)
     br->failed = 1;
     br->err = err;
     br->timed_out = est_uerr_is_timeout(err);
-    snprintf(br->desc, sizeof(br->desc), "%s", desc);
+    if (desc != br->desc)
+        snprintf(br->desc, sizeof(br->desc), "%s", desc);
 }
 
 static void branch_done(branch_t *br)
@@ -130,7 +131,8 @@ static int on_body(est_exchange_t *x, void *data, const char *bytes, size_t len,
 static void on_error(est_exchange_t *x, void *data, est_uerr_t err, const char *message)
 {
     branch_t *br = data;
-    branch_fail(br, est_uerr_name(err), err);
+    /* Server-Timing says "timeout" for every kind of timeout, as in SPEC's example */
+    branch_fail(br, est_uerr_is_timeout(err) ? "timeout" : est_uerr_name(err), err);
     branch_done(br);
 }
 

@@ -132,17 +132,13 @@ void est_build_forward_headers(h2o_req_t *req, h2o_iovec_t request_id, int keep_
             connection = h->value;
     }
 
-    h2o_header_t *hdrs = h2o_mem_alloc_pool(&req->pool, sizeof(*hdrs) * (req->headers.size + 5));
+    h2o_header_t *hdrs = h2o_mem_alloc_pool(&req->pool, sizeof(*hdrs) * (req->headers.size + 6));
     size_t n = 0;
     for (size_t i = 0; i != req->headers.size; ++i) {
         const h2o_header_t *h = req->headers.entries + i;
         const h2o_iovec_t *name = h->name;
         if (name == &H2O_TOKEN_HOST->buf || name == &H2O_TOKEN_CONTENT_LENGTH->buf)
             continue;
-        if (keep_upgrade && name == &H2O_TOKEN_UPGRADE->buf) {
-            hdrs[n++] = *h;
-            continue;
-        }
         if (est_is_hop_by_hop(name->base, name->len, &connection))
             continue;
         if (name->len == 15 && strncasecmp(name->base, "x-forwarded-for", 15) == 0) {
@@ -178,6 +174,9 @@ void est_build_forward_headers(h2o_req_t *req, h2o_iovec_t request_id, int keep_
 
     static h2o_iovec_t xff_name = {H2O_STRLIT("x-forwarded-for")}, xfp_name = {H2O_STRLIT("x-forwarded-proto")},
                        xfh_name = {H2O_STRLIT("x-forwarded-host")}, xri_name = {H2O_STRLIT("x-request-id")};
+    /* h2o keeps the h1 Upgrade header in req->upgrade, not in req->headers */
+    if (keep_upgrade && req->upgrade.base != NULL)
+        hdrs[n++] = (h2o_header_t){&H2O_TOKEN_UPGRADE->buf, NULL, req->upgrade};
     hdrs[n++] = (h2o_header_t){&H2O_TOKEN_VIA->buf, NULL, via};
     if (xff.len != 0)
         hdrs[n++] = (h2o_header_t){&xff_name, NULL, xff};

@@ -6,6 +6,7 @@
 #define EST_SERVER_WORKER_H
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <openssl/ssl.h>
 #include <h2o.h>
@@ -45,6 +46,7 @@ struct est_server {
     size_t num_workers;
     atomic_int shutdown;
     pthread_barrier_t ready; /* workers + main: every worker can be woken */
+    sem_t finished;          /* posted by each worker when its loop is torn down (or cut) */
 };
 
 /* the request handler (handler.c) */
