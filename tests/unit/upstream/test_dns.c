@@ -214,21 +214,28 @@ static void *server_main(void *arg)
 
 static int server_start(void **state)
 {
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(sin);
-    server.fd = socket(AF_INET, SOCK_DGRAM, 0);
-    if (server.fd < 0 || bind(server.fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 ||
-        getsockname(server.fd, (struct sockaddr *)&sin, &len) != 0)
-        return -1;
-    server.port = ntohs(sin.sin_port);
-    /* TCP on the same port number (a separate namespace; it is free in practice) */
-    int one = 1;
-    server.tcp_fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (server.tcp_fd < 0 || setsockopt(server.tcp_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        bind(server.tcp_fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 || listen(server.tcp_fd, 8) != 0)
-        return -1;
-    set_answer("10.0.0.1", 1);
-    return pthread_create(&server.thread, NULL, server_main, NULL) == 0 ? 0 : -1;
+    /* UDP on an ephemeral port, TCP on the same number (another namespace, usually free; when
+     * it is taken, try another pair) */
+    for (int tries = 0; tries != 50; ++tries) {
+        struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof(sin);
+        server.fd = socket(AF_INET, SOCK_DGRAM, 0);
+        if (server.fd < 0 || bind(server.fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 ||
+            getsockname(server.fd, (struct sockaddr *)&sin, &len) != 0)
+            return -1;
+        server.port = ntohs(sin.sin_port);
+        int one = 1;
+        server.tcp_fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (server.tcp_fd >= 0 && setsockopt(server.tcp_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
+            bind(server.tcp_fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 && listen(server.tcp_fd, 8) == 0) {
+            set_answer("10.0.0.1", 1);
+            return pthread_create(&server.thread, NULL, server_main, NULL) == 0 ? 0 : -1;
+        }
+        if (server.tcp_fd >= 0)
+            close(server.tcp_fd);
+        close(server.fd);
+    }
+    return -1;
 }
 
 static int server_stop(void **state)
