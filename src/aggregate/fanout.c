@@ -92,6 +92,7 @@ static int on_head(est_exchange_t *x, void *data, int status, const struct phr_h
     branch_t *br = data;
     br->status = status;
     snprintf(br->desc, sizeof(br->desc), "%d", status);
+    est_request_trace_exchange(br->f->r, br->b->upstream->name, x, status, EST_UERR_NONE); /* (admin) access log */
     return 0;
 }
 
@@ -131,6 +132,8 @@ static int on_body(est_exchange_t *x, void *data, const char *bytes, size_t len,
 static void on_error(est_exchange_t *x, void *data, est_uerr_t err, const char *message)
 {
     branch_t *br = data;
+    if (br->status == 0) /* (admin) access log; after a head the exchange is already recorded */
+        est_request_trace_exchange(br->f->r, br->b->upstream->name, x, 0, err);
     /* Server-Timing says "timeout" for every kind of timeout, as in SPEC's example */
     branch_fail(br, est_uerr_is_timeout(err) ? "timeout" : est_uerr_name(err), err);
     branch_done(br);
@@ -143,6 +146,8 @@ static void cancel_running(fanout_t *f)
     for (size_t i = 0; i != f->num; ++i) {
         branch_t *br = f->branches + i;
         if (br->x != NULL) {
+            if (br->status == 0) /* (admin) access log */
+                est_request_trace_exchange(f->r, br->b->upstream->name, br->x, 0, EST_UERR_DEADLINE);
             est_exchange_cancel(br->x);
             br->x = NULL;
             br->end_us = now_us();

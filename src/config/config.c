@@ -185,6 +185,7 @@ void est_config_free(est_config_t *conf)
     if (conf->admin != NULL)
         free(conf->admin->host);
     free(conf->admin);
+    free(conf->access_log);
     for (size_t i = 0; i < conf->dns.num_servers; i++)
         free(conf->dns.servers[i]);
     free(conf->dns.servers);

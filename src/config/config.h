@@ -140,6 +140,10 @@ typedef struct est_config {
     uint64_t shutdown_timeout_ms;
     uint64_t max_request_body;
     est_admin_conf_t *admin; /* NULL when off */
+    /* (admin) "access_log": "stderr" (default) -> access_log NULL, access_log_off 0; "off" ->
+     * access_log_off 1; otherwise the file, resolved against base_dir */
+    char *access_log;
+    int access_log_off;
     est_dns_conf_t dns;
     est_upstream_conf_t *upstreams; /* in file order */
     size_t num_upstreams;

@@ -19,6 +19,7 @@ static void load_dns(vctx_t *c, json_t *root);
 static void load_upstreams(vctx_t *c, json_t *root);
 static void load_routes(vctx_t *c, json_t *root);
 static void load_workers(vctx_t *c, json_t *root);
+static void load_access_log(vctx_t *c, json_t *root);
 
 /* ---- sections -------------------------------------------------------------------------- */
 
@@ -690,6 +691,27 @@ static void load_routes(vctx_t *c, json_t *root)
     est_cv_pop(c);
 }
 
+/* "access_log": "stderr" | "off" | a file path (relative to the config file's folder) */
+static void load_access_log(vctx_t *c, json_t *root)
+{
+    const char *v;
+    if (est_cv_get_string(c, root, "access_log", &v) <= 0)
+        return;
+    if (strcmp(v, "stderr") == 0)
+        return;
+    if (strcmp(v, "off") == 0) {
+        c->conf->access_log_off = 1;
+        return;
+    }
+    if (v[0] == '/') {
+        c->conf->access_log = est_cv_xstrdup(v);
+    } else {
+        size_t n = strlen(c->conf->base_dir) + strlen(v) + 2;
+        c->conf->access_log = est_cv_xmalloc(n);
+        snprintf(c->conf->access_log, n, "%s/%s", c->conf->base_dir, v);
+    }
+}
+
 static void load_workers(vctx_t *c, json_t *root)
 {
     json_t *v = json_object_get(root, "workers");
@@ -715,7 +737,7 @@ static void load_workers(vctx_t *c, json_t *root)
 void est_cv_load_root(vctx_t *c, json_t *root)
 {
     static const char *const keys[] = {"listen", "workers", "shutdown_timeout", "max_request_body", "admin", "dns", "upstreams", "routes",
-                                       NULL};
+                                       "access_log", NULL};
     est_config_t *conf = c->conf;
 
     conf->shutdown_timeout_ms = 10000;
@@ -731,6 +753,7 @@ void est_cv_load_root(vctx_t *c, json_t *root)
     est_cv_get_duration(c, root, "shutdown_timeout", 1, &conf->shutdown_timeout_ms);
     est_cv_get_size(c, root, "max_request_body", &conf->max_request_body);
     load_admin(c, root);
+    load_access_log(c, root);
     load_dns(c, root);
     load_upstreams(c, root);
     load_routes(c, root);

@@ -10,6 +10,7 @@
 #define EST_HTTP_REQUEST_H
 
 #include <stdint.h>
+#include <string.h>
 #include <h2o.h>
 #include "config/config.h"
 #include "router/router.h"
@@ -22,6 +23,30 @@ typedef struct est_services {
     /* returns the worker's h2o_timeout_t of this duration (created on first use) */
     h2o_timeout_t *(*get_timeout)(struct est_services *svc, uint64_t ms);
 } est_services_t;
+
+/*
+ * (admin: access log) What the access log shows of one upstream exchange. Handlers report
+ * each exchange with est_request_trace_exchange() when it answers (head) or fails.
+ */
+typedef struct est_trace_exchange {
+    const char *upstream; /* upstream name, owned by the config */
+    char address[64];     /* "ip:port" of the last attempt, "" if none */
+    int status;           /* upstream status, 0 when it failed before a head */
+    est_uerr_t error;     /* why it failed, NONE when it answered */
+    unsigned attempt;     /* attempts made: 1 + retries */
+    uint64_t connect_ms;  /* of the last attempt (0 for a reused connection) */
+    uint64_t duration_ms; /* from the exchange's start to its head or failure */
+} est_trace_exchange_t;
+
+#define EST_TRACE_MAX_EXCHANGES 8
+
+/* (admin: access log) Per-request record of upstream exchanges, owned by the front end */
+typedef struct est_request_trace {
+    est_trace_exchange_t exchanges[EST_TRACE_MAX_EXCHANGES];
+    size_t num_exchanges; /* recorded, at most EST_TRACE_MAX_EXCHANGES */
+    size_t num_dropped;   /* reported beyond the array */
+    unsigned retries;     /* summed over every reported exchange */
+} est_request_trace_t;
 
 typedef struct est_request {
     h2o_req_t *req;
@@ -37,7 +62,37 @@ typedef struct est_request {
     h2o_header_t *fwd_headers;   /* end-to-end request headers + Via, X-Forwarded-*, X-Request-Id */
     size_t num_fwd_headers;
     uint64_t deadline;           /* h2o_now() + route timeout */
+    est_request_trace_t *trace;  /* (admin) upstream exchanges for the access log; may be NULL */
 } est_request_t;
+
+/*
+ * (admin: access log) Records exchange `x` of upstream `upstream` (name, borrowed from the
+ * config) in r->trace: call it from on_head (`status` = the reply's status) or on_error /
+ * before a cancel (`status` 0, `err` = why). A few copies, no allocation.
+ */
+static inline void est_request_trace_exchange(est_request_t *r, const char *upstream, const est_exchange_t *x, int status,
+                                              est_uerr_t err)
+{
+    est_request_trace_t *t = r->trace;
+    if (t == NULL || x == NULL)
+        return;
+    const est_exchange_info_t *info = est_exchange_info(x);
+    t->retries += info->attempts > 1 ? info->attempts - 1 : 0;
+    if (t->num_exchanges == EST_TRACE_MAX_EXCHANGES) {
+        ++t->num_dropped;
+        return;
+    }
+    est_trace_exchange_t *e = t->exchanges + t->num_exchanges++;
+    e->upstream = upstream;
+    memcpy(e->address, info->address, sizeof(e->address));
+    e->address[sizeof(e->address) - 1] = '\0';
+    e->status = status;
+    e->error = status != 0 ? EST_UERR_NONE : err;
+    e->attempt = info->attempts;
+    e->connect_ms = info->connect_ms;
+    uint64_t now = h2o_now(r->svc->loop);
+    e->duration_ms = now > info->start_at ? now - info->start_at : 0;
+}
 
 /*
  * Sends a JSON error `{"error": {"status", "code", "message", "request_id"}}` with

@@ -129,6 +129,7 @@ static int on_head(est_exchange_t *x, void *data, int status, const struct phr_h
         if (header_is(headers + i, H2O_STRLIT("connection")))
             connection = h2o_iovec_init(headers[i].value, headers[i].value_len);
 
+    est_request_trace_exchange(p->r, p->r->route->proxy->upstream->name, x, status, EST_UERR_NONE); /* (admin) access log */
     req->res.status = status;
     req->res.reason = est_status_reason(status);
     int is_upgrade = status == 101 && p->ureq.want_upgrade;
@@ -198,6 +199,8 @@ static void on_error(est_exchange_t *x, void *data, est_uerr_t err, const char *
     proxy_t *p = data;
     p->x = NULL;
     est_request_t *r = p->r;
+    if (!p->started)
+        est_request_trace_exchange(r, r->route->proxy->upstream->name, x, 0, err); /* (admin) access log */
     if (!p->started) {
         char msg[256];
         const est_upstream_conf_t *u = r->route->proxy->upstream;

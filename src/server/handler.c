@@ -64,6 +64,7 @@ int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
     est_server_t *s = w->server;
     const est_config_t *conf = s->conf;
     h2o_iovec_t rid = take_request_id(w, req);
+    est_reqlog_t *rl = est_observe_request_start(w, req, rid); /* (admin) metrics + access log at the end */
 
     /* the path as the client sent it, minus the query; dot segments resolved, nothing decoded */
     size_t path_len = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
@@ -91,6 +92,7 @@ int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     }
     const est_route_conf_t *route = r->match.route;
+    r->trace = est_observe_request_matched(rl, route); /* (admin) */
 
     if (req->entity.base != NULL && req->entity.len > conf->max_request_body) {
         char msg[128];

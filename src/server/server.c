@@ -149,6 +149,7 @@ static void *worker_main(void *arg)
      * and the main thread is told (barrier) once it can be woken */
     h2o_context_init(&w->ctx, h2o_evloop_create(), &s->h2oconf);
     h2o_multithread_register_receiver(w->ctx.queue, &w->wake, on_wake);
+    est_observe_worker_init(w); /* (admin) metrics, snapshot receiver: answers before /readyz says ready */
     pthread_barrier_wait(&s->ready);
     w->dns = est_dns_create(w->ctx.loop, &conf->dns);
     w->upstreams = est_upstream_set_create(w->ctx.loop, w->dns, conf);
@@ -184,6 +185,7 @@ static void *worker_main(void *arg)
         h2o_evloop_run(w->ctx.loop, 100);
     }
 
+    est_observe_worker_close(w); /* (admin) before the queue goes away */
     est_upstream_set_destroy(w->upstreams);
     est_dns_destroy(w->dns);
     for (size_t i = 0; i != w->num_timeouts; ++i) {
@@ -198,7 +200,7 @@ static void *worker_main(void *arg)
     h2o_evloop_run(loop, 0);
     est_h2o_free_disposed_queue(queue);
     h2o_evloop_destroy(loop);
-
+    est_observe_worker_dispose(w); /* (admin) */
     free(w->listeners);
     free(w->accept_ctxs);
     park(w);
@@ -260,12 +262,15 @@ int est_server_run(est_config_t *conf)
     s.workers = calloc(s.num_workers, sizeof(*s.workers));
     pthread_barrier_init(&s.ready, NULL, (unsigned)s.num_workers + 1);
     sem_init(&s.finished, 0, 0);
+    if (est_observe_server_start(&s) != 0) /* (admin) admin listener, access log writer */
+        goto Exit;
     for (size_t w = 0; w != s.num_workers; ++w) {
         s.workers[w].server = &s;
         s.workers[w].id = w;
         pthread_create(&s.workers[w].tid, NULL, worker_main, s.workers + w);
     }
     pthread_barrier_wait(&s.ready);
+    est_observe_server_ready(&s); /* (admin) /readyz */
     for (size_t i = 0; i != conf->num_listen; ++i)
         est_log_info("listening on %s://%s:%u", conf->listen[i].tls ? "https" : "http", conf->listen[i].host,
                      conf->listen[i].port);
@@ -276,6 +281,10 @@ int est_server_run(est_config_t *conf)
         int sig;
         if (sigwait(&set, &sig) != 0)
             continue;
+        if (sig == SIGUSR1) { /* (admin) access log rotation */
+            est_observe_server_reopen_log(&s);
+            continue;
+        }
         if (sig == SIGINT || sig == SIGTERM) {
             est_log_info("received %s, draining (shutdown_timeout %llums)", sig == SIGINT ? "SIGINT" : "SIGTERM",
                          (unsigned long long)conf->shutdown_timeout_ms);
@@ -284,6 +293,7 @@ int est_server_run(est_config_t *conf)
             est_log_warn("SIGHUP: configuration reload is not supported yet; keeping the running configuration");
         }
     }
+    est_observe_server_draining(&s); /* (admin) /readyz answers 503 from now on */
     atomic_store(&s.shutdown, 1);
     for (size_t w = 0; w != s.num_workers; ++w)
         h2o_multithread_send_message(&s.workers[w].wake, NULL);
@@ -293,6 +303,11 @@ int est_server_run(est_config_t *conf)
             ;
     for (size_t w = 0; w != s.num_workers; ++w)
         cut |= s.workers[w].drain_cut;
+    if (est_observe_server_stop(&s) != 0) { /* (admin) flushes the access log; -1: admin loop stuck */
+        est_log_info("stopped");
+        fflush(NULL);
+        _exit(0);
+    }
     if (cut) {
         est_log_info("stopped (drain cut by shutdown_timeout)");
         fflush(NULL);
@@ -302,6 +317,7 @@ int est_server_run(est_config_t *conf)
     ret = 0;
 
 Exit:
+    est_observe_server_stop(&s); /* (admin) no-op once stopped */
     for (size_t w = 0; w != s.num_workers && s.listen_fds != NULL; ++w) {
         if (s.listen_fds[w] == NULL)
             continue;

@@ -1,0 +1,516 @@
+/*
+ * estuary - the admin listener thread (see admin.h).
+ */
+#include "admin/admin.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <h2o/http2.h>
+
+#include "common/h2o_compat.h"
+#include "common/log.h"
+
+#define SCRAPE_TIMEOUT_MS 1000
+#define STOP_TIMEOUT_MS 2000
+
+/* posted by the admin thread when it is done (one admin per process); see park() */
+static sem_t admin_finished;
+
+typedef struct st_scrape_t scrape_t;
+
+struct est_admin {
+    const est_config_t *conf;
+    est_admin_hooks_t hooks;
+    int listen_fd;
+    pthread_t tid;
+    pthread_barrier_t started;
+    atomic_int stop;
+    atomic_int ready, draining;
+    atomic_uint_fast64_t generation, reloads_ok, reloads_failed;
+    double start_time;
+    int stop_failed;
+    /* owned by the admin thread */
+    h2o_globalconf_t h2oconf;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    h2o_socket_t *listener;
+    h2o_multithread_receiver_t wake_rx, reply_rx;
+    h2o_timeout_t scrape_timeout;
+    size_t num_conns, num_scrapes;
+};
+
+typedef struct st_admin_handler_t {
+    h2o_handler_t super;
+    est_admin_t *admin;
+} admin_handler_t;
+
+/* lives in the request pool; cleared when the scrape answers first */
+typedef struct st_scrape_ref_t {
+    scrape_t *s;
+} scrape_ref_t;
+
+struct st_scrape_t {
+    est_admin_t *a;
+    h2o_req_t *req;    /* NULL once answered or the client left */
+    scrape_ref_t *ref;
+    size_t outstanding; /* messages not back yet */
+    est_metrics_snapshot_t *snaps;
+    h2o_timeout_entry_t timeout;
+};
+
+/* ---- responses ------------------------------------------------------------------------- */
+
+static void send_body(h2o_req_t *req, int status, const char *reason, const char *type, const char *body, size_t len)
+{
+    req->res.status = status;
+    req->res.reason = reason;
+    req->res.content_length = len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, type, strlen(type));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+    h2o_send_inline(req, body, len);
+}
+
+static void send_json(h2o_req_t *req, int status, const char *reason, const char *body)
+{
+    send_body(req, status, reason, "application/json", body, strlen(body));
+}
+
+static void send_error(h2o_req_t *req, int status, const char *reason, const char *code, const char *message)
+{
+    json_t *doc = json_pack("{s:{s:i,s:s,s:s}}", "error", "status", status, "code", code, "message", message);
+    char *body = json_dumps(doc, JSON_COMPACT);
+    send_json(req, status, reason, body);
+    free(body);
+    json_decref(doc);
+}
+
+/* ---- /metrics ---------------------------------------------------------------------------- */
+
+static void scrape_maybe_free(scrape_t *s)
+{
+    if (s->req != NULL || s->outstanding != 0)
+        return;
+    for (size_t i = 0; i != s->a->hooks.num_workers; ++i)
+        est_metrics_snapshot_dispose(s->snaps + i);
+    free(s->snaps);
+    --s->a->num_scrapes;
+    free(s);
+}
+
+static void scrape_answer(scrape_t *s)
+{
+    est_admin_t *a = s->a;
+    if (h2o_timeout_is_linked(&s->timeout))
+        h2o_timeout_unlink(&s->timeout);
+    h2o_req_t *req = s->req;
+    if (req == NULL)
+        return;
+    s->req = NULL;
+    s->ref->s = NULL;
+    s->ref = NULL;
+
+    est_process_metrics_t proc = {0};
+    proc.workers = a->hooks.num_workers;
+    for (size_t i = 0; i != a->hooks.num_workers; ++i)
+        proc.workers_missing += !s->snaps[i].filled;
+    proc.config_generation = atomic_load(&a->generation);
+    proc.reloads_ok = atomic_load(&a->reloads_ok);
+    proc.reloads_failed = atomic_load(&a->reloads_failed);
+    proc.ready = atomic_load(&a->ready);
+    proc.draining = atomic_load(&a->draining);
+    proc.start_time = a->start_time;
+    if (proc.workers_missing != 0)
+        est_log_warn("admin: /metrics: %zu worker(s) did not answer within %dms", proc.workers_missing, SCRAPE_TIMEOUT_MS);
+    est_strbuf_t out = {0};
+    est_metrics_render(&out, s->snaps, a->hooks.num_workers, &proc);
+    send_body(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", out.base, out.len);
+    est_strbuf_dispose(&out);
+}
+
+static void on_scrape_timeout(h2o_timeout_entry_t *entry)
+{
+    scrape_t *s = H2O_STRUCT_FROM_MEMBER(scrape_t, timeout, entry);
+    scrape_answer(s);
+    scrape_maybe_free(s);
+}
+
+static void on_scrape_req_dispose(void *p)
+{
+    scrape_ref_t *ref = p;
+    scrape_t *s = ref->s;
+    if (s == NULL)
+        return;
+    /* the client left before the answer */
+    if (h2o_timeout_is_linked(&s->timeout))
+        h2o_timeout_unlink(&s->timeout);
+    s->req = NULL;
+    s->ref = NULL;
+    scrape_maybe_free(s);
+}
+
+static void on_reply(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
+{
+    while (!h2o_linklist_is_empty(messages)) {
+        est_stats_msg_t *msg = H2O_STRUCT_FROM_MEMBER(est_stats_msg_t, super.link, messages->next);
+        h2o_linklist_unlink(&msg->super.link);
+        scrape_t *s = msg->scrape;
+        if (s->req != NULL && msg->worker < s->a->hooks.num_workers && !s->snaps[msg->worker].filled)
+            s->snaps[msg->worker] = msg->snap; /* moved */
+        else
+            est_metrics_snapshot_dispose(&msg->snap); /* too late: answered already */
+        free(msg);
+        if (--s->outstanding == 0)
+            scrape_answer(s);
+        scrape_maybe_free(s);
+    }
+}
+
+static void start_scrape(est_admin_t *a, h2o_req_t *req)
+{
+    scrape_t *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        abort();
+    s->a = a;
+    s->req = req;
+    s->snaps = calloc(a->hooks.num_workers == 0 ? 1 : a->hooks.num_workers, sizeof(*s->snaps));
+    if (s->snaps == NULL)
+        abort();
+    s->timeout.cb = on_scrape_timeout;
+    s->ref = h2o_mem_alloc_shared(&req->pool, sizeof(*s->ref), on_scrape_req_dispose);
+    s->ref->s = s;
+    ++a->num_scrapes;
+    for (size_t i = 0; i != a->hooks.num_workers; ++i) {
+        est_stats_msg_t *msg = calloc(1, sizeof(*msg));
+        if (msg == NULL)
+            abort();
+        msg->reply_to = &a->reply_rx;
+        msg->scrape = s;
+        msg->worker = i;
+        if (a->hooks.request_snapshot(a->hooks.data, i, msg) == 0)
+            ++s->outstanding;
+        else
+            free(msg); /* a stopped worker: reported as missing */
+    }
+    if (s->outstanding == 0)
+        scrape_answer(s);
+    else
+        h2o_timeout_link(a->ctx.loop, &a->scrape_timeout, &s->timeout);
+}
+
+/* ---- /config ------------------------------------------------------------------------------ */
+
+static int is_secret_key(const char *k)
+{
+    static const char *const words[] = {"secret", "password", "passwd", "token", "credential", "private", NULL};
+    if (strcasecmp(k, "key_file") == 0)
+        return 1;
+    size_t n = strlen(k);
+    if (n >= 3 && strcasecmp(k + n - 3, "key") == 0)
+        return 1;
+    for (size_t i = 0; words[i] != NULL; ++i)
+        if (strcasestr(k, words[i]) != NULL)
+            return 1;
+    return 0;
+}
+
+/* "scheme://user:pass@host/..." -> "scheme://<redacted>@host/..."; NULL when nothing to hide */
+static char *redact_url(const char *s)
+{
+    const char *p = strstr(s, "://");
+    if (p == NULL)
+        return NULL;
+    const char *auth = p + 3, *end = auth + strcspn(auth, "/?#"), *at = NULL;
+    for (const char *q = auth; q != end; ++q)
+        if (*q == '@')
+            at = q;
+    if (at == NULL)
+        return NULL;
+    size_t n = (size_t)(auth - s) + strlen("<redacted>") + strlen(at) + 1;
+    char *r = malloc(n);
+    if (r == NULL)
+        abort();
+    snprintf(r, n, "%.*s<redacted>%s", (int)(auth - s), s, at);
+    return r;
+}
+
+json_t *est_admin_redact_config(const json_t *v)
+{
+    if (json_is_object(v)) {
+        json_t *o = json_object();
+        const char *k;
+        json_t *child;
+        json_object_foreach((json_t *)v, k, child) {
+            if (is_secret_key(k) && !json_is_object(child) && !json_is_array(child) && !json_is_null(child))
+                json_object_set_new(o, k, json_string("<redacted>"));
+            else
+                json_object_set_new(o, k, est_admin_redact_config(child));
+        }
+        return o;
+    }
+    if (json_is_array(v)) {
+        json_t *a = json_array();
+        for (size_t i = 0; i != json_array_size(v); ++i)
+            json_array_append_new(a, est_admin_redact_config(json_array_get(v, i)));
+        return a;
+    }
+    if (json_is_string(v)) {
+        char *r = redact_url(json_string_value(v));
+        if (r != NULL) {
+            json_t *s = json_string(r);
+            free(r);
+            return s;
+        }
+    }
+    return json_deep_copy(v);
+}
+
+static void send_config(est_admin_t *a, h2o_req_t *req)
+{
+    json_t *doc = est_admin_redact_config(a->conf->json);
+    char *body = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(doc);
+    if (body == NULL) {
+        send_error(req, 500, "Internal Server Error", "internal_error", "cannot serialize the configuration");
+        return;
+    }
+    size_t len = strlen(body);
+    body = realloc(body, len + 2);
+    body[len++] = '\n';
+    send_body(req, 200, "OK", "application/json", body, len);
+    free(body);
+}
+
+/* ---- dispatch ------------------------------------------------------------------------------ */
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    est_admin_t *a = ((admin_handler_t *)self)->admin;
+    req->http1_is_persistent = 0; /* see admin.h: close after each answer */
+    size_t len = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    h2o_iovec_t path = h2o_iovec_init(req->path.base, len);
+    int known = h2o_memis(path.base, path.len, H2O_STRLIT("/healthz")) || h2o_memis(path.base, path.len, H2O_STRLIT("/readyz")) ||
+                h2o_memis(path.base, path.len, H2O_STRLIT("/metrics")) || h2o_memis(path.base, path.len, H2O_STRLIT("/config"));
+    if (!known) {
+        send_error(req, 404, "Not Found", "not_found", "admin endpoints: /healthz, /readyz, /metrics, /config");
+        return 0;
+    }
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) &&
+        !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("GET, HEAD"));
+        send_error(req, 405, "Method Not Allowed", "method_not_allowed", "admin endpoints accept GET and HEAD");
+        return 0;
+    }
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/healthz"))) {
+        send_json(req, 200, "OK", "{\"status\":\"ok\"}\n");
+    } else if (h2o_memis(path.base, path.len, H2O_STRLIT("/readyz"))) {
+        if (atomic_load(&a->draining))
+            send_json(req, 503, "Service Unavailable", "{\"status\":\"draining\"}\n");
+        else if (!atomic_load(&a->ready))
+            send_json(req, 503, "Service Unavailable", "{\"status\":\"starting\"}\n");
+        else
+            send_json(req, 200, "OK", "{\"status\":\"ready\"}\n");
+    } else if (h2o_memis(path.base, path.len, H2O_STRLIT("/metrics"))) {
+        start_scrape(a, req);
+    } else {
+        send_config(a, req);
+    }
+    return 0;
+}
+
+/* ---- thread ------------------------------------------------------------------------------- */
+
+static void on_conn_close(void *data)
+{
+    --((est_admin_t *)data)->num_conns;
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    est_admin_t *a = listener->data;
+    h2o_socket_t *sock;
+    if (err != NULL)
+        return;
+    for (int i = 0; i != 16 && (sock = h2o_evloop_socket_accept(listener)) != NULL; ++i) {
+        ++a->num_conns;
+        sock->on_close.cb = on_conn_close;
+        sock->on_close.data = a;
+        h2o_accept(&a->accept_ctx, sock);
+    }
+}
+
+static void on_wake(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
+{
+    (void)rx;
+    (void)messages; /* only interrupts the loop; the state is in a->stop */
+}
+
+/*
+ * As the workers do (server.c): the finished thread parks instead of ending, because libh2o
+ * 2.2.5 keeps freed buffers in thread-local recycle lists that LeakSanitizer would report.
+ */
+static void park(void)
+{
+    sem_post(&admin_finished);
+    for (;;)
+        pause();
+}
+
+static void *admin_main(void *arg)
+{
+    est_admin_t *a = arg;
+    h2o_context_init(&a->ctx, h2o_evloop_create(), &a->h2oconf);
+    h2o_multithread_register_receiver(a->ctx.queue, &a->wake_rx, on_wake);
+    h2o_multithread_register_receiver(a->ctx.queue, &a->reply_rx, on_reply);
+    h2o_timeout_init(a->ctx.loop, &a->scrape_timeout, SCRAPE_TIMEOUT_MS);
+    a->accept_ctx.ctx = &a->ctx;
+    a->accept_ctx.hosts = a->h2oconf.hosts;
+    a->listener = h2o_evloop_socket_create(a->ctx.loop, a->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
+    a->listener->data = a;
+    h2o_socket_read_start(a->listener, on_accept);
+    pthread_barrier_wait(&a->started);
+
+    while (!atomic_load(&a->stop))
+        h2o_evloop_run(a->ctx.loop, INT32_MAX);
+
+    h2o_socket_read_stop(a->listener);
+    h2o_socket_close(a->listener);
+    a->listener = NULL;
+    /* no h2o_context_request_shutdown: admin h1 connections close after each answer, and the
+     * HTTP/2 graceful-shutdown timer it arms would add a second to every stop */
+    uint64_t deadline = h2o_now(a->ctx.loop) + STOP_TIMEOUT_MS;
+    while (a->num_conns != 0 || a->num_scrapes != 0 || h2o_timeout_is_linked(&a->ctx.http2._graceful_shutdown_timeout)) {
+        if (h2o_now(a->ctx.loop) >= deadline) {
+            est_log_warn("admin: %zu connection(s) still open at exit", a->num_conns);
+            a->stop_failed = 1;
+            park();
+            return NULL;
+        }
+        h2o_evloop_run(a->ctx.loop, 50);
+    }
+    h2o_timeout_dispose(a->ctx.loop, &a->scrape_timeout);
+    h2o_multithread_unregister_receiver(a->ctx.queue, &a->wake_rx);
+    h2o_multithread_unregister_receiver(a->ctx.queue, &a->reply_rx);
+    h2o_evloop_t *loop = a->ctx.loop;
+    h2o_multithread_queue_t *queue = a->ctx.queue;
+    h2o_context_dispose(&a->ctx);
+    h2o_evloop_run(loop, 0);
+    est_h2o_free_disposed_queue(queue);
+    h2o_evloop_destroy(loop);
+    park();
+    return NULL;
+}
+
+static int open_listener(const est_admin_conf_t *c)
+{
+    struct addrinfo hints = {0}, *res;
+    char port[8];
+    snprintf(port, sizeof(port), "%u", c->port);
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV | AI_NUMERICHOST;
+    int gai = getaddrinfo(c->host, port, &hints, &res);
+    if (gai != 0) {
+        est_log_error("admin listener %s:%u: %s", c->host, c->port, gai_strerror(gai));
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
+    if (fd == -1 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 || bind(fd, res->ai_addr, res->ai_addrlen) != 0 ||
+        listen(fd, 64) != 0) {
+        est_log_error("admin listener %s:%u: %s", c->host, c->port, strerror(errno));
+        if (fd != -1)
+            close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+est_admin_t *est_admin_start(const est_config_t *conf, const est_admin_hooks_t *hooks)
+{
+    int fd = open_listener(conf->admin);
+    if (fd == -1)
+        return NULL;
+    est_admin_t *a = calloc(1, sizeof(*a));
+    if (a == NULL)
+        abort();
+    a->conf = conf;
+    a->hooks = *hooks;
+    a->listen_fd = fd;
+    atomic_init(&a->stop, 0);
+    atomic_init(&a->ready, 0);
+    atomic_init(&a->draining, 0);
+    atomic_init(&a->generation, 1);
+    atomic_init(&a->reloads_ok, 0);
+    atomic_init(&a->reloads_failed, 0);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    a->start_time = (double)ts.tv_sec + ts.tv_nsec / 1e9;
+
+    h2o_config_init(&a->h2oconf);
+    a->h2oconf.server_name = h2o_iovec_init(H2O_STRLIT("estuary/" ESTUARY_VERSION));
+    a->h2oconf.max_request_entity_size = 64 * 1024;
+    h2o_hostconf_t *host = h2o_config_register_host(&a->h2oconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
+    admin_handler_t *h = (admin_handler_t *)h2o_create_handler(path, sizeof(*h));
+    h->super.on_req = on_req;
+    h->admin = a;
+
+    pthread_barrier_init(&a->started, NULL, 2);
+    sem_init(&admin_finished, 0, 0);
+    if (pthread_create(&a->tid, NULL, admin_main, a) != 0)
+        abort();
+    pthread_detach(a->tid);
+    pthread_barrier_wait(&a->started);
+    est_log_info("admin listening on http://%s:%u", conf->admin->host, conf->admin->port);
+    return a;
+}
+
+void est_admin_set_ready(est_admin_t *a)
+{
+    if (a != NULL)
+        atomic_store(&a->ready, 1);
+}
+
+void est_admin_set_draining(est_admin_t *a)
+{
+    if (a != NULL)
+        atomic_store(&a->draining, 1);
+}
+
+void est_admin_count_reload(est_admin_t *a, int ok)
+{
+    if (a == NULL)
+        return;
+    if (ok) {
+        atomic_fetch_add(&a->reloads_ok, 1);
+        atomic_fetch_add(&a->generation, 1);
+    } else {
+        atomic_fetch_add(&a->reloads_failed, 1);
+    }
+}
+
+int est_admin_stop(est_admin_t *a)
+{
+    if (a == NULL)
+        return 0;
+    atomic_store(&a->stop, 1);
+    h2o_multithread_send_message(&a->wake_rx, NULL);
+    while (sem_wait(&admin_finished) != 0)
+        ;
+    if (a->stop_failed)
+        return -1; /* the loop still holds connections: leave it, the process exits */
+    pthread_barrier_destroy(&a->started);
+    h2o_config_dispose(&a->h2oconf);
+    free(a);
+    return 0;
+}

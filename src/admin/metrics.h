@@ -1,0 +1,111 @@
+/*
+ * estuary - metrics: per-worker counters, snapshots, Prometheus text rendering.
+ *
+ * Each worker owns an est_worker_metrics_t and bumps plain uint64 fields on its own loop
+ * (no locks, no atomics). The upstream and DNS counters live in the worker's upstream set
+ * and resolver (est_upstream_get_stats, est_dns_get_stats). To read them, the admin thread
+ * sends each worker an est_stats_msg_t (h2o_multithread); the worker copies everything into
+ * the message's snapshot on its own loop (est_metrics_snapshot_fill) and sends it back, so
+ * the only cross-thread hand-off is the message queue's mutex. The admin thread then sums
+ * the snapshots (est_metrics_render).
+ */
+#ifndef EST_ADMIN_METRICS_H
+#define EST_ADMIN_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <h2o.h>
+#include "config/config.h"
+#include "upstream/client.h"
+#include "upstream/dns.h"
+#include "admin/strbuf.h"
+
+/* estuary_request_duration_seconds upper bounds (the +Inf bucket is implicit) */
+#define EST_METRICS_NUM_BUCKETS 12
+extern const double est_metrics_buckets[EST_METRICS_NUM_BUCKETS];
+
+/* method label index: est_method_from_name's bit position, or EST_METRICS_METHOD_OTHER */
+#define EST_METRICS_METHOD_OTHER EST_METHOD__COUNT
+#define EST_METRICS_NUM_METHODS (EST_METHOD__COUNT + 1)
+
+typedef struct est_status_count {
+    uint16_t status;
+    uint8_t method; /* label index */
+    uint64_t count;
+} est_status_count_t;
+
+typedef struct est_route_metrics {
+    est_status_count_t *counts; /* by (method, status), in first-seen order */
+    size_t num_counts, cap_counts;
+    uint64_t buckets[EST_METRICS_NUM_BUCKETS + 1]; /* per bucket (not cumulative); last = +Inf */
+    uint64_t duration_count;
+    double duration_sum; /* seconds */
+} est_route_metrics_t;
+
+/* Owned by one worker, touched only from its loop */
+typedef struct est_worker_metrics {
+    est_route_metrics_t *routes; /* num_routes + 1: the last counts requests that matched no route */
+    size_t num_routes;
+} est_worker_metrics_t;
+
+void est_worker_metrics_init(est_worker_metrics_t *m, size_t num_routes);
+void est_worker_metrics_dispose(est_worker_metrics_t *m);
+/*
+ * Counts one finished request: `route_index` (SIZE_MAX for none), the client's method as
+ * sent, the status sent (0 when none was), the duration in seconds.
+ */
+void est_worker_metrics_record(est_worker_metrics_t *m, size_t route_index, const char *method, size_t method_len, int status,
+                               double seconds);
+/* the method label for a label index ("GET", ..., "OTHER") */
+const char *est_metrics_method_label(unsigned idx);
+
+/* A self-contained copy of one worker's counters (names copied, so it outlives a reload) */
+typedef struct est_metrics_snapshot {
+    int filled;          /* 0: the worker did not answer (missing) */
+    size_t num_routes;   /* routes[num_routes] is the "no route" entry */
+    char **route_names;  /* num_routes, malloc'd */
+    est_route_metrics_t *routes;
+    size_t num_upstreams;
+    char **upstream_names;
+    est_upstream_stats_t *upstreams;
+    est_dns_stats_t dns;
+    uint64_t open_connections;
+} est_metrics_snapshot_t;
+
+/* Worker side: copies the worker's counters into `snap` (on its own loop); upstreams/dns may be NULL early on. */
+void est_metrics_snapshot_fill(est_metrics_snapshot_t *snap, const est_worker_metrics_t *m, const est_config_t *conf,
+                               est_upstream_set_t *upstreams, est_dns_t *dns, uint64_t open_connections);
+void est_metrics_snapshot_dispose(est_metrics_snapshot_t *snap);
+
+/* Process-wide values, read by the admin thread */
+typedef struct est_process_metrics {
+    size_t workers;          /* configured worker threads */
+    size_t workers_missing;  /* did not answer this scrape */
+    uint64_t config_generation;
+    uint64_t reloads_ok, reloads_failed;
+    int ready, draining;
+    double start_time;       /* unix seconds */
+} est_process_metrics_t;
+
+/* Sums `n` snapshots (missing ones skipped) and appends Prometheus text (format 0.0.4). */
+void est_metrics_render(est_strbuf_t *out, const est_metrics_snapshot_t *snaps, size_t n, const est_process_metrics_t *proc);
+
+/* Appends `s` as a Prometheus label value: \ " and newline escaped */
+void est_metrics_append_label_value(est_strbuf_t *out, const char *s);
+
+/* The snapshot request/reply travelling between the admin thread and a worker */
+typedef struct est_stats_msg {
+    h2o_multithread_message_t super;
+    h2o_multithread_receiver_t *reply_to; /* the admin thread's receiver */
+    void *scrape;                         /* admin-side state, opaque to the worker */
+    size_t worker;
+    est_metrics_snapshot_t snap;          /* filled by the worker */
+} est_stats_msg_t;
+
+/*
+ * Worker side of the snapshot protocol: the multithread receiver callback. For each
+ * message, `fill(data, &msg->snap)` is called and the message is sent back to reply_to.
+ */
+void est_metrics_answer_messages(h2o_linklist_t *messages, void (*fill)(void *data, est_metrics_snapshot_t *snap), void *data);
+
+#endif

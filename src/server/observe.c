@@ -1,0 +1,219 @@
+/*
+ * estuary - glue between the front end and the admin subsystem: per-request accounting
+ * (metrics + access log when the request's pool is freed), the worker side of the metrics
+ * snapshot protocol, and the admin thread / access log writer lifecycle. See worker.h.
+ */
+#include "server/worker.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include "common/log.h"
+
+struct est_reqlog {
+    est_worker_t *w;
+    h2o_req_t *req;
+    struct timespec start_mono, start_wall;
+    h2o_iovec_t request_id, method, path; /* copies in the request pool */
+    size_t route_index;                   /* SIZE_MAX: no route */
+    const char *route;
+    struct sockaddr_storage peer;
+    socklen_t peerlen;
+    est_request_trace_t trace;
+};
+
+/* ---- request path ------------------------------------------------------------------------ */
+
+static void format_peer(const est_reqlog_t *rl, char *buf, size_t bufsz)
+{
+    char ip[INET6_ADDRSTRLEN] = "";
+    buf[0] = '\0';
+    if (rl->peerlen == 0)
+        return;
+    if (rl->peer.ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)&rl->peer;
+        inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
+        snprintf(buf, bufsz, "%s:%u", ip, ntohs(sin->sin_port));
+    } else if (rl->peer.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&rl->peer;
+        inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip));
+        snprintf(buf, bufsz, "[%s]:%u", ip, ntohs(sin6->sin6_port));
+    }
+}
+
+/* the request's pool is being freed: its response is finished (or the client left) */
+static void on_request_done(void *p)
+{
+    est_reqlog_t *rl = p;
+    est_worker_t *w = rl->w;
+    h2o_req_t *req = rl->req;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double ms = (double)(now.tv_sec - rl->start_mono.tv_sec) * 1e3 + (double)(now.tv_nsec - rl->start_mono.tv_nsec) / 1e6;
+    est_worker_metrics_record(&w->metrics, rl->route_index, rl->method.base, rl->method.len, req->res.status, ms / 1e3);
+
+    est_accesslog_t *log = w->server->accesslog;
+    if (log == NULL)
+        return;
+    char remote[INET6_ADDRSTRLEN + 16];
+    format_peer(rl, remote, sizeof(remote));
+    est_access_entry_t e = {.time = rl->start_wall,
+                            .request_id = rl->request_id,
+                            .remote = remote[0] != '\0' ? remote : NULL,
+                            .method = rl->method,
+                            .path = rl->path,
+                            .route = rl->route,
+                            .status = req->res.status,
+                            .bytes_sent = req->bytes_sent,
+                            .duration_ms = ms,
+                            .trace = &rl->trace};
+    w->logline.len = 0;
+    est_accesslog_build(&w->logline, &e);
+    est_accesslog_append(log, w->id, w->logline.base, w->logline.len);
+}
+
+est_reqlog_t *est_observe_request_start(est_worker_t *w, h2o_req_t *req, h2o_iovec_t request_id)
+{
+    est_reqlog_t *rl = h2o_mem_alloc_shared(&req->pool, sizeof(*rl), on_request_done);
+    rl->w = w;
+    rl->req = req;
+    clock_gettime(CLOCK_MONOTONIC, &rl->start_mono);
+    clock_gettime(CLOCK_REALTIME, &rl->start_wall);
+    /* copied: h1 header and path bytes live in the connection's input buffer */
+    rl->request_id = h2o_strdup(&req->pool, request_id.base, request_id.len);
+    rl->method = h2o_strdup(&req->pool, req->method.base, req->method.len);
+    rl->path = w->server->accesslog != NULL ? h2o_strdup(&req->pool, req->path.base, req->path.len) : h2o_iovec_init(NULL, 0);
+    rl->route_index = SIZE_MAX;
+    rl->route = NULL;
+    rl->peerlen = 0;
+    if (w->server->accesslog != NULL) {
+        rl->peerlen = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&rl->peer);
+        if (rl->peerlen > sizeof(rl->peer))
+            rl->peerlen = 0;
+    }
+    memset(&rl->trace, 0, sizeof(rl->trace));
+    return rl;
+}
+
+est_request_trace_t *est_observe_request_matched(est_reqlog_t *rl, const est_route_conf_t *route)
+{
+    rl->route_index = route->index;
+    rl->route = route->path;
+    return &rl->trace;
+}
+
+/* ---- worker side of the snapshot protocol ---------------------------------------------------- */
+
+static void fill_snapshot(void *data, est_metrics_snapshot_t *snap)
+{
+    est_worker_t *w = data;
+    est_metrics_snapshot_fill(snap, &w->metrics, w->server->conf, w->upstreams, w->dns, w->num_conns);
+}
+
+static void on_stats_request(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
+{
+    est_worker_t *w = H2O_STRUCT_FROM_MEMBER(est_worker_t, stats_rx, rx);
+    est_metrics_answer_messages(messages, fill_snapshot, w);
+}
+
+void est_observe_worker_init(est_worker_t *w)
+{
+    est_worker_metrics_init(&w->metrics, w->server->conf->num_routes);
+    h2o_multithread_register_receiver(w->ctx.queue, &w->stats_rx, on_stats_request);
+    pthread_mutex_lock(&w->stats_mu);
+    w->stats_open = 1;
+    pthread_mutex_unlock(&w->stats_mu);
+}
+
+void est_observe_worker_close(est_worker_t *w)
+{
+    pthread_mutex_lock(&w->stats_mu);
+    w->stats_open = 0;
+    pthread_mutex_unlock(&w->stats_mu);
+    /* No sender can add a message now (they send while holding stats_mu); answer the ones
+     * already queued, since a receiver must be empty when unregistered. */
+    for (int i = 0; i != 100 && !h2o_linklist_is_empty(&w->stats_rx._messages); ++i)
+        h2o_evloop_run(w->ctx.loop, 10);
+    h2o_multithread_unregister_receiver(w->ctx.queue, &w->stats_rx);
+}
+
+void est_observe_worker_dispose(est_worker_t *w)
+{
+    est_worker_metrics_dispose(&w->metrics);
+    est_strbuf_dispose(&w->logline);
+}
+
+/* ---- main thread ------------------------------------------------------------------------- */
+
+static int request_snapshot(void *data, size_t worker, est_stats_msg_t *msg)
+{
+    est_server_t *s = data;
+    est_worker_t *w = s->workers + worker;
+    int ret = -1;
+    pthread_mutex_lock(&w->stats_mu);
+    if (w->stats_open) {
+        h2o_multithread_send_message(&w->stats_rx, &msg->super);
+        ret = 0;
+    }
+    pthread_mutex_unlock(&w->stats_mu);
+    return ret;
+}
+
+int est_observe_server_start(est_server_t *s)
+{
+    const est_config_t *conf = s->conf;
+    for (size_t i = 0; i != s->num_workers; ++i)
+        pthread_mutex_init(&s->workers[i].stats_mu, NULL);
+    if (!conf->access_log_off) {
+        char err[512];
+        if ((s->accesslog = est_accesslog_create(conf->access_log, s->num_workers, err, sizeof(err))) == NULL) {
+            est_log_error("%s", err);
+            return -1;
+        }
+    }
+    if (conf->admin != NULL) {
+        est_admin_hooks_t hooks = {.data = s, .num_workers = s->num_workers, .request_snapshot = request_snapshot};
+        if ((s->admin = est_admin_start(conf, &hooks)) == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+void est_observe_server_ready(est_server_t *s)
+{
+    est_admin_set_ready(s->admin);
+}
+
+void est_observe_server_draining(est_server_t *s)
+{
+    est_admin_set_draining(s->admin);
+}
+
+void est_observe_server_reopen_log(est_server_t *s)
+{
+    if (s->accesslog != NULL && s->conf->access_log != NULL) {
+        est_log_info("SIGUSR1: reopening the access log %s", s->conf->access_log);
+        est_accesslog_reopen(s->accesslog);
+    }
+}
+
+int est_observe_server_stop(est_server_t *s)
+{
+    int ret = 0;
+    if (s->workers != NULL) /* workers that were cut keep their queue but never answer */
+        for (size_t i = 0; i != s->num_workers; ++i) {
+            pthread_mutex_lock(&s->workers[i].stats_mu);
+            s->workers[i].stats_open = 0;
+            pthread_mutex_unlock(&s->workers[i].stats_mu);
+        }
+    if (s->admin != NULL) {
+        ret = est_admin_stop(s->admin);
+        s->admin = NULL;
+    }
+    est_accesslog_destroy(s->accesslog);
+    s->accesslog = NULL;
+    return ret;
+}
