@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317 source-path=SCRIPTDIR/..
 # Docker, really: builds docker/Dockerfile unchanged on a locally built debian:bookworm-slim
 # and runs it, then proves the README's set-up command on a fresh Debian 12 container.
 #
@@ -43,51 +44,6 @@ die() { log "FAIL: $*"; exit 1; }
 skip() { log "SKIP: $*"; exit 0; }
 lap() { TIMINGS+=("$(printf '%-34s %4d s' "$1" "$((SECONDS - $2))")"); }
 
-[[ $(id -u) -eq 0 ]] || skip "needs root to start a Docker daemon (dockerd); run as root"
-command -v curl >/dev/null || die "curl is missing (scripts/install-deps.sh installs it)"
-
-WORK=$(mktemp -d /tmp/estuary-docker.XXXXXX)
-chmod 755 "$WORK"
-# shellcheck source=../tests/deploy/docker-lib.sh
-source "$ROOT/tests/deploy/docker-lib.sh"
-
-finish() {
-  local rc=$?
-  trap - EXIT INT TERM
-  set +e
-  if [[ $rc -ne 0 ]]; then
-    log "dockerd log tail:"
-    tail -5 "$WORK/dockerd.log" 2>/dev/null | sed 's/^/    /' >&2
-  fi
-  log "cleaning up (containers, dockerd, $WORK)"
-  dk_cleanup
-  rm -rf "$WORK"
-  if [[ ${#TIMINGS[@]} -gt 0 ]]; then
-    log "timings:"
-    printf '    %s\n' "${TIMINGS[@]}" >&2
-  fi
-  log "total $((SECONDS - T0)) s, exit $rc"
-  exit "$rc"
-}
-trap finish EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# ---------------------------------------------------------------- daemon and base image
-t=$SECONDS
-apt_install docker.io debootstrap docker-compose ||
-  apt_install docker.io debootstrap || skip "docker.io/debootstrap cannot be installed from Debian here"
-lap "install docker.io, debootstrap" "$t"
-
-t=$SECONDS
-dk_start
-log "dockerd up: $(dk info -f '{{.ServerVersion}}, storage {{.Driver}}') , network mode $DK_NETMODE"
-lap "start dockerd" "$t"
-
-t=$SECONDS
-dk_base_image
-lap "base image (debootstrap or cache)" "$t"
-
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # check_merged JSON: the demo route's merged document
@@ -104,25 +60,27 @@ image_test() {
   local t=$SECONDS
   log "docker build -f docker/Dockerfile -t estuary:latest ."
   # shellcheck disable=SC2046
-  dk build $(dk_build_args) -f docker/Dockerfile -t estuary:latest . >"$WORK/build-estuary.log" 2>&1 || {
+  dk_t 1800 build $(dk_build_args) -f docker/Dockerfile -t estuary:latest . >"$WORK/build-estuary.log" 2>&1 || {
     tail -30 "$WORK/build-estuary.log" >&2
     die "docker build of docker/Dockerfile failed"
   }
   lap "build docker/Dockerfile" "$t"
   t=$SECONDS
   # shellcheck disable=SC2046
-  dk build $(dk_build_args) -f docker/backends.Dockerfile -t estuary-demo-backends:latest . \
+  dk_t 1200 build $(dk_build_args) -f docker/backends.Dockerfile -t estuary-demo-backends:latest . \
     >"$WORK/build-backends.log" 2>&1 || {
     tail -30 "$WORK/build-backends.log" >&2
     die "docker build of docker/backends.Dockerfile failed"
   }
   lap "build docker/backends.Dockerfile" "$t"
-  log "image size: $(dk image inspect -f '{{.Size}}' estuary:latest | awk '{printf "%.1f MB", $1/1e6}')"
+  log "image size: $(dk image inspect -f '{{.Size}}' estuary:latest | awk '{printf "%.1f MB", $1/1e6}'), largest layers:"
+  dk history --format '{{.Size}}\t{{.CreatedBy}}' estuary:latest | sort -h -r | head -4 | cut -c1-110 |
+    sed 's/^/    /' >&2
   dk run --rm --entrypoint sh estuary:latest -c 'test ! -e /usr/bin/gcc && test ! -e /usr/bin/cmake' ||
     die "the runtime image holds build tools"
 
   t=$SECONDS
-  local http_port admin_port gw mode=${ESTUARY_DOCKER_COMPOSE:-auto} compose=() project="estuary-ci-$$" cid
+  local http_port admin_port mode=${ESTUARY_DOCKER_COMPOSE:-auto} compose=() project="estuary-ci-$$" cid
   if [[ $DK_NETMODE == host ]]; then
     http_port=8080 admin_port=9901
     mode=plain
@@ -132,7 +90,7 @@ image_test() {
   if [[ $mode == auto || $mode == v2 ]] && dk compose version >/dev/null 2>&1; then
     compose=(dk compose)
   elif [[ $mode == auto || $mode == v1 ]] && command -v docker-compose >/dev/null; then
-    compose=(env DOCKER_HOST="unix://$WORK/docker.sock" docker-compose)
+    compose=(env DOCKER_HOST="unix://$WORK/docker.sock" timeout -k 5 180 docker-compose)
   elif [[ $mode != plain && $mode != auto ]]; then
     die "ESTUARY_DOCKER_COMPOSE=$mode is not available"
   fi
@@ -181,6 +139,37 @@ image_test() {
   [[ $(dk exec "$cid" cat /proc/1/comm) == estuary ]] || die "PID 1 of the container is not estuary"
   [[ $(dk exec "$cid" id -u) == 10001 ]] || die "estuary does not run as uid 10001"
   log "PID 1 is estuary, uid 10001"
+
+  # the image's HEALTHCHECK command itself, against a stand-in admin listener on :9901
+  # (python in the backends image) answering 200, then 503: it must pass, then fail
+  local hc_args=() st rc
+  mapfile -t hc_args < <(dk image inspect -f '{{json .Config.Healthcheck.Test}}' estuary:latest |
+    /usr/bin/python3 -c 'import json,sys; t=json.load(sys.stdin); assert t[0]=="CMD"; print("\n".join(t[1:]))')
+  [[ ${#hc_args[@]} -gt 0 ]] || die "the image has no HEALTHCHECK"
+  for st in 200 503; do
+    dk run -d --name "$project-hc$st" --network none --entrypoint /usr/bin/python3 estuary-demo-backends:latest -c "
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response($st if self.path == '/healthz' else 404); self.end_headers()
+http.server.HTTPServer(('127.0.0.1', 9901), H).serve_forever()" >/dev/null
+    rc=0
+    for _ in $(seq 50); do
+      rc=0
+      dk exec "$project-hc$st" "${hc_args[@]}" >/dev/null 2>&1 || rc=$?
+      [[ $st == 200 && $rc -eq 0 ]] && break
+      [[ $st == 503 ]] && dk exec "$project-hc$st" bash -c '(exec 3<>/dev/tcp/127.0.0.1/9901)' 2>/dev/null && break
+      sleep 0.2
+    done
+    [[ $st == 503 ]] && { dk exec "$project-hc$st" "${hc_args[@]}" >/dev/null 2>&1 || rc=$?; }
+    dk rm -f "$project-hc$st" >/dev/null
+    if [[ $st == 200 ]]; then
+      [[ $rc -eq 0 ]] || die "HEALTHCHECK command fails against a /healthz answering 200 (exit $rc)"
+    else
+      [[ $rc -ne 0 ]] || die "HEALTHCHECK command passes against a /healthz answering 503"
+    fi
+  done
+  log "HEALTHCHECK command: passes on /healthz 200, fails on 503"
 
   # admin listener + HEALTHCHECK (the admin listener may not be built yet: then only a warning)
   local health_code
@@ -265,7 +254,62 @@ fresh_test() {
   log "fresh machine test: PASS"
 }
 
-for part in "${PARTS[@]}"; do
-  "${part}_test"
-done
-log "PASS (${PARTS[*]})"
+setup() {
+  [[ $(id -u) -eq 0 ]] || skip "needs root to start a Docker daemon (dockerd); run as root"
+  command -v curl >/dev/null || die "curl is missing (scripts/install-deps.sh installs it)"
+
+  WORK=$(mktemp -d /tmp/estuary-docker.XXXXXX)
+  chmod 755 "$WORK"
+  # shellcheck source=tests/deploy/docker-lib.sh
+  source "$ROOT/tests/deploy/docker-lib.sh"
+
+  finish() {
+    local rc=$?
+    trap - EXIT INT TERM
+    set +e
+    if [[ $rc -ne 0 ]]; then
+      log "dockerd log tail:"
+      tail -5 "$WORK/dockerd.log" 2>/dev/null | sed 's/^/    /' >&2
+    fi
+    log "cleaning up (containers, dockerd, $WORK)"
+    dk_cleanup
+    rm -rf "$WORK"
+    if [[ ${#TIMINGS[@]} -gt 0 ]]; then
+      log "timings:"
+      printf '    %s\n' "${TIMINGS[@]}" >&2
+    fi
+    log "total $((SECONDS - T0)) s, exit $rc"
+    exit "$rc"
+  }
+  trap finish EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+
+  # ------------------------------------------------------------ daemon and base image
+  local t=$SECONDS
+  apt_install docker.io debootstrap docker-compose ||
+    apt_install docker.io debootstrap || skip "docker.io/debootstrap cannot be installed from Debian here"
+  lap "install docker.io, debootstrap" "$t"
+
+  t=$SECONDS
+  dk_start
+  log "dockerd up: $(dk info -f '{{.ServerVersion}}, storage {{.Driver}}') , network mode $DK_NETMODE"
+  lap "start dockerd" "$t"
+
+  t=$SECONDS
+  dk_base_image
+  lap "base image (debootstrap or cache)" "$t"
+}
+
+# main is one compound command: bash has read all of it before it runs (safe to edit the file
+# while a run is going on)
+main() {
+  local part
+  setup
+  for part in "${PARTS[@]}"; do
+    "${part}_test"
+  done
+  log "PASS (${PARTS[*]})"
+  exit 0
+}
+main "$@"

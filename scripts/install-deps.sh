@@ -7,7 +7,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config
   libh2o-evloop-dev libc-ares-dev libjansson-dev libssl-dev libcmocka-dev
-  python3-pytest python3-aiohttp python3-dnslib
+  python3-pytest python3-aiohttp python3-dnslib python3-yaml
   curl openssl nghttp2-client ca-certificates
 )
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Full test run (also the CI entry point, via .ci/run):
 #   1. install dependencies, build build/ (normal), run unit tests (ctest) and the e2e suite;
-#   2. build build-asan/ (AddressSanitizer + UBSan), run ctest and the e2e suite again.
+#   2. check the Kubernetes/Docker/systemd files (tests/deploy);
+#   3. build build-asan/ (AddressSanitizer + UBSan), run ctest and the e2e suite again;
+#   4. build and run the Docker image, and run the README's demo command on a fresh Debian 12
+#      container (scripts/docker-test.sh; skipped with a message where no Docker daemon can start).
 # Any failure fails the script; a summary is printed at the end either way.
 # Extra arguments are passed to pytest (e.g. `scripts/test.sh -k merge`).
 set -euo pipefail
@@ -63,12 +66,14 @@ step "install dependencies" "$ROOT/scripts/install-deps.sh"
 step "build (build/)" "$ROOT/scripts/build.sh"
 step "unit tests (build/)" run_ctest "$ROOT/build"
 step "e2e tests (build/estuary)" run_e2e "$ROOT/build/estuary"
+step "deploy manifests (tests/deploy)" env ESTUARY_BIN="$ROOT/build/estuary" "$PY" -m pytest "$ROOT/tests/deploy" -ra -p no:cacheprovider
 
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:halt_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 step "build with sanitizers (build-asan/)" "$ROOT/scripts/build.sh" --sanitize
 step "unit tests (build-asan/)" run_ctest "$ROOT/build-asan"
 step "e2e tests (build-asan/estuary)" run_e2e "$ROOT/build-asan/estuary"
+step "docker image + fresh machine (scripts/docker-test.sh)" "$ROOT/scripts/docker-test.sh"
 
 summary
 echo "test.sh: all passed"
