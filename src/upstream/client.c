@@ -25,6 +25,9 @@
  * when they fail, that reply is delivered. Nothing is retried after on_head. A pooled
  * connection that fails before any response byte is retried once more on a fresh connection
  * without counting an attempt (idempotent requests, or when nothing was sent).
+ * A retry also needs the retry budget (EST_RETRY_BUDGET_*: concurrent retries at most 20% of
+ * the upstream's live exchanges, at least 3), and goes to another target / address without
+ * moving the round robin (balancer.c). Connect verdicts feed passive health (balancer.c).
  *
  * Re-entrancy: user callbacks run with x->in_cb raised; est_exchange_cancel inside one
  * cleans up at once but defers the free (x->dead) until the callback returns.
@@ -54,7 +57,8 @@ static void on_connect_timeout(h2o_timeout_entry_t *entry);
 static void on_response_timeout(h2o_timeout_entry_t *entry);
 static void begin_attempt(est_exchange_t *x);
 static void on_dns(void *data, est_dns_status_t status, est_dns_result_t *result);
-static void on_resolved(est_exchange_t *x, size_t ti, est_dns_result_t *res, const struct sockaddr_storage *prev);
+static void on_resolved(est_exchange_t *x, size_t ti, est_dns_result_t *res);
+static void schedule_retry(est_exchange_t *x, uint64_t wait);
 static void acquire_conn(est_exchange_t *x);
 static void send_request(est_exchange_t *x);
 static void on_write_done(h2o_socket_t *sock, const char *err);
@@ -174,6 +178,7 @@ void est_upstream_set_destroy(est_upstream_set_t *set)
             if (u->targets[t].res != NULL)
                 est_dns_result_release(u->targets[t].res);
             free(u->targets[t].inflight);
+            free(u->targets[t].health);
         }
         free(u->targets);
     }
@@ -211,6 +216,7 @@ est_exchange_t *est_exchange_start(est_upstream_t *u, const est_upstream_request
     x->info.start_at = h2o_now(u->set->loop);
     x->is_head_method = req->method.len == 4 && strncasecmp(req->method.base, "HEAD", 4) == 0;
     x->wheel.cb = on_wheel;
+    u->active_requests++;
     defer(x, on_deferred_start);
     arm_wheel(x);
     return x;
@@ -249,13 +255,30 @@ void est_exchange_pause(est_exchange_t *x)
 
 void est_exchange_resume(est_exchange_t *x)
 {
-    if (!x->paused || x->state == EST_X_DONE)
+    if (!x->paused || x->state == EST_X_DONE || x->held != 0)
         return;
     x->paused = 0;
     if (x->state == EST_X_BODY && x->conn != NULL) {
         /* bytes may already sit in the buffer; deliver them from the loop, not from here */
         defer(x, on_resume_deferred);
     }
+}
+
+void est_exchange_hold(est_exchange_t *x)
+{
+    if (x->in_cb == 0 || x->state != EST_X_BODY || x->conn == NULL)
+        return;
+    x->hold_requested = 1;
+    est_exchange_pause(x);
+}
+
+void est_exchange_release(est_exchange_t *x)
+{
+    if (x->held == 0 || x->state != EST_X_BODY || x->conn == NULL)
+        return;
+    h2o_buffer_consume(&x->conn->sock->input, x->held);
+    x->held = 0;
+    est_exchange_resume(x);
 }
 
 h2o_socket_t *est_exchange_steal_socket(est_exchange_t *x)
@@ -288,6 +311,9 @@ static void free_exchange(est_exchange_t *x)
     est_wheel_unlink(&x->wheel);
     est_pool_dequeue(x);
     free(x->head_buf);
+    x->u->active_requests--;
+    if (x->counted_retry)
+        x->u->active_retries--;
     free(x);
 }
 
@@ -436,7 +462,9 @@ static void on_queue_timeout(h2o_timeout_entry_t *entry)
 
 static void on_connect_timeout(h2o_timeout_entry_t *entry)
 {
-    attempt_failed(H2O_STRUCT_FROM_MEMBER(est_exchange_t, timer, entry), EST_UERR_CONNECT_TIMEOUT, "connect timeout");
+    est_exchange_t *x = H2O_STRUCT_FROM_MEMBER(est_exchange_t, timer, entry);
+    est_balance_report(x, 0, h2o_now(x->u->set->loop));
+    attempt_failed(x, EST_UERR_CONNECT_TIMEOUT, "connect timeout");
 }
 
 static void on_response_timeout(h2o_timeout_entry_t *entry)
@@ -459,6 +487,7 @@ static void begin_attempt(est_exchange_t *x)
         finish_error(x, EST_UERR_DEADLINE, "request deadline passed");
         return;
     }
+    int transparent = x->transparent;
     if (x->transparent)
         x->transparent = 0;
     else
@@ -475,13 +504,20 @@ static void begin_attempt(est_exchange_t *x)
         finish_error(x, EST_UERR_DNS, "upstream has no targets");
         return;
     }
-    struct sockaddr_storage prev = x->sa;
-    int has_prev = x->info.attempts > 1 && x->salen != 0;
-    size_t ti = est_balance_pick_target(u, has_prev ? &prev : NULL);
+    /* a retry prefers another target / address and leaves the round robin alone; a transparent
+     * retry (stale pooled connection) goes back to the same address on a fresh connection */
+    x->prev_sa = x->sa;
+    if (x->salen == 0)
+        x->pick_mode = EST_PICK_FIRST;
+    else if (transparent)
+        x->pick_mode = EST_PICK_SAME;
+    else
+        x->pick_mode = x->info.attempts > 1 ? EST_PICK_RETRY : EST_PICK_FIRST;
+    size_t ti = est_balance_pick_target(u, x->pick_mode, x->target_index, now);
     const char *host = u->conf->targets[ti].host;
     est_dns_result_t *res = est_dns_lookup_cached(u->set->dns, host);
     if (res != NULL) {
-        on_resolved(x, ti, res, has_prev ? &prev : NULL);
+        on_resolved(x, ti, res);
         return;
     }
     x->state = EST_X_RESOLVING;
@@ -498,7 +534,7 @@ static void on_dns(void *data, est_dns_status_t status, est_dns_result_t *result
         attempt_failed(x, EST_UERR_DNS, est_dns_strerror(status));
         return;
     }
-    on_resolved(x, x->target_index, result, NULL);
+    on_resolved(x, x->target_index, result);
 }
 
 static void format_address(est_exchange_t *x)
@@ -518,13 +554,14 @@ static void format_address(est_exchange_t *x)
     }
 }
 
-static void on_resolved(est_exchange_t *x, size_t ti, est_dns_result_t *res, const struct sockaddr_storage *prev)
+static void on_resolved(est_exchange_t *x, size_t ti, est_dns_result_t *res)
 {
     if (res->num_addrs == 0) {
         attempt_failed(x, EST_UERR_DNS, "no address");
         return;
     }
-    if (est_balance_pick_address(x, ti, res, prev, 0) != 0) {
+    const struct sockaddr_storage *prev = x->pick_mode != EST_PICK_FIRST ? &x->prev_sa : NULL;
+    if (est_balance_pick_address(x, ti, res, x->pick_mode, prev, h2o_now(x->u->set->loop)) != 0) {
         attempt_failed(x, EST_UERR_DNS, "out of memory");
         return;
     }
@@ -540,7 +577,8 @@ static void acquire_conn(est_exchange_t *x)
         link_timer(x, &x->u->connect_timeout, on_queue_timeout);
         return;
     case -1:
-        attempt_failed(x, EST_UERR_CONNECT, "cannot create a socket");
+        est_balance_report(x, 0, h2o_now(x->u->set->loop));
+        attempt_failed(x, EST_UERR_CONNECT, "cannot connect");
         return;
     default:
         break;
@@ -562,6 +600,8 @@ void est_conn_on_connected(est_conn_t *c, const char *err, int tls_stage)
         return;
     }
     x->info.connect_ms = h2o_now(x->u->set->loop) - x->connect_start;
+    if (err == NULL || !tls_stage)
+        est_balance_report(x, err == NULL, h2o_now(x->u->set->loop)); /* TLS errors: no verdict */
     if (err != NULL) {
         attempt_failed(x, tls_stage ? EST_UERR_TLS : EST_UERR_CONNECT, err);
         return;
@@ -801,13 +841,7 @@ static void on_head_read(h2o_socket_t *sock, const char *err)
         est_log_debug("upstream '%s': attempt %u to %s answered %d, retrying", u->conf->name, x->info.attempts,
                       x->info.address, status);
         end_attempt(x, 0); /* discard the reply: the connection is not reused */
-        u->stats.retries++;
-        x->state = EST_X_BACKOFF;
-        x->backoff_at = h2o_now(u->set->loop) + wait;
-        if (wait == 0)
-            defer(x, on_deferred_start);
-        else
-            arm_wheel(x);
+        schedule_retry(x, wait);
         return;
     }
     x->info.error = EST_UERR_NONE;
@@ -944,6 +978,7 @@ static int deliver(est_exchange_t *x, const char *bytes, size_t len, int final, 
         bytes = ""; /* an empty h2o_buffer_t may have no storage yet */
     if (final && h2o_timeout_is_linked(&x->timer))
         h2o_timeout_unlink(&x->timer);
+    x->hold_requested = 0;
     x->in_cb++;
     int rv = x->cb.on_body(x, x->data, bytes, len, final);
     x->in_cb--;
@@ -951,6 +986,13 @@ static int deliver(est_exchange_t *x, const char *bytes, size_t len, int final, 
         free_exchange(x);
         return 1;
     }
+    if (x->hold_requested && !final && rv == 0) {
+        /* est_exchange_hold: the caller keeps `bytes`; consumed at est_exchange_release */
+        x->hold_requested = 0;
+        x->held = consume;
+        return 0;
+    }
+    x->hold_requested = 0;
     h2o_buffer_consume(&x->conn->sock->input, consume);
     if (final) {
         /* a write still pending (the server answered early) means the connection is not reusable,
@@ -1005,19 +1047,55 @@ static int may_retry(est_exchange_t *x, est_uerr_t err, int status, uint64_t *wa
     default:
         return 0;
     }
-    /* [d/2, d], d = min(max_backoff, backoff * 2^(n-1)) */
-    unsigned n = x->info.attempts;
-    uint64_t d = conf->retry.backoff_ms;
-    for (unsigned i = 1; i < n && d < conf->retry.max_backoff_ms; ++i)
-        d *= 2;
-    if (d > conf->retry.max_backoff_ms)
-        d = conf->retry.max_backoff_ms;
-    uint64_t w = d / 2 + (d - d / 2 != 0 ? (uint64_t)rand_r(&x->u->set->seed) % (d - d / 2 + 1) : 0);
+    uint64_t w = est_retry_backoff_ms(conf->retry.backoff_ms, conf->retry.max_backoff_ms, x->info.attempts, &x->u->set->seed);
     if (x->req->deadline != 0 && h2o_now(x->u->set->loop) + w >= x->req->deadline)
         return 0;
+    /* the retry budget: this exchange's own earlier retry does not count against it */
+    est_upstream_t *u = x->u;
+    if (!est_retry_budget_allows(u->active_requests, u->active_retries - (x->counted_retry ? 1 : 0))) {
+        u->stats.retries_budget_exceeded++;
+        est_log_debug("upstream '%s': retry budget exhausted (%zu retries among %zu requests), not retrying", conf->name,
+                      u->active_retries, u->active_requests);
+        return 0;
+    }
     *wait = w;
     (void)status;
     return 1;
+}
+
+uint64_t est_retry_backoff_ms(uint64_t base_ms, uint64_t max_ms, unsigned n, unsigned *seed)
+{
+    /* [d/2, d], d = min(max_backoff, backoff * 2^(n-1)) */
+    uint64_t d = base_ms;
+    for (unsigned i = 1; i < n && d < max_ms; ++i)
+        d *= 2;
+    if (d > max_ms)
+        d = max_ms;
+    return d / 2 + (d - d / 2 != 0 ? (uint64_t)rand_r(seed) % (d - d / 2 + 1) : 0);
+}
+
+int est_retry_budget_allows(size_t active_requests, size_t active_retries)
+{
+    size_t limit = active_requests * EST_RETRY_BUDGET_PERCENT / 100;
+    if (limit < EST_RETRY_BUDGET_MIN)
+        limit = EST_RETRY_BUDGET_MIN;
+    return active_retries < limit;
+}
+
+static void schedule_retry(est_exchange_t *x, uint64_t wait)
+{
+    est_upstream_t *u = x->u;
+    u->stats.retries++;
+    if (!x->counted_retry) {
+        x->counted_retry = 1;
+        u->active_retries++;
+    }
+    x->state = EST_X_BACKOFF;
+    x->backoff_at = h2o_now(u->set->loop) + wait;
+    if (wait == 0)
+        defer(x, on_deferred_start);
+    else
+        arm_wheel(x);
 }
 
 static void attempt_failed(est_exchange_t *x, est_uerr_t err, const char *msg)
@@ -1040,13 +1118,7 @@ static void attempt_failed(est_exchange_t *x, est_uerr_t err, const char *msg)
     }
     uint64_t wait;
     if (may_retry(x, err, 0, &wait)) {
-        u->stats.retries++;
-        x->state = EST_X_BACKOFF;
-        x->backoff_at = h2o_now(u->set->loop) + wait;
-        if (wait == 0)
-            defer(x, on_deferred_start);
-        else
-            arm_wheel(x);
+        schedule_retry(x, wait);
         return;
     }
     finish_error(x, err, msg);

@@ -107,6 +107,16 @@ void est_exchange_cancel(est_exchange_t *x);
 /* Backpressure for streaming: stop / restart reading the body (read timeout paused too). */
 void est_exchange_pause(est_exchange_t *x);
 void est_exchange_resume(est_exchange_t *x);
+/*
+ * (added, streaming) Zero-copy body relay. Called from inside on_body for a non-final
+ * delivery: the `bytes` of that call stay valid after it returns. The exchange pauses (as
+ * est_exchange_pause, read timer included) and leaves those bytes in its input buffer until
+ * est_exchange_release(), which consumes them and resumes reading (from the loop, like
+ * est_exchange_resume). est_exchange_resume does nothing while bytes are held.
+ * est_exchange_cancel frees them. Ignored outside on_body and on the final delivery.
+ */
+void est_exchange_hold(est_exchange_t *x);
+void est_exchange_release(est_exchange_t *x);
 const est_exchange_info_t *est_exchange_info(const est_exchange_t *x);
 /*
  * After on_head with status 101: take the raw socket (and the bytes already read after the
@@ -121,8 +131,22 @@ typedef struct est_upstream_stats {
     uint64_t conns_created, conns_reused;
     uint64_t conns_open, conns_idle; /* gauges */
     uint64_t queue_waits;
+    /* (added) passive health and retry budget */
+    uint64_t ejections;               /* an address was ejected (after repeated connect failures) */
+    uint64_t retries_budget_exceeded; /* a retry was allowed by retry.* but refused by the budget */
 } est_upstream_stats_t;
 
 const est_upstream_stats_t *est_upstream_get_stats(const est_upstream_t *u);
+
+/*
+ * (reload) Hands the runtime state of `from` (an upstream of a set that is no longer the
+ * worker's current one) to `to` (the upstream of the same name in the current set, whose
+ * configuration is equal; both sets on the same loop): its idle connections move to `to`'s
+ * pool now, connections its running exchanges release later go to `to`'s pool instead of
+ * its own, and its counters are added to `to`'s (and zeroed in `from`). `to` NULL undoes a
+ * previous hand-over (the upstream changed): `from` keeps its connections until its set is
+ * destroyed. Call it again when `to`'s set is replaced, before destroying that set.
+ */
+void est_upstream_handover(est_upstream_t *from, est_upstream_t *to);
 
 #endif

@@ -25,13 +25,36 @@ struct est_wheel_entry {
 void est_wheel_link(est_upstream_set_t *set, est_wheel_entry_t *e, uint64_t at);
 void est_wheel_unlink(est_wheel_entry_t *e);
 
+/* --- passive health and retry budget (figures documented in docs/configuration.md) --- */
+
+/* An address is ejected after this many consecutive connect failures (refused, unreachable,
+ * connect timeout; not TLS errors, which are configuration rather than liveness) ... */
+#define EST_EJECT_AFTER_FAILURES 3
+/* ... for EST_EJECT_BASE_MS, doubled at each further ejection, at most EST_EJECT_MAX_MS. When
+ * the period is over the address is half-open: one trial attempt at a time; a connection that
+ * succeeds re-admits it (the backoff starts over), a failure ejects it again. */
+#define EST_EJECT_BASE_MS 1000
+#define EST_EJECT_MAX_MS 30000
+/* Retry budget (as Envoy's retry_budget): concurrent retries per upstream per worker are
+ * capped at EST_RETRY_BUDGET_PERCENT of the live exchanges, but at least EST_RETRY_BUDGET_MIN. */
+#define EST_RETRY_BUDGET_PERCENT 20
+#define EST_RETRY_BUDGET_MIN 3
+
+typedef struct est_addr_health {
+    unsigned fails;         /* consecutive connect failures */
+    unsigned ejections;     /* consecutive ejections (the backoff exponent) */
+    uint64_t ejected_until; /* absolute h2o_now() ms; 0 = admitted; past = half-open */
+    int trial;              /* half-open: the one trial attempt is in flight */
+} est_addr_health_t;
+
 /* --- targets --- */
 
 typedef struct est_target {
     const est_target_conf_t *conf;
-    est_dns_result_t *res; /* last answer used (addref'd), NULL before the first */
-    unsigned *inflight;    /* per address of `res`, attempts in flight (least_request) */
-    size_t rr;             /* round robin over this target's addresses */
+    est_dns_result_t *res;     /* last answer used (addref'd), NULL before the first */
+    unsigned *inflight;        /* per address of `res`, attempts in flight (least_request) */
+    est_addr_health_t *health; /* per address of `res`, passive health */
+    size_t rr;                 /* round robin over this target's addresses */
 } est_target_t;
 
 /* --- connections --- */
@@ -62,7 +85,10 @@ struct est_upstream {
     size_t num_idle;
     size_t num_slots;       /* exchanges holding a slot (connection in use or connecting) */
     h2o_linklist_t waiters; /* est_exchange_t._wait_link, FIFO */
+    size_t active_requests; /* live exchanges (the retry budget's base) */
+    size_t active_retries;  /* live exchanges past their first attempt */
     est_upstream_stats_t stats;
+    est_upstream_t *handover; /* (reload) pools released connections there instead; see est_upstream_handover */
 };
 
 struct est_upstream_set {
@@ -117,6 +143,10 @@ struct est_exchange {
     size_t addr_index;
     uint64_t addr_generation;
     int counted_inflight;
+    int health_trial;     /* this attempt is the half-open trial of its address */
+    int counted_retry;    /* counted in u->active_retries */
+    int pick_mode;        /* EST_PICK_* for the current attempt */
+    struct sockaddr_storage prev_sa; /* address of the previous attempt (EST_PICK_RETRY / SAME) */
     struct sockaddr_storage sa;
     socklen_t salen;
     est_dns_query_t *dnsq;
@@ -132,6 +162,8 @@ struct est_exchange {
     struct phr_chunked_decoder chunked;
     int keepalive;
     int paused;
+    int hold_requested; /* (est_exchange_hold) asked during the current on_body */
+    size_t held;        /* (est_exchange_hold) input bytes delivered, consumed at est_exchange_release */
 
     /* re-entrancy */
     unsigned in_cb;
@@ -163,13 +195,41 @@ void est_exchange_wake(est_exchange_t *x);                 /* client.c: a waiter
 void est_exchange_queue_timeout(est_exchange_t *x);        /* client.c */
 
 /* balancer.c */
-/* Picks the target for the next attempt (round robin or least request). */
-size_t est_balance_pick_target(est_upstream_t *u, const struct sockaddr_storage *avoid);
-/* Picks an address of target `ti` from its (fresh) answer `res`; fills x->sa / x->addr_index.
- * Returns 0, or -1 when no address can be used (out of memory). */
-int est_balance_pick_address(est_exchange_t *x, size_t ti, est_dns_result_t *res, const struct sockaddr_storage *avoid,
-                             socklen_t avoidlen);
+enum {
+    EST_PICK_FIRST, /* a first attempt: advances the round robin counters */
+    EST_PICK_RETRY, /* a retry: prefers another target / address, leaves the counters alone */
+    EST_PICK_SAME,  /* a transparent retry after a stale pooled connection: same address */
+};
+/*
+ * Picks the target for the next attempt. FIRST: round robin (u->rr) or least request over the
+ * targets that have an admitted address (or are not resolved yet). RETRY: the next such target
+ * after `prev_ti` (least request: the least loaded one other than prev_ti) without touching u->rr,
+ * so retries do not skew the round robin. SAME: prev_ti. When every target is ejected, all
+ * are candidates again (an upstream is never failed only because all of it is ejected).
+ */
+size_t est_balance_pick_target(est_upstream_t *u, int mode, size_t prev_ti, uint64_t now);
+/* Picks an address of target `ti` from its (fresh) answer `res` by the same rules (`avoid`:
+ * the previous attempt's address for RETRY / SAME, else NULL); fills x->sa / x->addr_index and
+ * takes the half-open trial of the address when it is one. Returns 0, or -1 when no address
+ * can be used (out of memory). */
+int est_balance_pick_address(est_exchange_t *x, size_t ti, est_dns_result_t *res, int mode,
+                             const struct sockaddr_storage *avoid, uint64_t now);
+/* The connect verdict of x's attempt on its address: ok = TCP (and TLS) connection made. */
+void est_balance_report(est_exchange_t *x, int ok, uint64_t now);
 void est_balance_done(est_exchange_t *x);
 void est_target_set_result(est_upstream_t *u, size_t ti, est_dns_result_t *res);
+/* Is an address admitted (1) or ejected (0) at `now`? (a half-open one is admitted for one trial) */
+int est_health_usable(const est_addr_health_t *h, uint64_t now);
+/* Applies one connect verdict to `h`; returns 1 when this ejected the address. */
+int est_health_update(est_addr_health_t *h, int ok, uint64_t now);
+/* Ejection period after the n-th consecutive ejection (n >= 1). */
+uint64_t est_eject_duration_ms(unsigned n);
+
+/* client.c */
+/* The wait before attempt n+1 (n >= 1): random in [d/2, d], d = min(max_ms, base_ms * 2^(n-1)). */
+uint64_t est_retry_backoff_ms(uint64_t base_ms, uint64_t max_ms, unsigned n, unsigned *seed);
+/* May one more retry start, with `active_retries` retries (not counting the asker) among
+ * `active_requests` live exchanges? */
+int est_retry_budget_allows(size_t active_requests, size_t active_retries);
 
 #endif

@@ -17,6 +17,7 @@
  *   shared/LIBH2O-2.2.5.md §4), SNI = tls.server_name or the target's host.
  */
 #include <arpa/inet.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/err.h>
@@ -31,6 +32,7 @@ static void on_handshake(h2o_socket_t *sock, const char *err);
 static int on_verify(int ok, X509_STORE_CTX *store);
 static int same_sa(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 static void pool_idle(est_conn_t *c);
+static int in_answer(const est_upstream_t *u, size_t ti, const est_dns_result_t *res, const struct sockaddr_storage *sa);
 
 static int same_sa(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 {
@@ -160,11 +162,30 @@ static void pool_idle(est_conn_t *c)
         est_pool_close_conn(H2O_STRUCT_FROM_MEMBER(est_conn_t, idle_link, u->idle.next));
 }
 
+/*
+ * (streaming, issue 4) h2o 2.2.5 reads a socket until read() comes back short, doubling
+ * sock->input as it fills: with a fast upstream one read callback pulled in tens of MiB
+ * (41 MiB seen with a loopback origin; 1 GiB took 5 s at 180 MiB RSS), so a proxied
+ * download's memory followed the upstream's speed instead of the client's. A fixed receive
+ * buffer (which turns off the kernel's autotuning for this socket) caps the kernel queue and
+ * thus each read at about twice its size (256 KiB: 1 GiB in ~1 s at ~10 MiB RSS; see
+ * docs/streaming.md). Set right after connect, before any reply byte is queued.
+ */
+#define UPSTREAM_RCVBUF (256 * 1024)
+static void limit_rcvbuf(h2o_socket_t *sock)
+{
+    int fd = h2o_socket_get_fd(sock), sz = UPSTREAM_RCVBUF;
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+}
+
 static void on_connect(h2o_socket_t *sock, const char *err)
 {
     est_conn_t *c = sock->data;
     est_upstream_t *u = c->u;
     const est_target_conf_t *t = &u->conf->targets[c->target_index];
+    if (err == NULL)
+        limit_rcvbuf(sock);
     if (err == NULL && t->is_tls) {
         const char *name = u->conf->tls.server_name != NULL ? u->conf->tls.server_name : t->host;
         h2o_socket_ssl_handshake(sock, u->ssl_ctx, name, on_handshake);
@@ -244,6 +265,46 @@ int est_pool_acquire(est_exchange_t *x)
     return 0;
 }
 
+/* (reload) rebinds an active or idle connection to upstream `to` (same config, same loop) */
+static void move_conn(est_conn_t *c, est_upstream_t *to)
+{
+    est_upstream_t *from = c->u;
+    if (h2o_linklist_is_linked(&c->idle_link)) {
+        h2o_linklist_unlink(&c->idle_link);
+        from->num_idle--;
+        from->stats.conns_idle--;
+    }
+    if (h2o_timeout_is_linked(&c->idle_timer))
+        h2o_timeout_unlink(&c->idle_timer);
+    from->stats.conns_open--;
+    c->u = to;
+    to->stats.conns_open++;
+}
+
+void est_upstream_handover(est_upstream_t *from, est_upstream_t *to)
+{
+    from->handover = to;
+    if (to == NULL || to == from)
+        return;
+    /* counters follow the upstream (all fields are uint64_t); the gauges follow the connections */
+    uint64_t open = from->stats.conns_open, idle = from->stats.conns_idle;
+    uint64_t *dst = (uint64_t *)&to->stats, *src = (uint64_t *)&from->stats;
+    _Static_assert(sizeof(est_upstream_stats_t) % sizeof(uint64_t) == 0, "stats are uint64_t fields");
+    for (size_t i = 0; i != sizeof(est_upstream_stats_t) / sizeof(uint64_t); ++i) {
+        if (&src[i] == &from->stats.conns_open || &src[i] == &from->stats.conns_idle)
+            continue;
+        dst[i] += src[i];
+        src[i] = 0;
+    }
+    from->stats.conns_open = open;
+    from->stats.conns_idle = idle;
+    while (!h2o_linklist_is_empty(&from->idle)) {
+        est_conn_t *c = H2O_STRUCT_FROM_MEMBER(est_conn_t, idle_link, from->idle.next);
+        move_conn(c, to);
+        pool_idle(c);
+    }
+}
+
 void est_pool_release(est_exchange_t *x, int reusable)
 {
     est_conn_t *c = x->conn;
@@ -252,8 +313,12 @@ void est_pool_release(est_exchange_t *x, int reusable)
         c->x = NULL;
         c->requests++;
         est_upstream_t *u = c->u;
+        const est_dns_result_t *res = u->targets[c->target_index].res;
+        /* an address that left the DNS answer while the request ran is not pooled either */
         if (reusable && c->state == EST_CONN_ACTIVE && c->requests < u->conf->pool.max_requests && u->conf->pool.max_idle > 0 &&
-            c->sock->input->size == 0) {
+            c->sock->input->size == 0 && (res == NULL || in_answer(u, c->target_index, res, &c->sa))) {
+            if (u->handover != NULL) /* (reload) the current set's upstream of the same config takes it */
+                move_conn(c, u->handover);
             pool_idle(c);
         } else {
             est_pool_close_conn(c);
@@ -290,19 +355,22 @@ void est_pool_purge_target(est_upstream_t *u, size_t ti, const est_dns_result_t 
     while (l != &u->idle) {
         est_conn_t *c = H2O_STRUCT_FROM_MEMBER(est_conn_t, idle_link, l);
         l = l->next;
-        if (c->target_index != ti)
-            continue;
-        int found = 0;
-        for (size_t i = 0; i != res->num_addrs && !found; ++i) {
-            struct sockaddr_storage sa = res->addrs[i].sa;
-            in_port_t port = htons(u->conf->targets[ti].port);
-            if (sa.ss_family == AF_INET)
-                ((struct sockaddr_in *)&sa)->sin_port = port;
-            else if (sa.ss_family == AF_INET6)
-                ((struct sockaddr_in6 *)&sa)->sin6_port = port;
-            found = same_sa(&sa, &c->sa);
-        }
-        if (!found)
+        if (c->target_index == ti && !in_answer(u, ti, res, &c->sa))
             est_pool_close_conn(c);
     }
+}
+
+static int in_answer(const est_upstream_t *u, size_t ti, const est_dns_result_t *res, const struct sockaddr_storage *sa)
+{
+    in_port_t port = htons(u->conf->targets[ti].port);
+    for (size_t i = 0; i != res->num_addrs; ++i) {
+        struct sockaddr_storage a = res->addrs[i].sa;
+        if (a.ss_family == AF_INET)
+            ((struct sockaddr_in *)&a)->sin_port = port;
+        else if (a.ss_family == AF_INET6)
+            ((struct sockaddr_in6 *)&a)->sin6_port = port;
+        if (same_sa(&a, sa))
+            return 1;
+    }
+    return 0;
 }

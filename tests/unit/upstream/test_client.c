@@ -28,6 +28,7 @@
 #include <openssl/x509v3.h>
 #include "common/log.h"
 #include "upstream/client.h"
+#include "upstream/client_internal.h" /* active_requests / active_retries */
 
 /* ------------------------------------------------------------------ scripted server */
 
@@ -1191,6 +1192,51 @@ static void test_two_targets(void **state)
     server_stop(&a);
 }
 
+/* the retry budget: 20 concurrent failing requests with 3 attempts each do not make 40 retries */
+static void test_retry_budget_caps_retries(void **state)
+{
+    fixture_t f;
+    fixture_conf(&f, closed_port());
+    f.uconf.retry.attempts = 3;
+    f.uconf.retry.backoff_ms = 10;
+    f.uconf.retry.max_backoff_ms = 20;
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    rec_t r[20];
+    for (int i = 0; i != 20; ++i)
+        start(&f, &r[i], &req);
+    assert_true(run_until_done(&f, r, 20, 5000));
+    const est_upstream_stats_t *st = est_upstream_get_stats(f.u);
+    for (int i = 0; i != 20; ++i)
+        assert_int_equal(r[i].errors, 1);
+    /* 20% of 20 live requests = 4 concurrent retries; fewer once requests finish (minimum 3) */
+    assert_true(st->retries >= 3);
+    assert_true(st->retries <= 8);
+    assert_true(st->retries_budget_exceeded >= 12);
+    assert_int_equal(f.u->active_requests, 0);
+    assert_int_equal(f.u->active_retries, 0);
+    fixture_stop(&f);
+}
+
+/* a lone request is never refused a retry by the budget (minimum 3) */
+static void test_retry_budget_minimum(void **state)
+{
+    fixture_t f;
+    fixture_conf(&f, closed_port());
+    f.uconf.retry.attempts = 3;
+    f.uconf.retry.backoff_ms = 1;
+    f.uconf.retry.max_backoff_ms = 2;
+    fixture_start(&f);
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(&f, &r, &req);
+    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_int_equal(r.info.attempts, 3);
+    assert_int_equal(est_upstream_get_stats(f.u)->retries, 2);
+    assert_int_equal(est_upstream_get_stats(f.u)->retries_budget_exceeded, 0);
+    fixture_stop(&f);
+}
+
 static void test_least_request(void **state)
 {
     server_t a, b;
@@ -1537,6 +1583,8 @@ int main(void)
         cmocka_unit_test(test_pool_limits),
         cmocka_unit_test(test_two_targets),
         cmocka_unit_test(test_least_request),
+        cmocka_unit_test(test_retry_budget_caps_retries),
+        cmocka_unit_test(test_retry_budget_minimum),
         cmocka_unit_test(test_tls),
         cmocka_unit_test(test_abort_in_head),
         cmocka_unit_test(test_cancel_queued),
