@@ -1,12 +1,20 @@
 /*
  * estuary - streaming reverse proxy.
  *
- * Body relay with backpressure: the exchange hands us bytes that live only during the
- * callback, so they are copied into `pending`; while h2o is still writing the previous
- * chunk (`sending`, valid until proceed), more bytes accumulate in `pending`, and past
- * PAUSE_AT bytes the exchange is paused (the upstream socket is no longer read, so TCP
- * pushes back on the upstream). proceed() swaps the buffers, sends, and resumes. Memory per
- * request is thus bounded by about 2 x PAUSE_AT plus one socket read.
+ * Body relay with backpressure. Zero-copy path: when h2o is not writing anything, the bytes
+ * the exchange delivers are sent straight from its input buffer and held there
+ * (est_exchange_hold: the upstream is not read meanwhile) until proceed() releases them.
+ * Copy path, when h2o is still writing (after the headers-only send below, or for the final
+ * delivery): the bytes are copied into `pending`; past PAUSE_AT bytes the exchange is paused
+ * (the upstream socket is no longer read, so TCP pushes back on the upstream); proceed()
+ * swaps `pending` with `sending`, sends, and resumes. Memory per request is thus bounded by
+ * about 2 x PAUSE_AT plus one socket read (itself bounded by the upstream socket's fixed
+ * receive buffer, see limit_rcvbuf in upstream/pool.c).
+ *
+ * The head goes out as soon as the upstream's head is parsed: h2o writes the headers with the
+ * first h2o_send, so when no body byte came with the head, an empty send is made from a 0 ms
+ * timer (the bytes that arrived with the head are delivered right after on_head, in the same
+ * read callback, and then travel with the headers). See docs/streaming.md.
  */
 #include "proxy/proxy.h"
 
@@ -19,7 +27,6 @@
 #include <h2o/tunnel.h>
 
 #define PAUSE_AT (256 * 1024)
-#define WEBSOCKET_IDLE_TIMEOUT_MS 60000
 
 typedef struct st_proxy_t {
     h2o_generator_t gen; /* first: h2o hands it back to proceed/stop */
@@ -33,7 +40,16 @@ typedef struct st_proxy_t {
     int paused;
     int started;       /* h2o_start_response called */
     int finished;      /* the last h2o_send (final or error) was made */
+    int sent_any;      /* h2o_send called at least once (the headers are out) */
+    int held;          /* the inflight send points into the exchange's buffer (est_exchange_hold) */
+    h2o_timeout_entry_t head_timer; /* 0 ms: sends the headers alone when no body byte came */
 } proxy_t;
+
+static void cancel_head_timer(proxy_t *p)
+{
+    if (h2o_timeout_is_linked(&p->head_timer))
+        h2o_timeout_unlink(&p->head_timer);
+}
 
 static void flush(proxy_t *p)
 {
@@ -56,6 +72,8 @@ static void flush(proxy_t *p)
         return; /* nothing to say yet */
     h2o_iovec_t buf = h2o_iovec_init(p->sending->bytes, p->sending->size);
     p->inflight = state == H2O_SEND_STATE_IN_PROGRESS;
+    p->sent_any = 1;
+    cancel_head_timer(p);
     if (p->paused && p->x != NULL && p->pending->size < PAUSE_AT) {
         p->paused = 0;
         est_exchange_resume(p->x);
@@ -63,10 +81,26 @@ static void flush(proxy_t *p)
     h2o_send(req, &buf, buf.len != 0 ? 1 : 0, state);
 }
 
+static void on_head_timer(h2o_timeout_entry_t *entry)
+{
+    proxy_t *p = H2O_STRUCT_FROM_MEMBER(proxy_t, head_timer, entry);
+    if (p->sent_any || p->inflight || p->finished)
+        return;
+    p->sent_any = 1;
+    p->inflight = 1;
+    h2o_send(p->r->req, NULL, 0, H2O_SEND_STATE_IN_PROGRESS);
+}
+
 static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
 {
     proxy_t *p = (proxy_t *)gen;
     p->inflight = 0;
+    if (p->held) {
+        /* the held bytes are written: let the exchange consume them and read on */
+        p->held = 0;
+        if (p->x != NULL)
+            est_exchange_release(p->x);
+    }
     if (p->sending->size != 0)
         h2o_buffer_consume(&p->sending, p->sending->size);
     flush(p);
@@ -81,6 +115,7 @@ static void on_stop(h2o_generator_t *gen, h2o_req_t *req)
     /* the client went away mid-body: release the upstream (closed, not pooled) */
     proxy_t *p = (proxy_t *)gen;
     p->finished = 1;
+    cancel_head_timer(p);
     if (p->x != NULL) {
         est_exchange_cancel(p->x);
         p->x = NULL;
@@ -90,6 +125,7 @@ static void on_stop(h2o_generator_t *gen, h2o_req_t *req)
 static void on_dispose(void *data)
 {
     proxy_t *p = data;
+    cancel_head_timer(p);
     if (p->x != NULL)
         est_exchange_cancel(p->x);
     h2o_buffer_dispose(&p->sending);
@@ -157,10 +193,19 @@ static int on_head(est_exchange_t *x, void *data, int status, const struct phr_h
         h2o_add_header_by_str(&req->pool, &req->res.headers, name.base, name.len, 1, NULL, value.base, value.len);
     }
     if (is_upgrade) {
+        h2o_socket_t *upstream = est_exchange_steal_socket(x);
+        if (upstream == NULL) { /* cannot happen on a fresh 101; never hand h2o a NULL socket */
+            p->x = NULL;
+            memset(&req->res.headers, 0, sizeof(req->res.headers));
+            est_send_error(req, 502, "upstream_unavailable", "the upstream's upgraded connection is gone", p->r->request_id);
+            return -1;
+        }
         ws_upgrade_t *ws = h2o_mem_alloc(sizeof(*ws));
         ws->ctx = req->conn->ctx;
-        ws->idle_timeout = p->r->svc->get_timeout(p->r->svc, WEBSOCKET_IDLE_TIMEOUT_MS);
-        ws->upstream = est_exchange_steal_socket(x);
+        /* idle = the upstream's response_timeout, the same rule as a proxied body ("no read
+         * waits longer than response_timeout"); traffic either way re-arms it (docs/streaming.md) */
+        ws->idle_timeout = p->r->svc->get_timeout(p->r->svc, p->r->route->proxy->upstream->response_timeout_ms);
+        ws->upstream = upstream;
         p->x = NULL;
         p->finished = 1;
         h2o_http1_upgrade(req, NULL, 0, on_upgrade_complete, ws);
@@ -168,6 +213,7 @@ static int on_head(est_exchange_t *x, void *data, int status, const struct phr_h
     }
     p->started = 1;
     h2o_start_response(req, &p->gen);
+    h2o_timeout_link(p->r->svc->loop, p->r->svc->get_timeout(p->r->svc, 0), &p->head_timer);
     return 0;
 }
 
@@ -176,6 +222,17 @@ static int on_body(est_exchange_t *x, void *data, const char *bytes, size_t len,
     proxy_t *p = data;
     if (p->finished)
         return -1;
+    if (!is_final && len != 0 && !p->inflight && p->pending->size == 0) {
+        /* zero-copy: send from the exchange's buffer, held until proceed */
+        h2o_iovec_t buf = h2o_iovec_init(bytes, len);
+        est_exchange_hold(x);
+        p->held = 1;
+        p->inflight = 1;
+        p->sent_any = 1;
+        cancel_head_timer(p);
+        h2o_send(p->r->req, &buf, 1, H2O_SEND_STATE_IN_PROGRESS);
+        return 0;
+    }
     if (len != 0) {
         h2o_iovec_t dst = h2o_buffer_reserve(&p->pending, len);
         memcpy(dst.base, bytes, len);
@@ -235,6 +292,7 @@ void est_proxy_handle(est_request_t *r)
     memset(p, 0, sizeof(*p));
     p->gen.proceed = on_proceed;
     p->gen.stop = on_stop;
+    p->head_timer.cb = on_head_timer;
     p->r = r;
     h2o_buffer_init(&p->sending, &h2o_socket_buffer_prototype);
     h2o_buffer_init(&p->pending, &h2o_socket_buffer_prototype);
