@@ -33,7 +33,12 @@ static void usage(FILE *fp)
                 "  -v, --version      print the version and exit\n"
                 "  -h, --help         print this help and exit\n"
                 "\n"
-                "Signals: SIGTERM/SIGINT drain in-flight requests (up to shutdown_timeout) and exit 0.\n"
+                "Signals: SIGTERM/SIGINT stop accepting, close idle keep-alive connections, let in-flight\n"
+                "         requests finish (up to shutdown_timeout; the cut ones are logged) and exit 0.\n"
+                "         SIGHUP reloads FILE: if valid, new requests use it (routes, upstreams, listeners;\n"
+                "         unchanged upstreams keep their connection pools) while in-flight ones finish on the\n"
+                "         old one; if not, every problem is logged as FILE:LINE:COLUMN and nothing changes.\n"
+                "         SIGUSR1 reopens the access log file.\n"
                 "Environment: ESTUARY_LOG_LEVEL=debug|info|warn|error (default info); logs go to stderr.\n"
                 "The configuration schema is described in docs/configuration.md.\n");
 }
@@ -98,8 +103,7 @@ int main(int argc, char **argv)
         if (!conf->upstreams[i].tls.verify)
             est_log_warn("upstream '%s': TLS certificate verification is off (\"verify\": false)", conf->upstreams[i].name);
 
-    int ret = est_server_run(conf);
-    est_config_free(conf);
+    int ret = est_server_run(conf); /* takes conf */
     ares_library_cleanup();
     return ret;
 }

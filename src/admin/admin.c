@@ -29,7 +29,9 @@ static sem_t admin_finished;
 typedef struct st_scrape_t scrape_t;
 
 struct est_admin {
-    const est_config_t *conf;
+    const est_config_t *conf; /* only during est_admin_start */
+    pthread_mutex_t json_mu;  /* (reload) guards json */
+    json_t *json;             /* the effective config for /config (own copy; replaced on reload) */
     est_admin_hooks_t hooks;
     int listen_fd;
     pthread_t tid;
@@ -276,7 +278,9 @@ json_t *est_admin_redact_config(const json_t *v)
 
 static void send_config(est_admin_t *a, h2o_req_t *req)
 {
-    json_t *doc = est_admin_redact_config(a->conf->json);
+    pthread_mutex_lock(&a->json_mu);
+    json_t *doc = est_admin_redact_config(a->json);
+    pthread_mutex_unlock(&a->json_mu);
     char *body = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(doc);
     if (body == NULL) {
@@ -444,6 +448,8 @@ est_admin_t *est_admin_start(const est_config_t *conf, const est_admin_hooks_t *
     if (a == NULL)
         abort();
     a->conf = conf;
+    pthread_mutex_init(&a->json_mu, NULL);
+    a->json = json_deep_copy(conf->json);
     a->hooks = *hooks;
     a->listen_fd = fd;
     atomic_init(&a->stop, 0);
@@ -472,6 +478,7 @@ est_admin_t *est_admin_start(const est_config_t *conf, const est_admin_hooks_t *
     pthread_detach(a->tid);
     pthread_barrier_wait(&a->started);
     est_log_info("admin listening on http://%s:%u", conf->admin->host, conf->admin->port);
+    a->conf = NULL; /* a reload may free it */
     return a;
 }
 
@@ -499,6 +506,18 @@ void est_admin_count_reload(est_admin_t *a, int ok)
     }
 }
 
+void est_admin_set_config(est_admin_t *a, const est_config_t *conf)
+{
+    if (a == NULL)
+        return;
+    json_t *copy = json_deep_copy(conf->json), *old;
+    pthread_mutex_lock(&a->json_mu);
+    old = a->json;
+    a->json = copy;
+    pthread_mutex_unlock(&a->json_mu);
+    json_decref(old);
+}
+
 int est_admin_stop(est_admin_t *a)
 {
     if (a == NULL)
@@ -511,6 +530,8 @@ int est_admin_stop(est_admin_t *a)
         return -1; /* the loop still holds connections: leave it, the process exits */
     pthread_barrier_destroy(&a->started);
     h2o_config_dispose(&a->h2oconf);
+    json_decref(a->json);
+    pthread_mutex_destroy(&a->json_mu);
     free(a);
     return 0;
 }

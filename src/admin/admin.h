@@ -30,7 +30,7 @@ typedef struct est_admin_hooks {
 
 /*
  * Opens the admin listener of `conf->admin` and starts its thread. `conf` (borrowed) must
- * outlive est_admin_stop. Returns NULL (logged) when the socket cannot be opened.
+ * outlive this call only (the admin keeps a copy of conf->json). Returns NULL (logged) when the socket cannot be opened.
  */
 est_admin_t *est_admin_start(const est_config_t *conf, const est_admin_hooks_t *hooks);
 /* /readyz: 200 once the listeners are up (ready), 503 after draining started. Any thread. */
@@ -38,6 +38,8 @@ void est_admin_set_ready(est_admin_t *a);
 void est_admin_set_draining(est_admin_t *a);
 /* For the reload code: counts a reload; a successful one bumps the config generation. */
 void est_admin_count_reload(est_admin_t *a, int ok);
+/* (reload) /config shows `conf` (borrowed; copied) from now on. Main thread. */
+void est_admin_set_config(est_admin_t *a, const est_config_t *conf);
 /* Stops the thread and frees everything. Call after every worker stopped. Returns 0, or -1
  * when admin connections could not be closed in time (the loop is then left as is). */
 int est_admin_stop(est_admin_t *a);

@@ -5,11 +5,13 @@
 #include "server/worker.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <openssl/rand.h>
 
 #include "aggregate/fanout.h"
 #include "proxy/proxy.h"
+#include "common/jsonutil.h"
 
 /* splitmix64: cheap, good enough to make request ids unique per process */
 static uint64_t next_random(uint64_t *s)
@@ -58,11 +60,107 @@ static void send_method_not_allowed(h2o_req_t *req, unsigned allowed, h2o_iovec_
     est_send_error(req, 405, "method_not_allowed", msg, rid);
 }
 
+/*
+ * A request body over h2o's max_request_entity_size (max_request_body + 1, see setup_h2o) is
+ * refused by h2o before any handler runs: HTTP/1.1 at once when Content-Length says so, or
+ * when a chunked body crosses the limit (HTTP/2: the stream is refused, no reply). h2o binds
+ * such errors to the host's fallback path and sends them as text/plain; this filter on that
+ * path rewrites the 413 into SPEC's JSON error (with a request id), so nothing over the limit
+ * is ever buffered whole just to be refused. See docs/streaming.md.
+ */
+typedef struct st_json_error_ostream_t {
+    h2o_ostream_t super;
+    h2o_iovec_t body;
+} json_error_ostream_t;
+
+static void json_error_do_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *inbufs, size_t inbufcnt,
+                               h2o_send_state_t state)
+{
+    json_error_ostream_t *o = (json_error_ostream_t *)self;
+    h2o_iovec_t body = o->body; /* sent once, in place of h2o's text */
+    o->body = h2o_iovec_init(NULL, 0);
+    h2o_ostream_send_next(&o->super, req, &body, body.len != 0 ? 1 : 0, state);
+}
+
+static void on_setup_fallback_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
+{
+    if (req->res.status == 413) {
+        est_worker_t *w = (est_worker_t *)req->conn->ctx;
+        h2o_iovec_t rid = take_request_id(w, req);
+        char msg[128], rid_z[129];
+        /* h2o's limit is max_request_body + 1 (setup_h2o) */
+        snprintf(msg, sizeof(msg), "request body is over the limit of %zu bytes",
+                 req->conn->ctx->globalconf->max_request_entity_size - 1);
+        size_t rid_len = rid.len < sizeof(rid_z) - 1 ? rid.len : sizeof(rid_z) - 1;
+        memcpy(rid_z, rid.base, rid_len);
+        rid_z[rid_len] = '\0';
+        size_t len = 0;
+        char *body = est_error_body(413, "request_too_large", msg, rid_z, &len);
+        if (body != NULL) {
+            json_error_ostream_t *o = (json_error_ostream_t *)h2o_add_ostream(req, sizeof(*o), slot);
+            o->super.do_send = json_error_do_send;
+            o->body = h2o_strdup(&req->pool, body, len);
+            free(body);
+            req->res.content_length = len;
+            ssize_t ct = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
+            if (ct != -1)
+                req->res.headers.entries[ct].value = h2o_iovec_init(H2O_STRLIT("application/json"));
+            else
+                h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+            h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rid.base, rid.len);
+            slot = &o->super.next;
+        }
+    }
+    h2o_setup_next_ostream(req, slot);
+}
+
+void est_handler_setup_fallback(h2o_hostconf_t *host)
+{
+    h2o_filter_t *f = h2o_create_filter(&host->fallback_path, sizeof(*f));
+    f->on_setup_ostream = on_setup_fallback_ostream;
+}
+
+/* the request's pool is being freed: it no longer uses its generation nor its connection */
+static void on_request_dispose(void *p)
+{
+    est_inflight_t *r = p;
+    h2o_linklist_unlink(&r->link);
+    if (r->conn != NULL)
+        --r->conn->inflight;
+    est_worker_gen_request_done(r->wg);
+}
+
+/*
+ * Pins the worker's current generation view for the request's lifetime. Allocated first in
+ * the pool: h2o runs dispose callbacks newest first, so everything the handlers put in the
+ * pool (proxy, fan-out, access log record) is released before the generation can be.
+ */
+static est_worker_gen_t *pin_generation(est_worker_t *w, h2o_req_t *req)
+{
+    est_inflight_t *r = h2o_mem_alloc_shared(&req->pool, sizeof(*r), on_request_dispose);
+    memset(r, 0, sizeof(*r));
+    r->wg = w->current;
+    r->req = req;
+    ++r->wg->inflight;
+    h2o_linklist_insert(&w->requests, &r->link);
+    h2o_socket_t *sock = req->conn->callbacks->get_socket != NULL ? req->conn->callbacks->get_socket(req->conn) : NULL;
+    if (sock != NULL && sock->on_close.data != NULL) { /* server.c sets it on every accepted socket */
+        r->conn = sock->on_close.data;
+        ++r->conn->inflight;
+        if (req->version >= 0x200)
+            r->conn->is_h2 = 1;
+    }
+    if (w->draining && req->version < 0x200)
+        req->http1_is_persistent = 0; /* tell the client to go elsewhere */
+    return r->wg;
+}
+
 int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     est_worker_t *w = (est_worker_t *)req->conn->ctx;
-    est_server_t *s = w->server;
-    const est_config_t *conf = s->conf;
+    est_worker_gen_t *wg = pin_generation(w, req);
+    const est_config_t *conf = wg->gen->conf;
+    const est_router_t *router = wg->gen->router;
     h2o_iovec_t rid = take_request_id(w, req);
     est_reqlog_t *rl = est_observe_request_start(w, req, rid); /* (admin) metrics + access log at the end */
 
@@ -78,7 +176,7 @@ int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
     unsigned method = est_method_from_name(req->method.base, req->method.len);
     est_request_t *r = h2o_mem_alloc_pool(&req->pool, sizeof(*r));
     memset(r, 0, sizeof(*r));
-    switch (est_router_match(s->router, path, (size_t)norm_len, method, &r->match)) {
+    switch (est_router_match(router, path, (size_t)norm_len, method, &r->match)) {
     case EST_ROUTER_FOUND:
         break;
     case EST_ROUTER_METHOD_NOT_ALLOWED:
@@ -109,8 +207,8 @@ int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
     }
 
     r->req = req;
-    r->svc = &w->svc;
-    r->router = s->router;
+    r->svc = &wg->svc;
+    r->router = router;
     r->conf = conf;
     r->route = route;
     r->path = h2o_iovec_init(path, (size_t)norm_len);

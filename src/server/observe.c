@@ -16,6 +16,7 @@
 struct est_reqlog {
     est_worker_t *w;
     h2o_req_t *req;
+    const est_config_t *conf; /* of the generation the request started on */
     struct timespec start_mono, start_wall;
     h2o_iovec_t request_id, method, path; /* copies in the request pool */
     size_t route_index;                   /* SIZE_MAX: no route */
@@ -53,7 +54,20 @@ static void on_request_done(void *p)
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     double ms = (double)(now.tv_sec - rl->start_mono.tv_sec) * 1e3 + (double)(now.tv_nsec - rl->start_mono.tv_nsec) / 1e6;
-    est_worker_metrics_record(&w->metrics, rl->route_index, rl->method.base, rl->method.len, req->res.status, ms / 1e3);
+    size_t route_index = rl->route_index;
+    const est_config_t *cur = w->current != NULL ? w->current->gen->conf : NULL;
+    if (rl->conf != cur && route_index != SIZE_MAX) {
+        /* (reload) started on an older generation: count it under the current route of the
+         * same path, if any (rl->route is still valid: the generation is released after us) */
+        route_index = SIZE_MAX - 1;
+        for (size_t i = 0; cur != NULL && i != cur->num_routes; ++i)
+            if (strcmp(cur->routes[i].path, rl->route) == 0) {
+                route_index = i;
+                break;
+            }
+    }
+    if (route_index != SIZE_MAX - 1)
+        est_worker_metrics_record(&w->metrics, route_index, rl->method.base, rl->method.len, req->res.status, ms / 1e3);
 
     est_accesslog_t *log = w->server->accesslog;
     if (log == NULL)
@@ -80,6 +94,7 @@ est_reqlog_t *est_observe_request_start(est_worker_t *w, h2o_req_t *req, h2o_iov
     est_reqlog_t *rl = h2o_mem_alloc_shared(&req->pool, sizeof(*rl), on_request_done);
     rl->w = w;
     rl->req = req;
+    rl->conf = w->current->gen->conf;
     clock_gettime(CLOCK_MONOTONIC, &rl->start_mono);
     clock_gettime(CLOCK_REALTIME, &rl->start_wall);
     /* copied: h1 header and path bytes live in the connection's input buffer */
@@ -110,7 +125,9 @@ est_request_trace_t *est_observe_request_matched(est_reqlog_t *rl, const est_rou
 static void fill_snapshot(void *data, est_metrics_snapshot_t *snap)
 {
     est_worker_t *w = data;
-    est_metrics_snapshot_fill(snap, &w->metrics, w->server->conf, w->upstreams, w->dns, w->num_conns);
+    if (w->current == NULL)
+        return; /* not set up yet: counted as missing */
+    est_metrics_snapshot_fill(snap, &w->metrics, w->current->gen->conf, w->current->upstreams, w->dns, w->num_conns);
 }
 
 static void on_stats_request(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
@@ -121,11 +138,32 @@ static void on_stats_request(h2o_multithread_receiver_t *rx, h2o_linklist_t *mes
 
 void est_observe_worker_init(est_worker_t *w)
 {
-    est_worker_metrics_init(&w->metrics, w->server->conf->num_routes);
+    est_worker_metrics_init(&w->metrics, w->start_gen->conf->num_routes);
     h2o_multithread_register_receiver(w->ctx.queue, &w->stats_rx, on_stats_request);
     pthread_mutex_lock(&w->stats_mu);
     w->stats_open = 1;
     pthread_mutex_unlock(&w->stats_mu);
+}
+
+void est_observe_worker_switch(est_worker_t *w, const est_config_t *from, const est_config_t *to)
+{
+    /* counters are labelled by route path: a route that keeps its path keeps its counters */
+    est_worker_metrics_t m;
+    est_worker_metrics_init(&m, to->num_routes);
+    char *moved = calloc(from->num_routes + 1, 1);
+    for (size_t j = 0; j != to->num_routes; ++j)
+        for (size_t i = 0; i != from->num_routes; ++i)
+            if (!moved[i] && strcmp(from->routes[i].path, to->routes[j].path) == 0) {
+                m.routes[j] = w->metrics.routes[i];
+                memset(&w->metrics.routes[i], 0, sizeof(w->metrics.routes[i]));
+                moved[i] = 1;
+                break;
+            }
+    m.routes[to->num_routes] = w->metrics.routes[from->num_routes]; /* "no route" */
+    memset(&w->metrics.routes[from->num_routes], 0, sizeof(w->metrics.routes[0]));
+    free(moved);
+    est_worker_metrics_dispose(&w->metrics);
+    w->metrics = m;
 }
 
 void est_observe_worker_close(est_worker_t *w)
@@ -164,7 +202,7 @@ static int request_snapshot(void *data, size_t worker, est_stats_msg_t *msg)
 
 int est_observe_server_start(est_server_t *s)
 {
-    const est_config_t *conf = s->conf;
+    const est_config_t *conf = s->start_conf;
     for (size_t i = 0; i != s->num_workers; ++i)
         pthread_mutex_init(&s->workers[i].stats_mu, NULL);
     if (!conf->access_log_off) {
@@ -194,8 +232,8 @@ void est_observe_server_draining(est_server_t *s)
 
 void est_observe_server_reopen_log(est_server_t *s)
 {
-    if (s->accesslog != NULL && s->conf->access_log != NULL) {
-        est_log_info("SIGUSR1: reopening the access log %s", s->conf->access_log);
+    if (s->accesslog != NULL && s->start_conf->access_log != NULL) {
+        est_log_info("SIGUSR1: reopening the access log %s", s->start_conf->access_log);
         est_accesslog_reopen(s->accesslog);
     }
 }

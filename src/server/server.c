@@ -1,10 +1,21 @@
 /*
- * estuary - worker threads, listeners, TLS contexts, signals and the graceful drain.
+ * estuary - worker threads, listeners, signals, hot reload and the graceful drain.
  *
- * Start-up (main thread): build the h2o global config and the router, open every
- * listening socket for every worker (so a bind error is reported before anything runs),
- * load TLS contexts, block the signals, start the workers. Then the main thread waits in
- * sigwait() and tells the workers to drain on SIGTERM/SIGINT (shared/LIBH2O-2.2.5.md §5).
+ * Start-up (main thread): build the first generation (config, router, TLS contexts; gen.h),
+ * open every listening socket for every worker (so a bind error is reported before anything
+ * runs), block the signals, start the workers. Then the main thread waits in sigwait().
+ *
+ * SIGHUP (main thread): load and validate the file; on success build a new generation, open
+ * the sockets of the listeners that are new (one per worker, SO_REUSEPORT) and send each
+ * worker an est_reload_msg_t. The worker switches on its own loop: it builds a new upstream
+ * set, hands the pools of unchanged upstreams over to it, swaps its listeners and makes the
+ * new view current. Requests keep the view they started on (handler.c); an old view is
+ * destroyed, and its generation reference dropped, once its last request is disposed.
+ *
+ * SIGTERM/SIGINT: /readyz turns 503, the workers close their listeners, ask h2o to shut
+ * down (HTTP/2 GOAWAY), close idle HTTP/1 keep-alive connections, mark in-flight HTTP/1
+ * requests Connection: close, and wait for their connections to end, at most
+ * shutdown_timeout (shared/LIBH2O-2.2.5.md §5).
  */
 #include "server/server.h"
 #include "server/worker.h"
@@ -20,15 +31,13 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
-#include <openssl/err.h>
 #include <h2o/http2.h>
 
 #include "common/h2o_compat.h"
 #include "common/log.h"
 
-static h2o_timeout_t *get_timeout(est_services_t *svc, uint64_t ms)
+static h2o_timeout_t *get_timeout_w(est_worker_t *w, uint64_t ms)
 {
-    est_worker_t *w = (est_worker_t *)((char *)svc - offsetof(est_worker_t, svc));
     for (size_t i = 0; i != w->num_timeouts; ++i)
         if (w->timeouts[i]->timeout == ms)
             return w->timeouts[i];
@@ -39,6 +48,12 @@ static h2o_timeout_t *get_timeout(est_services_t *svc, uint64_t ms)
     return t;
 }
 
+static h2o_timeout_t *get_timeout(est_services_t *svc, uint64_t ms)
+{
+    est_worker_gen_t *wg = H2O_STRUCT_FROM_MEMBER(est_worker_gen_t, svc, svc);
+    return get_timeout_w(wg->w, ms);
+}
+
 static int open_listener(const est_listen_conf_t *l)
 {
     struct addrinfo hints = {0}, *res;
@@ -46,7 +61,7 @@ static int open_listener(const est_listen_conf_t *l)
     snprintf(port, sizeof(port), "%u", l->port);
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    /* blocking resolution is fine here: this runs once at start, before any loop */
+    /* blocking resolution is fine here: main thread, at start or on SIGHUP, off every loop */
     int gai = getaddrinfo(l->host, port, &hints, &res);
     if (gai != 0) {
         est_log_error("listen %s:%u: %s", l->host, l->port, gai_strerror(gai));
@@ -68,27 +83,20 @@ static int open_listener(const est_listen_conf_t *l)
     return fd;
 }
 
-static SSL_CTX *create_ssl_ctx(const est_listen_conf_t *l)
-{
-    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
-    if (SSL_CTX_use_certificate_chain_file(ctx, l->certificate_file) != 1 ||
-        SSL_CTX_use_PrivateKey_file(ctx, l->key_file, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
-        char buf[256];
-        ERR_error_string_n(ERR_get_error(), buf, sizeof(buf));
-        est_log_error("listen %s:%u: cannot load certificate %s / key %s: %s", l->host, l->port, l->certificate_file,
-                      l->key_file, buf);
-        SSL_CTX_free(ctx);
-        return NULL;
-    }
-    h2o_ssl_register_alpn_protocols(ctx, h2o_alpn_protocols);
-    return ctx;
-}
+/* ---- connections ---------------------------------------------------------------------------- */
 
 static void on_conn_close(void *data)
 {
-    est_worker_t *w = data;
+    est_client_conn_t *cc = data;
+    est_worker_t *w = cc->w;
+    if (cc->inflight != 0) /* not expected (h2o disposes requests first); never leave a dangling pointer */
+        for (h2o_linklist_t *n = w->requests.next; n != &w->requests; n = n->next) {
+            est_inflight_t *r = H2O_STRUCT_FROM_MEMBER(est_inflight_t, link, n);
+            if (r->conn == cc)
+                r->conn = NULL;
+        }
+    h2o_linklist_unlink(&cc->link);
+    free(cc);
     --w->num_conns;
 }
 
@@ -101,9 +109,12 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     h2o_socket_t *sock;
     /* bounded batch, so that one busy listener cannot starve the loop */
     for (int i = 0; i != 64 && (sock = h2o_evloop_socket_accept(listener)) != NULL; ++i) {
+        est_client_conn_t *cc = h2o_mem_alloc(sizeof(*cc));
+        *cc = (est_client_conn_t){.w = w, .sock = sock};
+        h2o_linklist_insert(&w->conns, &cc->link);
         ++w->num_conns;
         sock->on_close.cb = on_conn_close;
-        sock->on_close.data = w;
+        sock->on_close.data = cc;
         h2o_accept(actx, sock);
     }
 }
@@ -115,15 +126,214 @@ static void on_wake(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messag
     (void)messages;
 }
 
+/* ---- listeners -------------------------------------------------------------------------------- */
+
+static est_listener_t *listener_open(est_worker_t *w, int fd, SSL_CTX *ssl)
+{
+    est_listener_t *l = h2o_mem_alloc(sizeof(*l));
+    memset(l, 0, sizeof(*l));
+    l->actx.ctx = &w->ctx;
+    l->actx.hosts = w->server->h2oconf.hosts;
+    l->actx.ssl_ctx = ssl;
+    l->sock = h2o_evloop_socket_create(w->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    l->sock->data = &l->actx;
+    h2o_socket_read_start(l->sock, on_accept);
+    return l;
+}
+
+static void listener_close(est_listener_t *l)
+{
+    h2o_socket_read_stop(l->sock);
+    h2o_socket_close(l->sock);
+    free(l);
+}
+
 static void close_listeners(est_worker_t *w)
 {
-    for (size_t i = 0; i != w->server->conf->num_listen; ++i) {
-        if (w->listeners[i] != NULL) {
-            h2o_socket_read_stop(w->listeners[i]);
-            h2o_socket_close(w->listeners[i]);
-            w->listeners[i] = NULL;
+    for (size_t i = 0; i != w->num_listeners; ++i)
+        if (w->listeners[i] != NULL)
+            listener_close(w->listeners[i]);
+    free(w->listeners);
+    w->listeners = NULL;
+    w->num_listeners = 0;
+}
+
+/* ---- generations (worker side) -------------------------------------------------------------- */
+
+static est_worker_gen_t *worker_gen_create(est_worker_t *w, est_gen_t *gen)
+{
+    est_upstream_set_t *set = est_upstream_set_create(w->ctx.loop, w->dns, gen->conf);
+    if (set == NULL)
+        return NULL;
+    est_worker_gen_t *wg = h2o_mem_alloc(sizeof(*wg));
+    memset(wg, 0, sizeof(*wg));
+    wg->w = w;
+    wg->gen = gen;
+    wg->upstreams = set;
+    wg->svc.loop = w->ctx.loop;
+    wg->svc.upstreams = set;
+    wg->svc.get_timeout = get_timeout;
+    return wg;
+}
+
+static void worker_gen_retire(est_worker_gen_t *wg)
+{
+    if (h2o_linklist_is_linked(&wg->link))
+        h2o_linklist_unlink(&wg->link);
+    if (h2o_timeout_is_linked(&wg->retire_timer))
+        h2o_timeout_unlink(&wg->retire_timer);
+    est_log_debug("worker %zu: configuration generation %llu released", wg->w->id, (unsigned long long)wg->gen->id);
+    est_upstream_set_destroy(wg->upstreams); /* no exchange runs: every request on it is gone */
+    est_gen_release(wg->gen);
+    free(wg);
+}
+
+static void on_retire_timer(h2o_timeout_entry_t *entry)
+{
+    est_worker_gen_t *wg = H2O_STRUCT_FROM_MEMBER(est_worker_gen_t, retire_timer, entry);
+    if (wg->inflight == 0 && wg != wg->w->current)
+        worker_gen_retire(wg);
+}
+
+void est_worker_gen_request_done(est_worker_gen_t *wg)
+{
+    /* called from a request pool's dispose: destroy later, from the loop, not inside h2o */
+    if (--wg->inflight == 0 && wg != wg->w->current && !h2o_timeout_is_linked(&wg->retire_timer)) {
+        wg->retire_timer.cb = on_retire_timer;
+        h2o_timeout_link(wg->w->ctx.loop, get_timeout_w(wg->w, 0), &wg->retire_timer);
+    }
+}
+
+/* points every upstream of `old` at the upstream of the same, unchanged config in `cur` (or at none) */
+static void hand_over_upstreams(est_worker_gen_t *old, est_worker_gen_t *cur)
+{
+    const est_config_t *oc = old->gen->conf, *nc = cur->gen->conf;
+    for (size_t i = 0; i != oc->num_upstreams; ++i) {
+        const est_upstream_conf_t *nu = est_config_find_upstream(nc, oc->upstreams[i].name);
+        est_upstream_t *to = nu != NULL && est_upstream_conf_equal(oc->upstreams + i, nu) ? est_upstream_set_get(cur->upstreams, nu->index)
+                                                                                            : NULL;
+        est_upstream_handover(est_upstream_set_get(old->upstreams, i), to);
+    }
+}
+
+static void apply_reload(est_worker_t *w, est_reload_msg_t *msg)
+{
+    est_gen_t *gen = msg->gen;
+    est_worker_gen_t *wg = w->draining ? NULL : worker_gen_create(w, gen);
+    if (wg == NULL) {
+        if (!w->draining)
+            est_log_error("worker %zu: cannot build the upstreams of configuration generation %llu; keeping generation %llu",
+                          w->id, (unsigned long long)gen->id, (unsigned long long)w->current->gen->id);
+        for (size_t j = 0; j != msg->num_listen; ++j)
+            if (msg->keep[j] < 0 && msg->fds[j] != -1)
+                close(msg->fds[j]);
+        est_gen_release(gen);
+        return;
+    }
+
+    /* listeners: kept ones move (their queued connections too), new ones start, the rest close */
+    est_listener_t **nl = h2o_mem_alloc(sizeof(*nl) * (msg->num_listen ? msg->num_listen : 1));
+    for (size_t j = 0; j != msg->num_listen; ++j) {
+        nl[j] = NULL;
+        if (msg->keep[j] >= 0) {
+            if ((size_t)msg->keep[j] < w->num_listeners && (nl[j] = w->listeners[msg->keep[j]]) != NULL) {
+                w->listeners[msg->keep[j]] = NULL;
+                nl[j]->actx.ssl_ctx = gen->listener_ssl[j]; /* certificates re-read by the reload */
+            }
+        } else if (msg->fds[j] != -1) {
+            nl[j] = listener_open(w, msg->fds[j], gen->listener_ssl[j]);
         }
     }
+    for (size_t i = 0; i != w->num_listeners; ++i)
+        if (w->listeners[i] != NULL)
+            listener_close(w->listeners[i]);
+    free(w->listeners);
+    w->listeners = nl;
+    w->num_listeners = msg->num_listen;
+
+    /* upstream pools: the current view and every older one still in use hand over to the new one */
+    est_worker_gen_t *old = w->current;
+    hand_over_upstreams(old, wg);
+    for (h2o_linklist_t *n = w->old_gens.next; n != &w->old_gens; n = n->next)
+        hand_over_upstreams(H2O_STRUCT_FROM_MEMBER(est_worker_gen_t, link, n), wg);
+    est_observe_worker_switch(w, old->gen->conf, gen->conf);
+    w->current = wg;
+    h2o_linklist_insert(&w->old_gens, &old->link);
+    est_log_debug("worker %zu: switched to configuration generation %llu", w->id, (unsigned long long)gen->id);
+    if (old->inflight == 0)
+        worker_gen_retire(old);
+}
+
+static void on_reload(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    est_worker_t *w = H2O_STRUCT_FROM_MEMBER(est_worker_t, reload_rx, receiver);
+    while (!h2o_linklist_is_empty(messages)) {
+        est_reload_msg_t *msg = H2O_STRUCT_FROM_MEMBER(est_reload_msg_t, super.link, messages->next);
+        h2o_linklist_unlink(&msg->super.link);
+        apply_reload(w, msg);
+        free(msg->keep);
+        free(msg->fds);
+        free(msg);
+    }
+}
+
+/* ---- drain ------------------------------------------------------------------------------------ */
+
+/*
+ * h2o 2.2.5 keeps an idle HTTP/1.1 keep-alive connection open until req_timeout (10 s) even
+ * after h2o_context_request_shutdown. A connection with no request in flight and no unread
+ * input is idle: shutting down its read side makes h2o read EOF and close it through its
+ * own path (the socket stays h2o's). In-flight HTTP/1 requests are marked non-persistent,
+ * so h2o closes their connection once the response is sent (with "Connection: close" when
+ * the head is not sent yet). HTTP/2 connections get GOAWAY from h2o and are left alone.
+ */
+/* no unread bytes but empty lines (RFC 7230 3.5: ignored before a request line) */
+static int input_is_blank(h2o_socket_t *sock)
+{
+    if (sock->input == NULL)
+        return 1;
+    for (size_t i = 0; i != sock->input->size; ++i)
+        if (sock->input->bytes[i] != '\r' && sock->input->bytes[i] != '\n')
+            return 0;
+    return 1;
+}
+
+static void close_idle_connections(est_worker_t *w)
+{
+    size_t closed = 0;
+    for (h2o_linklist_t *n = w->requests.next; n != &w->requests; n = n->next) {
+        est_inflight_t *r = H2O_STRUCT_FROM_MEMBER(est_inflight_t, link, n);
+        if (r->req->version < 0x200)
+            r->req->http1_is_persistent = 0;
+    }
+    for (h2o_linklist_t *n = w->conns.next; n != &w->conns; n = n->next) {
+        est_client_conn_t *cc = H2O_STRUCT_FROM_MEMBER(est_client_conn_t, link, n);
+        if (cc->is_h2 || cc->inflight != 0 || !input_is_blank(cc->sock))
+            continue;
+        int fd = h2o_socket_get_fd(cc->sock);
+        if (fd >= 0 && shutdown(fd, SHUT_RD) == 0)
+            ++closed;
+    }
+    if (closed != 0)
+        est_log_debug("worker %zu: drain: closing %zu idle connection(s)", w->id, closed);
+}
+
+static void log_cut_requests(est_worker_t *w)
+{
+    size_t n = 0;
+    for (h2o_linklist_t *l = w->requests.next; l != &w->requests; l = l->next)
+        ++n;
+    est_log_warn("worker %zu: shutdown_timeout reached, cutting %zu connection(s) with %zu request(s) in flight", w->id,
+                 w->num_conns, n);
+    size_t shown = 0;
+    for (h2o_linklist_t *l = w->requests.next; l != &w->requests && shown != 20; l = l->next, ++shown) {
+        est_inflight_t *r = H2O_STRUCT_FROM_MEMBER(est_inflight_t, link, l);
+        est_log_warn("worker %zu: cut request: %.*s %.*s", w->id, (int)(r->req->method.len < 16 ? r->req->method.len : 16),
+                     r->req->method.base, (int)(r->req->path.len < 200 ? r->req->path.len : 200), r->req->path.base);
+    }
+    if (shown < n)
+        est_log_warn("worker %zu: ... and %zu more cut request(s)", w->id, n - shown);
+    atomic_fetch_add(&w->server->cut_requests, n);
 }
 
 /*
@@ -143,56 +353,75 @@ static void *worker_main(void *arg)
 {
     est_worker_t *w = arg;
     est_server_t *s = w->server;
-    const est_config_t *conf = s->conf;
+    est_gen_t *gen = w->start_gen;
+    const est_config_t *conf = gen->conf;
 
     /* h2o's evloop keeps thread-local state: the context is made on the worker's own thread,
      * and the main thread is told (barrier) once it can be woken */
     h2o_context_init(&w->ctx, h2o_evloop_create(), &s->h2oconf);
+    h2o_linklist_init_anchor(&w->old_gens);
+    h2o_linklist_init_anchor(&w->conns);
+    h2o_linklist_init_anchor(&w->requests);
     h2o_multithread_register_receiver(w->ctx.queue, &w->wake, on_wake);
+    h2o_multithread_register_receiver(w->ctx.queue, &w->reload_rx, on_reload);
     est_observe_worker_init(w); /* (admin) metrics, snapshot receiver: answers before /readyz says ready */
     pthread_barrier_wait(&s->ready);
     w->dns = est_dns_create(w->ctx.loop, &conf->dns);
-    w->upstreams = est_upstream_set_create(w->ctx.loop, w->dns, conf);
-    w->svc.loop = w->ctx.loop;
-    w->svc.upstreams = w->upstreams;
-    w->svc.get_timeout = get_timeout;
-
-    w->listeners = calloc(conf->num_listen, sizeof(*w->listeners));
-    w->accept_ctxs = calloc(conf->num_listen, sizeof(*w->accept_ctxs));
-    for (size_t i = 0; i != conf->num_listen; ++i) {
-        w->accept_ctxs[i].ctx = &w->ctx;
-        w->accept_ctxs[i].hosts = s->h2oconf.hosts;
-        w->accept_ctxs[i].ssl_ctx = s->listener_ssl[i];
-        w->listeners[i] = h2o_evloop_socket_create(w->ctx.loop, s->listen_fds[w->id][i], H2O_SOCKET_FLAG_DONT_READ);
-        w->listeners[i]->data = &w->accept_ctxs[i];
-        h2o_socket_read_start(w->listeners[i], on_accept);
+    if ((w->current = worker_gen_create(w, gen)) == NULL) {
+        est_log_error("worker %zu: cannot build the upstreams", w->id);
+        abort();
     }
+    w->start_gen = NULL;
+
+    w->num_listeners = conf->num_listen;
+    w->listeners = h2o_mem_alloc(sizeof(*w->listeners) * (conf->num_listen ? conf->num_listen : 1));
+    for (size_t i = 0; i != conf->num_listen; ++i)
+        w->listeners[i] = listener_open(w, w->start_fds[i], gen->listener_ssl[i]);
+    free(w->start_fds);
+    w->start_fds = NULL;
 
     while (!atomic_load(&s->shutdown))
         h2o_evloop_run(w->ctx.loop, INT32_MAX);
 
-    /* drain: stop accepting, let in-flight requests finish (h2 gets GOAWAY) */
+    /* drain: stop accepting, let in-flight requests finish (h2 gets GOAWAY), close idle h1 */
+    w->draining = 1;
+    uint64_t timeout_ms = w->current->gen->conf->shutdown_timeout_ms;
     close_listeners(w);
     h2o_context_request_shutdown(&w->ctx);
-    uint64_t deadline = h2o_now(w->ctx.loop) + conf->shutdown_timeout_ms;
-    while (w->num_conns != 0 || h2o_timeout_is_linked(&w->ctx.http2._graceful_shutdown_timeout)) {
-        if (h2o_now(w->ctx.loop) >= deadline) {
-            est_log_warn("worker %zu: shutdown_timeout reached, cutting %zu connection(s)", w->id, w->num_conns);
+    close_idle_connections(w);
+    uint64_t deadline = h2o_now(w->ctx.loop) + timeout_ms;
+    while (w->num_conns != 0) {
+        uint64_t now = h2o_now(w->ctx.loop);
+        if (now >= deadline) {
+            log_cut_requests(w);
             w->drain_cut = 1;
             park(w); /* the process exits without tearing this loop down */
             return NULL;
         }
-        h2o_evloop_run(w->ctx.loop, 100);
+        h2o_evloop_run(w->ctx.loop, (int32_t)(deadline - now < 100 ? deadline - now : 100));
     }
+    /* h2o arms a 1 s timer to resend GOAWAY to HTTP/2 connections; none is left, so it has
+     * nothing to do and waiting for it would only delay the exit (h2o_context_dispose
+     * requires it unlinked) */
+    if (h2o_timeout_is_linked(&w->ctx.http2._graceful_shutdown_timeout))
+        h2o_timeout_unlink(&w->ctx.http2._graceful_shutdown_timeout);
+    /* a reload sent just before the drain may still be queued: apply (i.e. drop) it */
+    for (int i = 0; i != 100 && !h2o_linklist_is_empty(&w->reload_rx._messages); ++i)
+        h2o_evloop_run(w->ctx.loop, 10);
 
     est_observe_worker_close(w); /* (admin) before the queue goes away */
-    est_upstream_set_destroy(w->upstreams);
+    while (!h2o_linklist_is_empty(&w->old_gens))
+        worker_gen_retire(H2O_STRUCT_FROM_MEMBER(est_worker_gen_t, link, w->old_gens.next));
+    est_worker_gen_t *cur = w->current;
+    w->current = NULL;
+    worker_gen_retire(cur);
     est_dns_destroy(w->dns);
     for (size_t i = 0; i != w->num_timeouts; ++i) {
         h2o_timeout_dispose(w->ctx.loop, w->timeouts[i]);
         free(w->timeouts[i]);
     }
     free(w->timeouts);
+    h2o_multithread_unregister_receiver(w->ctx.queue, &w->reload_rx);
     h2o_multithread_unregister_receiver(w->ctx.queue, &w->wake);
     h2o_evloop_t *loop = w->ctx.loop;
     h2o_multithread_queue_t *queue = w->ctx.queue;
@@ -201,49 +430,167 @@ static void *worker_main(void *arg)
     est_h2o_free_disposed_queue(queue);
     h2o_evloop_destroy(loop);
     est_observe_worker_dispose(w); /* (admin) */
-    free(w->listeners);
-    free(w->accept_ctxs);
     park(w);
     return NULL;
 }
 
-static void setup_h2o(est_server_t *s)
+static void setup_h2o(est_server_t *s, const est_config_t *conf)
 {
     h2o_config_init(&s->h2oconf);
     s->h2oconf.server_name = h2o_iovec_init(H2O_STRLIT("estuary/" ESTUARY_VERSION));
-    /* h2o answers bodies over its own limit with a plain-text 413 (and HTTP/2 with a refused
-     * stream). Give it headroom so that bodies just over max_request_body reach our handler,
-     * which answers with SPEC's JSON 413; see docs/configuration.md. */
-    uint64_t limit = s->conf->max_request_body;
-    s->h2oconf.max_request_entity_size = limit > SIZE_MAX / 2 ? SIZE_MAX : (size_t)(limit * 2 + 65536);
+    /* h2o buffers each request body whole before the handler runs; its limit is ours, so no
+     * more than max_request_body is ever buffered for one request. h2o refuses a body over it
+     * by itself (HTTP/1.1: 413 from Content-Length at once, or when a chunked body crosses it;
+     * HTTP/2: the stream is refused); est_handler_setup_fallback makes that 413 SPEC's JSON
+     * error. See docs/streaming.md. Fixed at start: a reload that raises max_request_body
+     * above it is logged (takes full effect at the next start); a lowered one is enforced by
+     * the handler. The + 1: h2o 2.2.5 refuses a chunked body when its decoded size reaches
+     * the limit (>=) but a Content-Length only above it (>); with one byte more, a body of
+     * exactly max_request_body passes both ways, and a Content-Length of max_request_body + 1
+     * reaches the handler, which answers the same JSON 413. */
+    uint64_t limit = conf->max_request_body;
+    s->h2oconf.max_request_entity_size = limit >= SIZE_MAX ? SIZE_MAX : (size_t)limit + 1;
     h2o_hostconf_t *host = h2o_config_register_host(&s->h2oconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    est_handler_setup_fallback(host);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *handler = h2o_create_handler(path, sizeof(*handler));
     handler->on_req = est_handler_on_req;
 }
 
+/* ---- reload (main thread) ------------------------------------------------------------------- */
+
+static void warn_restart_only(est_server_t *s, const est_config_t *oc, const est_config_t *nc)
+{
+    const est_config_t *sc = s->start_conf;
+    if (nc->workers != sc->workers)
+        est_log_warn("reload: \"workers\" changed (%u -> %u); takes effect at the next start", sc->workers, nc->workers);
+    if (!est_dns_conf_equal(&oc->dns, &nc->dns))
+        est_log_warn("reload: \"dns\" settings changed; they take effect at the next start (the resolver and its cache are kept)");
+    if (!est_admin_conf_equal(oc->admin, nc->admin))
+        est_log_warn("reload: \"admin\" host/port changed; the admin listener keeps its address until the next start");
+    if (oc->access_log_off != nc->access_log_off ||
+        (oc->access_log == NULL) != (nc->access_log == NULL) ||
+        (oc->access_log != NULL && strcmp(oc->access_log, nc->access_log) != 0))
+        est_log_warn("reload: \"access_log\" changed; takes effect at the next start");
+    uint64_t nb = nc->max_request_body;
+    if (nb >= s->h2oconf.max_request_entity_size)
+        est_log_warn("reload: \"max_request_body\" raised above h2o's buffer limit set at start (%zu bytes); larger bodies "
+                     "get h2o's 413 until the next start",
+                     s->h2oconf.max_request_entity_size);
+}
+
+static void reload(est_server_t *s)
+{
+    const char *file = s->gen->conf->file;
+    est_log_info("SIGHUP: reloading %s", file);
+    est_errors_t errs = {0};
+    est_config_t *conf = est_config_load(file, &errs);
+    if (conf == NULL) {
+        for (size_t i = 0; i != errs.count; ++i)
+            est_log_error("%s", errs.items[i]);
+        est_errors_clear(&errs);
+        est_log_error("reload failed: keeping configuration generation %llu", (unsigned long long)s->gen->id);
+        est_admin_count_reload(s->admin, 0);
+        return;
+    }
+    est_gen_t *gen = est_gen_create(conf, s->gen->id + 1);
+    if (gen == NULL) {
+        est_log_error("reload failed: keeping configuration generation %llu", (unsigned long long)s->gen->id);
+        est_admin_count_reload(s->admin, 0);
+        return;
+    }
+    const est_config_t *oc = s->gen->conf, *nc = gen->conf;
+
+    /* which listeners are kept (by equal config), which are opened */
+    size_t n = nc->num_listen, added = 0, kept = 0;
+    int *keep = malloc(sizeof(int) * (n ? n : 1));
+    char *used = calloc(oc->num_listen ? oc->num_listen : 1, 1);
+    int **fds = calloc(s->num_workers, sizeof(*fds));
+    for (size_t j = 0; j != n; ++j) {
+        keep[j] = -1;
+        for (size_t i = 0; i != oc->num_listen; ++i)
+            if (!used[i] && est_listen_conf_equal(oc->listen + i, nc->listen + j)) {
+                keep[j] = (int)i;
+                used[i] = 1;
+                ++kept;
+                break;
+            }
+        added += keep[j] < 0;
+    }
+    int ok = 1;
+    for (size_t w = 0; w != s->num_workers; ++w) {
+        fds[w] = malloc(sizeof(int) * (n ? n : 1));
+        for (size_t j = 0; j != n; ++j)
+            fds[w][j] = -1;
+        for (size_t j = 0; ok && j != n; ++j)
+            if (keep[j] < 0 && (fds[w][j] = open_listener(nc->listen + j)) == -1)
+                ok = 0;
+    }
+    if (!ok) {
+        for (size_t w = 0; w != s->num_workers; ++w) {
+            for (size_t j = 0; j != n; ++j)
+                if (fds[w][j] != -1)
+                    close(fds[w][j]);
+            free(fds[w]);
+        }
+        free(fds);
+        free(keep);
+        free(used);
+        est_gen_release(gen);
+        est_log_error("reload failed: keeping configuration generation %llu", (unsigned long long)s->gen->id);
+        est_admin_count_reload(s->admin, 0);
+        return;
+    }
+    warn_restart_only(s, oc, nc);
+    for (size_t j = 0; j != n; ++j)
+        if (keep[j] < 0)
+            est_log_info("listening on %s://%s:%u", nc->listen[j].tls ? "https" : "http", nc->listen[j].host, nc->listen[j].port);
+    for (size_t i = 0; i != oc->num_listen; ++i)
+        if (!used[i])
+            est_log_info("no longer listening on %s:%u", oc->listen[i].host, oc->listen[i].port);
+    size_t removed = oc->num_listen - kept;
+
+    for (size_t w = 0; w != s->num_workers; ++w) {
+        est_reload_msg_t *msg = calloc(1, sizeof(*msg));
+        est_gen_addref(gen);
+        msg->gen = gen;
+        msg->num_listen = n;
+        msg->keep = malloc(sizeof(int) * (n ? n : 1));
+        memcpy(msg->keep, keep, sizeof(int) * n);
+        msg->fds = fds[w];
+        h2o_multithread_send_message(&s->workers[w].reload_rx, &msg->super);
+    }
+    free(fds);
+    free(keep);
+    free(used);
+    est_admin_set_config(s->admin, nc);
+    est_admin_count_reload(s->admin, 1);
+    est_log_info("reloaded %s: configuration generation %llu, %zu route(s), %zu upstream(s), listeners: %zu kept, %zu added, "
+                 "%zu removed",
+                 file, (unsigned long long)gen->id, nc->num_routes, nc->num_upstreams, kept, added, removed);
+    est_gen_release(s->gen); /* the workers hold the old one until its last request ends */
+    s->gen = gen;
+}
+
+/* ---- main ------------------------------------------------------------------------------------ */
+
 int est_server_run(est_config_t *conf)
 {
     est_server_t s = {0};
     int ret = 1;
-    s.conf = conf;
     atomic_init(&s.shutdown, 0);
-    char err[256];
-    s.router = est_router_create(conf->routes, conf->num_routes, err, sizeof(err));
-    if (s.router == NULL) {
-        est_log_error("%s", err);
+    atomic_init(&s.cut_requests, 0);
+    s.start_conf = conf;
+    if ((s.gen = est_gen_create(conf, 1)) == NULL)
         return 1;
-    }
-    setup_h2o(&s);
+    est_gen_addref(s.gen);
+    s.first_gen = s.gen;
+    setup_h2o(&s, conf);
 
     s.num_workers = conf->workers;
-    s.listener_ssl = calloc(conf->num_listen, sizeof(*s.listener_ssl));
     s.listen_fds = calloc(s.num_workers, sizeof(*s.listen_fds));
-    for (size_t i = 0; i != conf->num_listen; ++i)
-        if (conf->listen[i].tls && (s.listener_ssl[i] = create_ssl_ctx(conf->listen + i)) == NULL)
-            goto Exit;
     for (size_t w = 0; w != s.num_workers; ++w) {
-        s.listen_fds[w] = malloc(sizeof(int) * conf->num_listen);
+        s.listen_fds[w] = malloc(sizeof(int) * (conf->num_listen ? conf->num_listen : 1));
         for (size_t i = 0; i != conf->num_listen; ++i)
             s.listen_fds[w][i] = -1;
         for (size_t i = 0; i != conf->num_listen; ++i)
@@ -267,6 +614,10 @@ int est_server_run(est_config_t *conf)
     for (size_t w = 0; w != s.num_workers; ++w) {
         s.workers[w].server = &s;
         s.workers[w].id = w;
+        est_gen_addref(s.gen);
+        s.workers[w].start_gen = s.gen;
+        s.workers[w].start_fds = s.listen_fds[w]; /* from here on the worker owns them */
+        s.listen_fds[w] = NULL;
         pthread_create(&s.workers[w].tid, NULL, worker_main, s.workers + w);
     }
     pthread_barrier_wait(&s.ready);
@@ -276,6 +627,8 @@ int est_server_run(est_config_t *conf)
                      conf->listen[i].port);
     est_log_info("estuary %s started: %zu worker(s), %zu route(s), %zu upstream(s)", ESTUARY_VERSION, s.num_workers,
                  conf->num_routes, conf->num_upstreams);
+    free(s.listen_fds);
+    s.listen_fds = NULL;
 
     for (;;) {
         int sig;
@@ -287,10 +640,10 @@ int est_server_run(est_config_t *conf)
         }
         if (sig == SIGINT || sig == SIGTERM) {
             est_log_info("received %s, draining (shutdown_timeout %llums)", sig == SIGINT ? "SIGINT" : "SIGTERM",
-                         (unsigned long long)conf->shutdown_timeout_ms);
+                         (unsigned long long)s.gen->conf->shutdown_timeout_ms);
             break;
         } else if (sig == SIGHUP) {
-            est_log_warn("SIGHUP: configuration reload is not supported yet; keeping the running configuration");
+            reload(&s);
         }
     }
     est_observe_server_draining(&s); /* (admin) /readyz answers 503 from now on */
@@ -303,6 +656,8 @@ int est_server_run(est_config_t *conf)
             ;
     for (size_t w = 0; w != s.num_workers; ++w)
         cut |= s.workers[w].drain_cut;
+    if (cut)
+        est_log_warn("drain cut by shutdown_timeout: %zu request(s) did not finish", (size_t)atomic_load(&s.cut_requests));
     if (est_observe_server_stop(&s) != 0) { /* (admin) flushes the access log; -1: admin loop stuck */
         est_log_info("stopped");
         fflush(NULL);
@@ -321,21 +676,17 @@ Exit:
     for (size_t w = 0; w != s.num_workers && s.listen_fds != NULL; ++w) {
         if (s.listen_fds[w] == NULL)
             continue;
-        if (ret != 0)
-            for (size_t i = 0; i != conf->num_listen; ++i)
-                if (s.listen_fds[w][i] != -1)
-                    close(s.listen_fds[w][i]);
+        for (size_t i = 0; i != conf->num_listen; ++i)
+            if (s.listen_fds[w][i] != -1)
+                close(s.listen_fds[w][i]);
         free(s.listen_fds[w]);
     }
     free(s.listen_fds);
-    for (size_t i = 0; i != conf->num_listen; ++i)
-        if (s.listener_ssl[i] != NULL)
-            SSL_CTX_free(s.listener_ssl[i]);
-    free(s.listener_ssl);
     if (s.workers != NULL)
         pthread_barrier_destroy(&s.ready);
     free(s.workers);
     h2o_config_dispose(&s.h2oconf);
-    est_router_destroy(s.router);
+    est_gen_release(s.gen); /* the workers released theirs */
+    est_gen_release(s.first_gen); /* frees the config the process started with */
     return ret;
 }

@@ -8,8 +8,8 @@
 #include "config/config.h"
 
 /*
- * Runs the gateway on `conf` (borrowed; must outlive the call) until SIGTERM/SIGINT and the
- * drain that follows. Returns the process exit status: 0 after a clean stop, 1 when the
+ * Runs the gateway on `conf` (taken: freed by the call, since a reload replaces it) until
+ * SIGTERM/SIGINT and the drain that follows; SIGHUP reloads conf->file. Returns the process exit status: 0 after a clean stop, 1 when the
  * listeners or TLS contexts cannot be set up (the reason is logged).
  */
 int est_server_run(est_config_t *conf);

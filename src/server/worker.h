@@ -1,6 +1,8 @@
 /*
  * estuary - per-worker state. Everything here is owned by one thread and touched only from
- * its loop, except `server` (immutable while workers run) and the wake-up receiver.
+ * its loop, except `server` (its fields used by workers are fixed while they run), the
+ * receivers other threads send to (wake, reload_rx, stats_rx) and the generations, which are
+ * shared read-only and refcounted (gen.h).
  */
 #ifndef EST_SERVER_WORKER_H
 #define EST_SERVER_WORKER_H
@@ -18,19 +20,66 @@
 #include "admin/accesslog.h"
 #include "admin/admin.h"
 #include "admin/metrics.h"
+#include "server/gen.h"
 
 typedef struct est_server est_server_t;
+typedef struct est_worker est_worker_t;
 
-typedef struct est_worker {
+/*
+ * A worker's view of one generation: its upstream set (built on the worker's loop, with the
+ * unchanged upstreams' pools handed over from the previous set) and the services handed to
+ * handlers. Requests count themselves in `inflight` (handler.c); a view that is no longer
+ * current is destroyed, and its generation reference dropped, when that count reaches 0.
+ */
+typedef struct est_worker_gen {
+    est_worker_t *w;
+    est_gen_t *gen; /* one reference */
+    est_upstream_set_t *upstreams;
+    est_services_t svc;
+    size_t inflight;
+    h2o_linklist_t link;             /* est_worker_t.old_gens, while not current */
+    h2o_timeout_entry_t retire_timer; /* deferred destruction, on the worker's 0 ms timeout */
+} est_worker_gen_t;
+
+/* One accepted client connection (sock->on_close.data), for the drain */
+typedef struct est_client_conn {
+    est_worker_t *w;
+    h2o_socket_t *sock;
+    h2o_linklist_t link; /* est_worker_t.conns */
+    size_t inflight;     /* requests handled and not yet disposed */
+    int is_h2;           /* a request came over HTTP/2 (h2o sends GOAWAY; not ours to close) */
+} est_client_conn_t;
+
+/* One request in flight (in its pool; released by the pool's dispose callback) */
+typedef struct est_inflight {
+    est_worker_gen_t *wg;
+    est_client_conn_t *conn; /* NULL when unknown */
+    h2o_req_t *req;
+    h2o_linklist_t link; /* est_worker_t.requests */
+} est_inflight_t;
+
+/* One listening socket of a worker; kept across reloads while its config is unchanged */
+typedef struct est_listener {
+    h2o_socket_t *sock;
+    h2o_accept_ctx_t actx;
+} est_listener_t;
+
+struct est_worker {
     h2o_context_t ctx; /* first: req->conn->ctx leads back to the worker */
     est_server_t *server;
     size_t id;
     pthread_t tid;
-    h2o_socket_t **listeners; /* one per conf->listen entry */
-    h2o_accept_ctx_t *accept_ctxs;
-    est_dns_t *dns;
-    est_upstream_set_t *upstreams;
-    est_services_t svc;
+    est_listener_t **listeners; /* one per listen entry of the current generation */
+    size_t num_listeners;
+    est_dns_t *dns;                /* kept across reloads (its cache too) */
+    est_worker_gen_t *current;     /* new requests use it */
+    h2o_linklist_t old_gens;       /* est_worker_gen_t still used by in-flight requests */
+    h2o_multithread_receiver_t reload_rx; /* est_reload_msg_t from main */
+    h2o_linklist_t conns;          /* est_client_conn_t */
+    h2o_linklist_t requests;       /* est_inflight_t */
+    int draining;
+    est_gen_t *start_gen;          /* one reference, given by main at start; taken by the worker */
+    int *start_fds;                /* listening sockets at start, per listen entry (taken by the worker) */
     h2o_timeout_t **timeouts; /* created on demand, one per distinct duration */
     size_t num_timeouts;
     size_t num_conns;
@@ -43,14 +92,27 @@ typedef struct est_worker {
     pthread_mutex_t stats_mu; /* guards stats_open: the admin thread sends to stats_rx only while it is 1 */
     int stats_open;
     est_strbuf_t logline;
-} est_worker_t;
+};
+
+/*
+ * Main -> worker: switch to `gen`. Listener j of the new config is the worker's old listener
+ * keep[j] (>= 0), or a new socket on fds[j] (keep[j] == -1). Old listeners not kept are closed.
+ */
+typedef struct est_reload_msg {
+    h2o_multithread_message_t super;
+    est_gen_t *gen; /* one reference, taken over by the worker */
+    size_t num_listen;
+    int *keep;
+    int *fds;
+} est_reload_msg_t;
 
 struct est_server {
-    est_config_t *conf;
-    est_router_t *router;
+    est_gen_t *gen;       /* the current generation (main's reference); main thread only */
+    est_gen_t *first_gen; /* the one the process started with (a reference): workers, admin, access log */
+    const est_config_t *start_conf; /* first_gen->conf */
+    atomic_size_t cut_requests;     /* requests in flight when shutdown_timeout cut the drain */
     h2o_globalconf_t h2oconf;
-    SSL_CTX **listener_ssl; /* per listener, NULL for plain ones */
-    int **listen_fds;       /* [worker][listener] */
+    int **listen_fds;       /* [worker][listener] at start, handed over to the workers */
     est_worker_t *workers;
     size_t num_workers;
     atomic_int shutdown;
@@ -62,6 +124,10 @@ struct est_server {
 
 /* the request handler (handler.c) */
 int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req);
+/* (server.c) a request that started on `wg` was disposed (its pool is being freed) */
+void est_worker_gen_request_done(est_worker_gen_t *wg);
+/* (handler.c) makes the 413 h2o sends itself (body over h2o's limit) SPEC's JSON error */
+void est_handler_setup_fallback(h2o_hostconf_t *host);
 
 /*
  * (observe.c) admin listener, metrics and access log glue.
@@ -86,6 +152,8 @@ void est_observe_worker_init(est_worker_t *w);
 void est_observe_worker_close(est_worker_t *w);
 void est_observe_worker_dispose(est_worker_t *w);
 est_reqlog_t *est_observe_request_start(est_worker_t *w, h2o_req_t *req, h2o_iovec_t request_id);
+/* (reload) worker thread: the route counters move from `from`'s routes to `to`'s (by path) */
+void est_observe_worker_switch(est_worker_t *w, const est_config_t *from, const est_config_t *to);
 /* returns the trace handlers fill (est_request_t.trace) */
 est_request_trace_t *est_observe_request_matched(est_reqlog_t *rl, const est_route_conf_t *route);
 

@@ -1,0 +1,141 @@
+/*
+ * estuary - configuration generations and the equality rules of a reload. See gen.h.
+ */
+#include "server/gen.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/err.h>
+#include <h2o.h>
+
+#include "common/log.h"
+
+static int str_eq(const char *a, const char *b)
+{
+    if (a == NULL || b == NULL)
+        return a == b;
+    return strcmp(a, b) == 0;
+}
+
+static SSL_CTX *create_ssl_ctx(const est_listen_conf_t *l)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL)
+        return NULL;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    if (SSL_CTX_use_certificate_chain_file(ctx, l->certificate_file) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, l->key_file, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+        char buf[256];
+        ERR_error_string_n(ERR_get_error(), buf, sizeof(buf));
+        ERR_clear_error();
+        est_log_error("listen %s:%u: cannot load certificate %s / key %s: %s", l->host, l->port, l->certificate_file,
+                      l->key_file, buf);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    h2o_ssl_register_alpn_protocols(ctx, h2o_alpn_protocols);
+    return ctx;
+}
+
+static void gen_free(est_gen_t *gen)
+{
+    for (size_t i = 0; gen->listener_ssl != NULL && i != gen->conf->num_listen; ++i)
+        if (gen->listener_ssl[i] != NULL)
+            SSL_CTX_free(gen->listener_ssl[i]); /* live TLS connections hold their own reference */
+    free(gen->listener_ssl);
+    if (gen->router != NULL)
+        est_router_destroy(gen->router);
+    est_config_free(gen->conf);
+    free(gen);
+}
+
+est_gen_t *est_gen_create(est_config_t *conf, uint64_t id)
+{
+    est_gen_t *gen = calloc(1, sizeof(*gen));
+    if (gen == NULL) {
+        est_config_free(conf);
+        return NULL;
+    }
+    atomic_init(&gen->_refs, 1);
+    gen->id = id;
+    gen->conf = conf;
+    char err[256];
+    if ((gen->router = est_router_create(conf->routes, conf->num_routes, err, sizeof(err))) == NULL) {
+        est_log_error("%s", err);
+        goto Error;
+    }
+    if ((gen->listener_ssl = calloc(conf->num_listen ? conf->num_listen : 1, sizeof(*gen->listener_ssl))) == NULL)
+        goto Error;
+    for (size_t i = 0; i != conf->num_listen; ++i)
+        if (conf->listen[i].tls && (gen->listener_ssl[i] = create_ssl_ctx(conf->listen + i)) == NULL)
+            goto Error;
+    return gen;
+Error:
+    gen_free(gen);
+    return NULL;
+}
+
+void est_gen_addref(est_gen_t *gen)
+{
+    atomic_fetch_add_explicit(&gen->_refs, 1, memory_order_relaxed);
+}
+
+void est_gen_release(est_gen_t *gen)
+{
+    if (gen != NULL && atomic_fetch_sub_explicit(&gen->_refs, 1, memory_order_acq_rel) == 1)
+        gen_free(gen);
+}
+
+static int target_equal(const est_target_conf_t *a, const est_target_conf_t *b)
+{
+    return str_eq(a->url, b->url) && a->is_tls == b->is_tls && str_eq(a->host, b->host) && a->port == b->port &&
+           str_eq(a->authority, b->authority) && a->is_ip_literal == b->is_ip_literal;
+}
+
+int est_upstream_conf_equal(const est_upstream_conf_t *a, const est_upstream_conf_t *b)
+{
+    if (!str_eq(a->name, b->name) || a->num_targets != b->num_targets || a->balance != b->balance ||
+        a->connect_timeout_ms != b->connect_timeout_ms || a->response_timeout_ms != b->response_timeout_ms)
+        return 0;
+    for (size_t i = 0; i != a->num_targets; ++i)
+        if (!target_equal(a->targets + i, b->targets + i))
+            return 0;
+    if (a->pool.max_connections != b->pool.max_connections || a->pool.max_idle != b->pool.max_idle ||
+        a->pool.max_requests != b->pool.max_requests || a->pool.idle_timeout_ms != b->pool.idle_timeout_ms)
+        return 0;
+    if (a->retry.attempts != b->retry.attempts || a->retry.backoff_ms != b->retry.backoff_ms ||
+        a->retry.max_backoff_ms != b->retry.max_backoff_ms || a->retry.on != b->retry.on ||
+        a->retry.num_statuses != b->retry.num_statuses)
+        return 0;
+    for (size_t i = 0; i != a->retry.num_statuses; ++i)
+        if (a->retry.statuses[i] != b->retry.statuses[i])
+            return 0;
+    return a->tls.verify == b->tls.verify && str_eq(a->tls.ca_file, b->tls.ca_file) &&
+           str_eq(a->tls.server_name, b->tls.server_name);
+}
+
+int est_listen_conf_equal(const est_listen_conf_t *a, const est_listen_conf_t *b)
+{
+    return str_eq(a->host, b->host) && a->port == b->port && a->tls == b->tls &&
+           str_eq(a->certificate_file, b->certificate_file) && str_eq(a->key_file, b->key_file);
+}
+
+int est_dns_conf_equal(const est_dns_conf_t *a, const est_dns_conf_t *b)
+{
+    if (a->num_servers != b->num_servers || a->min_ttl_ms != b->min_ttl_ms || a->max_ttl_ms != b->max_ttl_ms ||
+        a->negative_ttl_ms != b->negative_ttl_ms || a->stale_ttl_ms != b->stale_ttl_ms || a->timeout_ms != b->timeout_ms ||
+        a->attempts != b->attempts)
+        return 0;
+    for (size_t i = 0; i != a->num_servers; ++i)
+        if (!str_eq(a->servers[i], b->servers[i]))
+            return 0;
+    return 1;
+}
+
+int est_admin_conf_equal(const est_admin_conf_t *a, const est_admin_conf_t *b)
+{
+    if (a == NULL || b == NULL)
+        return a == b;
+    return str_eq(a->host, b->host) && a->port == b->port;
+}
