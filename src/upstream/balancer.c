@@ -25,12 +25,12 @@
 #include "common/log.h"
 #include "upstream/client_internal.h"
 
-static int same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 static int target_usable(const est_target_t *t, uint64_t now);
 static unsigned target_min_inflight(const est_target_t *t, uint64_t now);
 static void set_port(struct sockaddr_storage *sa, uint16_t port);
 
-static int same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+/* 1 when a and b are the same address and port (NULL is never equal); used by pool.c too */
+int est_sockaddr_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 {
     if (a == NULL || b == NULL || a->ss_family != b->ss_family)
         return 0;
@@ -227,7 +227,7 @@ int est_balance_pick_address(est_exchange_t *x, size_t ti, est_dns_result_t *res
         for (size_t i = 0; i != n && prev == SIZE_MAX; ++i) {
             struct sockaddr_storage sa = res->addrs[i].sa;
             set_port(&sa, t->conf->port);
-            if (same_addr(&sa, avoid))
+            if (est_sockaddr_equal(&sa, avoid))
                 prev = i;
         }
     }

@@ -175,6 +175,9 @@ struct est_exchange {
     h2o_linklist_t _wait_link;
 };
 
+/* balancer.c: 1 when a and b are the same address and port (NULL is never equal) */
+int est_sockaddr_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+
 /* pool.c */
 int est_pool_init_upstream(est_upstream_t *u, char **err);
 void est_pool_dispose_upstream(est_upstream_t *u);

@@ -30,24 +30,8 @@ static void on_idle_timeout(h2o_timeout_entry_t *entry);
 static void on_connect(h2o_socket_t *sock, const char *err);
 static void on_handshake(h2o_socket_t *sock, const char *err);
 static int on_verify(int ok, X509_STORE_CTX *store);
-static int same_sa(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 static void pool_idle(est_conn_t *c);
 static int in_answer(const est_upstream_t *u, size_t ti, const est_dns_result_t *res, const struct sockaddr_storage *sa);
-
-static int same_sa(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-    if (a->ss_family != b->ss_family)
-        return 0;
-    if (a->ss_family == AF_INET) {
-        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    if (a->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-        return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
-    }
-    return 0;
-}
 
 static int on_verify(int ok, X509_STORE_CTX *store)
 {
@@ -222,7 +206,7 @@ int est_pool_acquire(est_exchange_t *x)
     if (!x->force_new_conn) {
         for (h2o_linklist_t *l = u->idle.prev; l != &u->idle; l = l->prev) {
             est_conn_t *c = H2O_STRUCT_FROM_MEMBER(est_conn_t, idle_link, l);
-            if (c->target_index == x->target_index && same_sa(&c->sa, &x->sa)) {
+            if (c->target_index == x->target_index && est_sockaddr_equal(&c->sa, &x->sa)) {
                 h2o_linklist_unlink(&c->idle_link);
                 u->num_idle--;
                 u->stats.conns_idle--;
@@ -369,7 +353,7 @@ static int in_answer(const est_upstream_t *u, size_t ti, const est_dns_result_t 
             ((struct sockaddr_in *)&a)->sin_port = port;
         else if (a.ss_family == AF_INET6)
             ((struct sockaddr_in6 *)&a)->sin6_port = port;
-        if (same_sa(&a, sa))
+        if (est_sockaddr_equal(&a, sa))
             return 1;
     }
     return 0;
