@@ -293,26 +293,15 @@ void est_aggregate_handle(est_request_t *r)
 
     /* HEAD is served as GET to the backends; the merged body is dropped by h2o */
     h2o_iovec_t method = r->method == EST_METHOD_HEAD ? h2o_iovec_init(H2O_STRLIT("GET")) : req->method;
-    int idempotent = !(r->method == EST_METHOD_POST || r->method == EST_METHOD_PATCH);
     for (size_t i = 0; i != f->num; ++i) {
         branch_t *br = f->branches + i;
         br->f = f;
         br->b = route->backends + i;
-        est_upstream_request_t *u = &br->ureq;
-        u->method = method;
-        if (est_template_expand(est_router_backend_template(r->router, r->match.route_index, i), &r->match, &req->pool,
-                                r->query, &u->path) != 0)
-            u->path = h2o_iovec_init(H2O_STRLIT("/"));
-        if (route->preserve_host)
-            u->host = req->authority;
-        u->headers = r->fwd_headers;
-        u->num_headers = r->num_fwd_headers;
-        if (req->entity.base != NULL) {
-            u->body = req->entity;
-            u->has_body = 1;
+        if (est_request_prepare_upstream(r, i, method, &br->ureq) != 0) {
+            /* the validator guarantees every {param} is bound; this is a bug, not bad input */
+            est_send_error(req, 500, "internal_error", "cannot build a backend path", r->request_id);
+            return;
         }
-        u->deadline = r->deadline;
-        u->is_idempotent = idempotent;
     }
 
     f->pending = f->num;

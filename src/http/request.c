@@ -186,3 +186,24 @@ void est_build_forward_headers(h2o_req_t *req, h2o_iovec_t request_id, int keep_
     *out = hdrs;
     *num_out = n;
 }
+
+int est_request_prepare_upstream(est_request_t *r, size_t backend_index, h2o_iovec_t method, est_upstream_request_t *u)
+{
+    h2o_req_t *req = r->req;
+    memset(u, 0, sizeof(*u));
+    u->method = method;
+    if (est_template_expand(est_router_backend_template(r->router, r->match.route_index, backend_index), &r->match,
+                            &req->pool, r->query, &u->path) != 0)
+        return -1;
+    if (r->route->preserve_host)
+        u->host = req->authority;
+    u->headers = r->fwd_headers;
+    u->num_headers = r->num_fwd_headers;
+    if (req->entity.base != NULL) {
+        u->body = req->entity;
+        u->has_body = 1;
+    }
+    u->deadline = r->deadline;
+    u->is_idempotent = !(r->method == EST_METHOD_POST || r->method == EST_METHOD_PATCH);
+    return 0;
+}

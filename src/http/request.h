@@ -116,6 +116,14 @@ void est_build_forward_headers(h2o_req_t *req, h2o_iovec_t request_id, int keep_
 /* 1 when the value is an acceptable client request id: 1-128 chars of [A-Za-z0-9._-] */
 int est_request_id_is_valid(const char *s, size_t len);
 
+/*
+ * Fills `u` for backend `backend_index` of the route (0 for a proxy route): method (as
+ * given), the expanded backend path with the client's query, Host (preserve_host), the
+ * forwarded headers, the client's body, the route deadline and idempotency. Everything points
+ * into the request's pool. Returns 0, or -1 when the backend path cannot be built.
+ */
+int est_request_prepare_upstream(est_request_t *r, size_t backend_index, h2o_iovec_t method, est_upstream_request_t *u);
+
 /* Copies `bytes` into a buffer owned by req->pool and sends it as the whole body. */
 void est_send_body(h2o_req_t *req, const char *bytes, size_t len);
 

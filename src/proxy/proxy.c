@@ -298,22 +298,10 @@ void est_proxy_handle(est_request_t *r)
     h2o_buffer_init(&p->pending, &h2o_socket_buffer_prototype);
 
     est_upstream_request_t *u = &p->ureq;
-    u->method = req->method;
-    if (est_template_expand(est_router_backend_template(r->router, r->match.route_index, 0), &r->match, &req->pool, r->query,
-                            &u->path) != 0) {
+    if (est_request_prepare_upstream(r, 0, req->method, u) != 0) {
         est_send_error(req, 500, "internal_error", "cannot build the upstream path", r->request_id);
         return;
     }
-    if (r->route->preserve_host)
-        u->host = req->authority;
-    u->headers = r->fwd_headers;
-    u->num_headers = r->num_fwd_headers;
-    if (req->entity.base != NULL) {
-        u->body = req->entity;
-        u->has_body = 1;
-    }
-    u->deadline = r->deadline;
-    u->is_idempotent = !(r->method == EST_METHOD_POST || r->method == EST_METHOD_PATCH);
     u->want_upgrade = req->upgrade.base != NULL && req->version < 0x200 && r->route->websocket;
     p->x = est_exchange_start(est_upstream_set_get(r->svc->upstreams, r->route->proxy->upstream->index), u, &exchange_cb, p);
 }
