@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Full test run (also the CI entry point, via .ci/run):
 #   1. install dependencies, build build/ (normal), run unit tests (ctest) and the e2e suite;
-#   2. check the Kubernetes/Docker/systemd files (tests/deploy);
+#   2. a short benchmark smoke run (estuary only, outputs checked) and a check of the
+#      Kubernetes/Docker/systemd files (tests/deploy);
 #   3. build build-asan/ (AddressSanitizer + UBSan), run ctest and the e2e suite again;
 #   4. build and run the Docker image, and run the README's demo command on a fresh Debian 12
 #      container (scripts/docker-test.sh; skipped with a message where no Docker daemon can start).
@@ -66,6 +67,7 @@ step "install dependencies" "$ROOT/scripts/install-deps.sh"
 step "build (build/)" "$ROOT/scripts/build.sh"
 step "unit tests (build/)" run_ctest "$ROOT/build"
 step "e2e tests (build/estuary)" run_e2e "$ROOT/build/estuary"
+step "benchmark smoke (tests/bench/run.sh --smoke)" "$ROOT/tests/bench/run.sh" --smoke
 step "deploy manifests (tests/deploy)" env ESTUARY_BIN="$ROOT/build/estuary" "$PY" -m pytest "$ROOT/tests/deploy" -ra -p no:cacheprovider
 
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:halt_on_error=1"
