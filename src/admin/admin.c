@@ -34,6 +34,7 @@ struct est_admin {
     json_t *json;             /* the effective config for /config (own copy; replaced on reload) */
     est_admin_hooks_t hooks;
     int listen_fd;
+    atomic_int rebind_fd; /* (reload) a new listening socket for the admin thread to take, or -1 */
     pthread_t tid;
     pthread_barrier_t started;
     atomic_int stop;
@@ -369,6 +370,16 @@ static void park(void)
         pause();
 }
 
+/* (reload) swaps the listening socket; connections accepted on the old one finish normally */
+static void take_listener(est_admin_t *a, int fd)
+{
+    h2o_socket_read_stop(a->listener);
+    h2o_socket_close(a->listener);
+    a->listener = h2o_evloop_socket_create(a->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    a->listener->data = a;
+    h2o_socket_read_start(a->listener, on_accept);
+}
+
 static void *admin_main(void *arg)
 {
     est_admin_t *a = arg;
@@ -383,8 +394,12 @@ static void *admin_main(void *arg)
     h2o_socket_read_start(a->listener, on_accept);
     pthread_barrier_wait(&a->started);
 
-    while (!atomic_load(&a->stop))
+    while (!atomic_load(&a->stop)) {
         h2o_evloop_run(a->ctx.loop, INT32_MAX);
+        int fd = atomic_exchange(&a->rebind_fd, -1);
+        if (fd != -1)
+            take_listener(a, fd);
+    }
 
     h2o_socket_read_stop(a->listener);
     h2o_socket_close(a->listener);
@@ -452,6 +467,7 @@ est_admin_t *est_admin_start(const est_config_t *conf, const est_admin_hooks_t *
     a->json = json_deep_copy(conf->json);
     a->hooks = *hooks;
     a->listen_fd = fd;
+    atomic_init(&a->rebind_fd, -1);
     atomic_init(&a->stop, 0);
     atomic_init(&a->ready, 0);
     atomic_init(&a->draining, 0);
@@ -518,6 +534,19 @@ void est_admin_set_config(est_admin_t *a, const est_config_t *conf)
     json_decref(old);
 }
 
+int est_admin_rebind(est_admin_t *a, const est_admin_conf_t *c)
+{
+    int fd = open_listener(c);
+    if (fd == -1)
+        return -1;
+    int old = atomic_exchange(&a->rebind_fd, fd);
+    if (old != -1)
+        close(old); /* an earlier rebind the admin thread had not taken yet */
+    h2o_multithread_send_message(&a->wake_rx, NULL);
+    est_log_info("admin listening on http://%s:%u", c->host, c->port);
+    return 0;
+}
+
 int est_admin_stop(est_admin_t *a)
 {
     if (a == NULL)
@@ -528,6 +557,9 @@ int est_admin_stop(est_admin_t *a)
         ;
     if (a->stop_failed)
         return -1; /* the loop still holds connections: leave it, the process exits */
+    int fd = atomic_exchange(&a->rebind_fd, -1);
+    if (fd != -1)
+        close(fd);
     pthread_barrier_destroy(&a->started);
     h2o_config_dispose(&a->h2oconf);
     json_decref(a->json);

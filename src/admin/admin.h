@@ -42,6 +42,12 @@ void est_admin_count_reload(est_admin_t *a, int ok);
 void est_admin_set_config(est_admin_t *a, const est_config_t *conf);
 /* Stops the thread and frees everything. Call after every worker stopped. Returns 0, or -1
  * when admin connections could not be closed in time (the loop is then left as is). */
+/*
+ * (reload, main thread) Moves the admin listener to `c`'s address: the new socket is opened
+ * here (a bind error returns -1 and changes nothing) and the admin thread swaps it in on its
+ * loop; connections already accepted finish normally.
+ */
+int est_admin_rebind(est_admin_t *a, const est_admin_conf_t *c);
 int est_admin_stop(est_admin_t *a);
 
 /*

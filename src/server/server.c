@@ -466,8 +466,8 @@ static void warn_restart_only(est_server_t *s, const est_config_t *oc, const est
         est_log_warn("reload: \"workers\" changed (%u -> %u); takes effect at the next start", sc->workers, nc->workers);
     if (!est_dns_conf_equal(&oc->dns, &nc->dns))
         est_log_warn("reload: \"dns\" settings changed; they take effect at the next start (the resolver and its cache are kept)");
-    if (!est_admin_conf_equal(oc->admin, nc->admin))
-        est_log_warn("reload: \"admin\" host/port changed; the admin listener keeps its address until the next start");
+    if (!est_admin_conf_equal(oc->admin, nc->admin) && (oc->admin == NULL || nc->admin == NULL))
+        est_log_warn("reload: \"admin\" was turned %s; takes effect at the next start", nc->admin != NULL ? "on" : "off");
     if (oc->access_log_off != nc->access_log_off ||
         (oc->access_log == NULL) != (nc->access_log == NULL) ||
         (oc->access_log != NULL && strcmp(oc->access_log, nc->access_log) != 0))
@@ -477,6 +477,15 @@ static void warn_restart_only(est_server_t *s, const est_config_t *oc, const est
         est_log_warn("reload: \"max_request_body\" raised above h2o's buffer limit set at start (%zu bytes); larger bodies "
                      "get h2o's 413 until the next start",
                      s->h2oconf.max_request_entity_size);
+}
+
+/* a new admin address: the admin thread moves to it (a bind error keeps the old one) */
+static void apply_admin(est_server_t *s, const est_config_t *oc, const est_config_t *nc)
+{
+    if (s->admin == NULL || oc->admin == NULL || nc->admin == NULL || est_admin_conf_equal(oc->admin, nc->admin))
+        return;
+    if (est_admin_rebind(s->admin, nc->admin) != 0)
+        est_log_warn("reload: the admin listener keeps its address %s:%u", oc->admin->host, oc->admin->port);
 }
 
 static void reload(est_server_t *s)
@@ -542,6 +551,7 @@ static void reload(est_server_t *s)
         return;
     }
     warn_restart_only(s, oc, nc);
+    apply_admin(s, oc, nc);
     for (size_t j = 0; j != n; ++j)
         if (keep[j] < 0)
             est_log_info("listening on %s://%s:%u", nc->listen[j].tls ? "https" : "http", nc->listen[j].host, nc->listen[j].port);
