@@ -109,7 +109,7 @@ void est_balance_report(est_exchange_t *x, int ok, uint64_t now)
     if (est_health_update(h, ok, now)) {
         u->stats.ejections++;
         est_log_info("upstream '%s': %s ejected for %llu ms after %u consecutive connect failures", u->conf->name,
-                     x->info.address, (unsigned long long)(h->ejected_until - now), h->fails);
+                     est_exchange_info(x)->address, (unsigned long long)(h->ejected_until - now), h->fails);
     }
 }
 

@@ -34,6 +34,7 @@
  */
 #include <arpa/inet.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,17 @@
 #include <time.h>
 #include "common/log.h"
 #include "upstream/client_internal.h"
+#include "upstream/dns_cache.h"
+
+/* recycled exchanges stay poisoned under ASan, so a use after "free" is still reported */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
 
 #define MAX_HEAD_SIZE (64 * 1024)
 #define MAX_HEADERS 128
@@ -153,8 +165,11 @@ est_upstream_set_t *est_upstream_set_create(h2o_loop_t *loop, est_dns_t *dns, co
         u->conf = &conf->upstreams[i];
         if ((u->targets = calloc(u->conf->num_targets ? u->conf->num_targets : 1, sizeof(*u->targets))) == NULL)
             goto Error;
-        for (size_t t = 0; t != u->conf->num_targets; ++t)
+        for (size_t t = 0; t != u->conf->num_targets; ++t) {
+            est_dns_addr_t lit;
             u->targets[t].conf = &u->conf->targets[t];
+            u->targets[t].is_literal = u->conf->targets[t].host != NULL && est_dns_parse_literal(u->conf->targets[t].host, &lit) == 0;
+        }
         set->num_upstreams = i + 1;
         if (est_pool_init_upstream(u, &err) != 0) {
             est_log_error("upstream '%s': %s", u->conf->name, err);
@@ -174,6 +189,12 @@ void est_upstream_set_destroy(est_upstream_set_t *set)
     for (size_t i = 0; i != set->num_upstreams; ++i) {
         est_upstream_t *u = &set->upstreams[i];
         est_pool_dispose_upstream(u);
+        while (u->free_exchanges != NULL) {
+            est_exchange_t *x = u->free_exchanges;
+            UNPOISON(x, sizeof(*x));
+            u->free_exchanges = x->free_next;
+            free(x);
+        }
         for (size_t t = 0; u->targets != NULL && t != u->conf->num_targets; ++t) {
             if (u->targets[t].res != NULL)
                 est_dns_result_release(u->targets[t].res);
@@ -202,10 +223,31 @@ const est_upstream_stats_t *est_upstream_get_stats(const est_upstream_t *u)
 
 /* ---------------------------------------------------------------- exchange lifecycle */
 
+/* (perf) a zeroed exchange, recycled from u's free list when it has one (head_inline is not
+ * zeroed: it is always written before it is read) */
+static est_exchange_t *exchange_alloc(est_upstream_t *u)
+{
+    est_exchange_t *x = u->free_exchanges;
+    if (x == NULL)
+        return calloc(1, sizeof(*x));
+    UNPOISON(x, sizeof(*x));
+    u->free_exchanges = x->free_next;
+    u->num_free_exchanges--;
+    memset(x, 0, offsetof(est_exchange_t, head_inline));
+    return x;
+}
+
+static void release_head_buf(est_exchange_t *x)
+{
+    if (x->head_buf != x->head_inline)
+        free(x->head_buf);
+    x->head_buf = NULL;
+}
+
 est_exchange_t *est_exchange_start(est_upstream_t *u, const est_upstream_request_t *req, const est_exchange_cb_t *cb,
                                    void *data)
 {
-    est_exchange_t *x = calloc(1, sizeof(*x));
+    est_exchange_t *x = exchange_alloc(u);
     if (x == NULL)
         return NULL;
     x->u = u;
@@ -222,8 +264,41 @@ est_exchange_t *est_exchange_start(est_upstream_t *u, const est_upstream_request
     return x;
 }
 
+static void format_address(const struct sockaddr_storage *sa, char *out, size_t outsz)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (sa->ss_family == AF_INET) {
+        const struct sockaddr_in *s = (const void *)sa;
+        inet_ntop(AF_INET, &s->sin_addr, ip, sizeof(ip));
+        snprintf(out, outsz, "%s:%u", ip, (unsigned)ntohs(s->sin_port));
+    } else if (sa->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s = (const void *)sa;
+        inet_ntop(AF_INET6, &s->sin6_addr, ip, sizeof(ip));
+        snprintf(out, outsz, "[%s]:%u", ip, (unsigned)ntohs(s->sin6_port));
+    }
+}
+
+/* (perf) info.address is formatted only when someone reads it (access log, debug log, an
+ * error), and through a one-entry cache per upstream: most attempts go to the same address */
+static const char *exchange_address(est_exchange_t *x)
+{
+    if (x->address_stale) {
+        est_upstream_t *u = x->u;
+        _Static_assert(sizeof(u->addr_cache) == sizeof(x->info.address), "same size");
+        if (u->addr_cache[0] == '\0' || !est_sockaddr_equal(&u->addr_cache_sa, &x->sa)) {
+            u->addr_cache[0] = '\0';
+            format_address(&x->sa, u->addr_cache, sizeof(u->addr_cache));
+            u->addr_cache_sa = x->sa;
+        }
+        memcpy(x->info.address, u->addr_cache, sizeof(x->info.address));
+        x->address_stale = 0;
+    }
+    return x->info.address;
+}
+
 const est_exchange_info_t *est_exchange_info(const est_exchange_t *x)
 {
+    exchange_address((est_exchange_t *)x); /* x is never a const object: exchanges are allocated */
     return &x->info;
 }
 
@@ -272,11 +347,30 @@ void est_exchange_hold(est_exchange_t *x)
     est_exchange_pause(x);
 }
 
+/*
+ * (perf, streaming) Consumes n bytes of a socket's input in the middle of a body. When that
+ * empties the buffer it is rewound, not freed (h2o_buffer_consume frees an emptied buffer):
+ * otherwise every read of a streamed body allocated a fresh buffer and re-grew it by doubling
+ * (copying at each step) up to the size of one socket read, and the allocator gave the memory
+ * back to the kernel in between (one madvise per MiB, page faults on every refill). The
+ * buffer is bounded by one socket read (see pool.c) and is freed at the end of the body.
+ */
+static void consume_input(h2o_buffer_t **buf, size_t n)
+{
+    h2o_buffer_t *b = *buf;
+    if (n != 0 && n == b->size && b->bytes != NULL && b->_fd == -1) {
+        b->size = 0;
+        b->bytes = b->_buf;
+        return;
+    }
+    h2o_buffer_consume(buf, n);
+}
+
 void est_exchange_release(est_exchange_t *x)
 {
     if (x->held == 0 || x->state != EST_X_BODY || x->conn == NULL)
         return;
-    h2o_buffer_consume(&x->conn->sock->input, x->held);
+    consume_input(&x->conn->sock->input, x->held);
     x->held = 0;
     est_exchange_resume(x);
 }
@@ -310,11 +404,19 @@ static void free_exchange(est_exchange_t *x)
         h2o_timeout_unlink(&x->defer_timer);
     est_wheel_unlink(&x->wheel);
     est_pool_dequeue(x);
-    free(x->head_buf);
-    x->u->active_requests--;
+    release_head_buf(x);
+    est_upstream_t *u = x->u;
+    u->active_requests--;
     if (x->counted_retry)
-        x->u->active_retries--;
-    free(x);
+        u->active_retries--;
+    if (u->num_free_exchanges < EST_EXCHANGE_FREELIST_MAX) {
+        x->free_next = u->free_exchanges;
+        u->free_exchanges = x;
+        u->num_free_exchanges++;
+        POISON(x, sizeof(*x));
+    } else {
+        free(x);
+    }
 }
 
 /* Ends the current attempt: timers, DNS query, queue place, connection (pooled when
@@ -332,8 +434,7 @@ static void end_attempt(est_exchange_t *x, int reusable)
     est_pool_dequeue(x);
     est_balance_done(x);
     est_pool_release(x, reusable);
-    free(x->head_buf);
-    x->head_buf = NULL;
+    release_head_buf(x);
 }
 
 static void finish_error(est_exchange_t *x, est_uerr_t err, const char *msg)
@@ -401,7 +502,7 @@ static void on_wheel(est_wheel_entry_t *e)
     if (deadline_applies(x) && now >= x->req->deadline) {
         est_uerr_t err = EST_UERR_DEADLINE;
         est_log_debug("upstream '%s': deadline passed (attempt %u, %s)", x->u->conf->name, x->info.attempts,
-                      x->info.address[0] ? x->info.address : "no address");
+                      exchange_address(x)[0] ? x->info.address : "no address");
         if (x->state == EST_X_BODY || x->state == EST_X_UPGRADED) {
             fail_after_head(x, err, "request deadline passed");
         } else {
@@ -515,7 +616,9 @@ static void begin_attempt(est_exchange_t *x)
         x->pick_mode = x->info.attempts > 1 ? EST_PICK_RETRY : EST_PICK_FIRST;
     size_t ti = est_balance_pick_target(u, x->pick_mode, x->target_index, now);
     const char *host = u->conf->targets[ti].host;
-    est_dns_result_t *res = est_dns_lookup_cached(u->set->dns, host);
+    /* (perf) an IP literal's answer is permanent: the target keeps it after the first lookup */
+    est_dns_result_t *res = u->targets[ti].is_literal && u->targets[ti].res != NULL ? u->targets[ti].res
+                                                                                     : est_dns_lookup_cached(u->set->dns, host);
     if (res != NULL) {
         on_resolved(x, ti, res);
         return;
@@ -537,23 +640,6 @@ static void on_dns(void *data, est_dns_status_t status, est_dns_result_t *result
     on_resolved(x, x->target_index, result);
 }
 
-static void format_address(est_exchange_t *x)
-{
-    char ip[INET6_ADDRSTRLEN] = "?";
-    unsigned port = 0;
-    if (x->sa.ss_family == AF_INET) {
-        const struct sockaddr_in *s = (const void *)&x->sa;
-        inet_ntop(AF_INET, &s->sin_addr, ip, sizeof(ip));
-        port = ntohs(s->sin_port);
-        snprintf(x->info.address, sizeof(x->info.address), "%s:%u", ip, port);
-    } else if (x->sa.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *s = (const void *)&x->sa;
-        inet_ntop(AF_INET6, &s->sin6_addr, ip, sizeof(ip));
-        port = ntohs(s->sin6_port);
-        snprintf(x->info.address, sizeof(x->info.address), "[%s]:%u", ip, port);
-    }
-}
-
 static void on_resolved(est_exchange_t *x, size_t ti, est_dns_result_t *res)
 {
     if (res->num_addrs == 0) {
@@ -565,7 +651,7 @@ static void on_resolved(est_exchange_t *x, size_t ti, est_dns_result_t *res)
         attempt_failed(x, EST_UERR_DNS, "out of memory");
         return;
     }
-    format_address(x);
+    x->address_stale = 1; /* formatted when read (exchange_address) */
     acquire_conn(x);
 }
 
@@ -612,7 +698,23 @@ void est_conn_on_connected(est_conn_t *c, const char *err, int tls_stage)
 
 static int is_method(h2o_iovec_t m, const char *name)
 {
-    return m.len == strlen(name) && strncasecmp(m.base, name, m.len) == 0;
+    /* names are upper-case letters: the first one (case-folded) settles most mismatches */
+    return m.len == strlen(name) && m.len != 0 && (m.base[0] | 0x20) == (name[0] | 0x20) &&
+           strncasecmp(m.base, name, m.len) == 0;
+}
+
+/* writes `v` in decimal at p (no NUL), returns the end */
+static char *append_decimal(char *p, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (n != 0)
+        *p++ = tmp[--n];
+    return p;
 }
 
 static void send_request(est_exchange_t *x)
@@ -626,8 +728,10 @@ static void send_request(est_exchange_t *x)
         len += req->headers[i].name->len + 2 + req->headers[i].value.len + 2;
     len += sizeof("Connection: upgrade\r\n") + sizeof("Content-Length: 18446744073709551615\r\n") + 2;
 
-    free(x->head_buf);
-    if ((x->head_buf = malloc(len)) == NULL) {
+    release_head_buf(x);
+    if (len <= sizeof(x->head_inline)) {
+        x->head_buf = x->head_inline; /* (perf) the common case: no allocation */
+    } else if ((x->head_buf = malloc(len)) == NULL) {
         attempt_failed(x, EST_UERR_CONNECT, "out of memory");
         return;
     }
@@ -648,8 +752,11 @@ static void send_request(est_exchange_t *x)
     }
     if (req->want_upgrade)
         APPEND_LIT("Connection: upgrade\r\n");
-    if (req->has_body || cl_zero)
-        p += sprintf(p, "Content-Length: %zu\r\n", req->has_body ? req->body.len : (size_t)0);
+    if (req->has_body || cl_zero) {
+        APPEND_LIT("Content-Length: ");
+        p = append_decimal(p, req->has_body ? (uint64_t)req->body.len : 0);
+        APPEND_LIT("\r\n");
+    }
     APPEND_LIT("\r\n");
 #undef APPEND
 #undef APPEND_LIT
@@ -839,7 +946,7 @@ static void on_head_read(h2o_socket_t *sock, const char *err)
     uint64_t wait;
     if (status_is_retried(u->conf, status) && may_retry(x, EST_UERR_NONE, status, &wait)) {
         est_log_debug("upstream '%s': attempt %u to %s answered %d, retrying", u->conf->name, x->info.attempts,
-                      x->info.address, status);
+                      exchange_address(x), status);
         end_attempt(x, 0); /* discard the reply: the connection is not reused */
         schedule_retry(x, wait);
         return;
@@ -971,7 +1078,7 @@ static int process_body(est_exchange_t *x, int eof)
 static int deliver(est_exchange_t *x, const char *bytes, size_t len, int final, size_t consume, int reusable)
 {
     if (len == 0 && !final) {
-        h2o_buffer_consume(&x->conn->sock->input, consume);
+        consume_input(&x->conn->sock->input, consume);
         return 0;
     }
     if (bytes == NULL)
@@ -993,7 +1100,10 @@ static int deliver(est_exchange_t *x, const char *bytes, size_t len, int final, 
         return 0;
     }
     x->hold_requested = 0;
-    h2o_buffer_consume(&x->conn->sock->input, consume);
+    if (final)
+        h2o_buffer_consume(&x->conn->sock->input, consume); /* frees an emptied buffer: the connection may idle */
+    else
+        consume_input(&x->conn->sock->input, consume);
     if (final) {
         /* a write still pending (the server answered early) means the connection is not reusable,
          * and x->head_buf must not be freed under it */
@@ -1012,7 +1122,7 @@ static int deliver(est_exchange_t *x, const char *bytes, size_t len, int final, 
 static void fail_after_head(est_exchange_t *x, est_uerr_t err, const char *msg)
 {
     x->u->stats.attempts_failed[err]++;
-    est_log_debug("upstream '%s': exchange with %s failed after the head: %s (%s)", x->u->conf->name, x->info.address,
+    est_log_debug("upstream '%s': exchange with %s failed after the head: %s (%s)", x->u->conf->name, exchange_address(x),
                   est_uerr_name(err), msg);
     end_attempt(x, 0);
     finish_error(x, err, msg);
@@ -1103,7 +1213,7 @@ static void attempt_failed(est_exchange_t *x, est_uerr_t err, const char *msg)
     est_upstream_t *u = x->u;
     u->stats.attempts_failed[err]++;
     est_log_debug("upstream '%s': attempt %u to %s failed: %s (%s)", u->conf->name, x->info.attempts,
-                  x->info.address[0] ? x->info.address : "no address", est_uerr_name(err), msg);
+                  exchange_address(x)[0] ? x->info.address : "no address", est_uerr_name(err), msg);
     int was_reused = x->info.reused, got = x->got_bytes, sent = x->sent;
     end_attempt(x, 0);
     x->info.error = err;

@@ -55,6 +55,7 @@ typedef struct est_target {
     unsigned *inflight;        /* per address of `res`, attempts in flight (least_request) */
     est_addr_health_t *health; /* per address of `res`, passive health */
     size_t rr;                 /* round robin over this target's addresses */
+    int is_literal;            /* (perf) host is an IP literal: `res` never changes once set */
 } est_target_t;
 
 /* --- connections --- */
@@ -89,7 +90,17 @@ struct est_upstream {
     size_t active_retries;  /* live exchanges past their first attempt */
     est_upstream_stats_t stats;
     est_upstream_t *handover; /* (reload) pools released connections there instead; see est_upstream_handover */
+    /* (perf) recycled exchanges (est_exchange_t.free_next), at most EST_EXCHANGE_FREELIST_MAX */
+    est_exchange_t *free_exchanges;
+    size_t num_free_exchanges;
+    /* (perf) the last "ip:port" formatted for est_exchange_info, keyed by its address */
+    struct sockaddr_storage addr_cache_sa;
+    char addr_cache[64];
 };
+
+#define EST_EXCHANGE_FREELIST_MAX 64
+/* request heads up to this size are built in the exchange itself (no malloc) */
+#define EST_HEAD_INLINE_SIZE 1024
 
 struct est_upstream_set {
     h2o_loop_t *loop;
@@ -151,9 +162,10 @@ struct est_exchange {
     socklen_t salen;
     est_dns_query_t *dnsq;
 
-    /* request head */
+    /* request head: head_buf is head_inline or a malloc'd buffer for a larger head */
     char *head_buf;
     h2o_iovec_t bufs[2];
+    int address_stale; /* (perf) info.address not formatted yet for sa (done in est_exchange_info) */
 
     /* reply */
     int is_head_method;
@@ -173,6 +185,9 @@ struct est_exchange {
     h2o_timeout_entry_t defer_timer; /* zero timeout: start, wake-up, resume */
     est_wheel_entry_t wheel;         /* deadline and backoff */
     h2o_linklist_t _wait_link;
+    est_exchange_t *free_next; /* (perf) u->free_exchanges */
+    /* not zeroed on reuse: keep it last (see exchange_alloc) */
+    char head_inline[EST_HEAD_INLINE_SIZE];
 };
 
 /* balancer.c: 1 when a and b are the same address and port (NULL is never equal) */

@@ -346,15 +346,21 @@ void est_pool_purge_target(est_upstream_t *u, size_t ti, const est_dns_result_t 
 
 static int in_answer(const est_upstream_t *u, size_t ti, const est_dns_result_t *res, const struct sockaddr_storage *sa)
 {
+    /* as est_sockaddr_equal on the answer's address with the target's port, without copying it */
     in_port_t port = htons(u->conf->targets[ti].port);
     for (size_t i = 0; i != res->num_addrs; ++i) {
-        struct sockaddr_storage a = res->addrs[i].sa;
-        if (a.ss_family == AF_INET)
-            ((struct sockaddr_in *)&a)->sin_port = port;
-        else if (a.ss_family == AF_INET6)
-            ((struct sockaddr_in6 *)&a)->sin6_port = port;
-        if (est_sockaddr_equal(&a, sa))
-            return 1;
+        const struct sockaddr_storage *a = &res->addrs[i].sa;
+        if (a->ss_family != sa->ss_family)
+            continue;
+        if (a->ss_family == AF_INET) {
+            const struct sockaddr_in *x = (const void *)a, *y = (const void *)sa;
+            if (y->sin_port == port && x->sin_addr.s_addr == y->sin_addr.s_addr)
+                return 1;
+        } else if (a->ss_family == AF_INET6) {
+            const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)sa;
+            if (y->sin6_port == port && memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0)
+                return 1;
+        }
     }
     return 0;
 }
