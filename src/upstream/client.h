@@ -134,6 +134,7 @@ typedef struct est_upstream_stats {
     /* (added) passive health and retry budget */
     uint64_t ejections;               /* an address was ejected (after repeated connect failures) */
     uint64_t retries_budget_exceeded; /* a retry was allowed by retry.* but refused by the budget */
+    uint64_t tls_resumed;             /* TLS handshakes that resumed a cached session */
 } est_upstream_stats_t;
 
 const est_upstream_stats_t *est_upstream_get_stats(const est_upstream_t *u);

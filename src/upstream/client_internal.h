@@ -82,6 +82,11 @@ struct est_upstream {
     size_t rr; /* round robin over targets */
     h2o_timeout_t connect_timeout, response_timeout, idle_timeout;
     SSL_CTX *ssl_ctx; /* NULL without https targets */
+    /* the last TLS session per server name, offered on the next handshake (pool.c) */
+    struct {
+        char *name;
+        SSL_SESSION *session;
+    } tls_sessions[4];
     h2o_linklist_t idle;    /* est_conn_t.idle_link, oldest first */
     size_t num_idle;
     size_t num_slots;       /* exchanges holding a slot (connection in use or connecting) */

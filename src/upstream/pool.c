@@ -20,12 +20,27 @@
 #include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include "common/log.h"
 #include "upstream/client_internal.h"
 
 static void on_idle_read(h2o_socket_t *sock, const char *err);
+
+/* SSL_CTX ex_data slot that leads from a handshake back to its upstream */
+static int ssl_ex_index = -1;
+static pthread_once_t ssl_ex_once = PTHREAD_ONCE_INIT;
+static void init_ex_index(void)
+{
+    ssl_ex_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+static void ensure_ex_index(void)
+{
+    pthread_once(&ssl_ex_once, init_ex_index);
+}
+static int on_new_session(SSL *ssl, SSL_SESSION *session);
+static void on_ssl_info(const SSL *ssl, int where, int ret);
 static void on_idle_timeout(h2o_timeout_entry_t *entry);
 static void on_connect(h2o_socket_t *sock, const char *err);
 static void on_handshake(h2o_socket_t *sock, const char *err);
@@ -84,7 +99,64 @@ int est_pool_init_upstream(est_upstream_t *u, char **err)
     } else {
         SSL_CTX_set_verify(u->ssl_ctx, SSL_VERIFY_NONE, NULL);
     }
+    /*
+     * TLS session resumption on reconnect. h2o 2.2.5 creates the SSL object and starts the
+     * client handshake in one call (and its own session cache asserts when destroyed), so the
+     * session is offered from the info callback at handshake start, before the ClientHello is
+     * built; new sessions (TLS 1.2 and 1.3 tickets) arrive through the new-session callback.
+     */
+    ensure_ex_index();
+    SSL_CTX_set_ex_data(u->ssl_ctx, ssl_ex_index, u);
+    SSL_CTX_set_session_cache_mode(u->ssl_ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(u->ssl_ctx, on_new_session);
+    SSL_CTX_set_info_callback(u->ssl_ctx, on_ssl_info);
     return 0;
+}
+
+/* the slot for `name` (an empty one, or the oldest when all are taken when `create`), or NULL */
+static size_t session_slot(est_upstream_t *u, const char *name, int create)
+{
+    size_t n = sizeof(u->tls_sessions) / sizeof(u->tls_sessions[0]);
+    for (size_t i = 0; i != n; ++i)
+        if (u->tls_sessions[i].name != NULL && strcmp(u->tls_sessions[i].name, name) == 0)
+            return i;
+    if (!create)
+        return SIZE_MAX;
+    for (size_t i = 0; i != n; ++i)
+        if (u->tls_sessions[i].name == NULL)
+            return i;
+    return 0;
+}
+
+static int on_new_session(SSL *ssl, SSL_SESSION *session)
+{
+    est_upstream_t *u = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ssl_ex_index);
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (u == NULL || name == NULL || !SSL_SESSION_is_resumable(session))
+        return 0;
+    size_t i = session_slot(u, name, 1);
+    if (u->tls_sessions[i].name == NULL || strcmp(u->tls_sessions[i].name, name) != 0) {
+        free(u->tls_sessions[i].name);
+        u->tls_sessions[i].name = h2o_strdup(NULL, name, SIZE_MAX).base;
+    }
+    if (u->tls_sessions[i].session != NULL)
+        SSL_SESSION_free(u->tls_sessions[i].session);
+    u->tls_sessions[i].session = session;
+    return 1; /* we keep the reference */
+}
+
+static void on_ssl_info(const SSL *cssl, int where, int ret)
+{
+    if (!(where & SSL_CB_HANDSHAKE_START))
+        return;
+    SSL *ssl = (SSL *)cssl;
+    if (SSL_is_server(ssl) || SSL_in_init(ssl) == 0 || SSL_get_session(ssl) != NULL)
+        return;
+    est_upstream_t *u = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ssl_ex_index);
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    size_t i = u != NULL && name != NULL ? session_slot(u, name, 0) : SIZE_MAX;
+    if (i != SIZE_MAX && u->tls_sessions[i].session != NULL)
+        SSL_set_session(ssl, u->tls_sessions[i].session);
 }
 
 void est_pool_dispose_upstream(est_upstream_t *u)
@@ -97,6 +169,11 @@ void est_pool_dispose_upstream(est_upstream_t *u)
     h2o_timeout_dispose(loop, &u->idle_timeout);
     if (u->ssl_ctx != NULL)
         SSL_CTX_free(u->ssl_ctx);
+    for (size_t i = 0; i != sizeof(u->tls_sessions) / sizeof(u->tls_sessions[0]); ++i) {
+        free(u->tls_sessions[i].name);
+        if (u->tls_sessions[i].session != NULL)
+            SSL_SESSION_free(u->tls_sessions[i].session);
+    }
 }
 
 void est_pool_close_conn(est_conn_t *c)
@@ -185,6 +262,10 @@ static void on_handshake(h2o_socket_t *sock, const char *err)
      * authority when verification is on, and with verify off a mismatch is accepted */
     if (err == h2o_socket_error_ssl_cert_name_mismatch || (err == h2o_socket_error_ssl_no_cert && !c->u->conf->tls.verify))
         err = NULL;
+    if (err == NULL && h2o_socket_get_ssl_session_reused(sock) == 1) {
+        c->u->stats.tls_resumed++;
+        est_log_debug("upstream '%s': TLS session resumed", c->u->conf->name);
+    }
     est_conn_on_connected(c, err, 1);
 }
 
