@@ -53,6 +53,22 @@ static int64_t now_us(void)
 
 static void respond(fanout_t *f);
 
+/* "%lld" without printf; `dst` has room for 21 bytes. Returns the length (no NUL written). */
+static size_t format_ll(char *dst, long long v)
+{
+    char tmp[24], *end = tmp + sizeof(tmp), *p = end;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        *--p = '-';
+    size_t n = (size_t)(end - p);
+    memcpy(dst, p, n);
+    return n;
+}
+
 static void branch_fail(branch_t *br, const char *desc, est_uerr_t err)
 {
     br->failed = 1;
@@ -91,7 +107,7 @@ static int on_head(est_exchange_t *x, void *data, int status, const struct phr_h
 {
     branch_t *br = data;
     br->status = status;
-    snprintf(br->desc, sizeof(br->desc), "%d", status);
+    br->desc[format_ll(br->desc, status)] = '\0'; /* "%d": at most 11 bytes */
     est_request_trace_exchange(br->f->r, br->b->upstream->name, x, status, EST_UERR_NONE); /* (admin) access log */
     return 0;
 }
@@ -183,16 +199,34 @@ static void on_dispose(void *p)
 static void add_server_timing(fanout_t *f)
 {
     h2o_req_t *req = f->r->req;
-    size_t cap = 0;
+    /* name;dur=<ms>.<tenth>;desc="<desc>", built without printf: per branch at most the name,
+     * 2 + 5 + 20 + 1 + 20 + 7 + 23 + 1 bytes */
+    size_t cap = 1;
     for (size_t i = 0; i != f->num; ++i)
-        cap += strlen(f->branches[i].b->timing_name) + 64;
+        cap += strlen(f->branches[i].b->timing_name) + 80;
     char *buf = h2o_mem_alloc_pool(&req->pool, cap);
     size_t off = 0;
     for (size_t i = 0; i != f->num; ++i) {
         branch_t *br = f->branches + i;
         int64_t dur = br->end_us - f->start_us;
-        off += snprintf(buf + off, cap - off, "%s%s;dur=%lld.%lld;desc=\"%s\"", i == 0 ? "" : ", ", br->b->timing_name,
-                        (long long)(dur / 1000), (long long)(dur % 1000 / 100), br->desc);
+        if (i != 0) {
+            memcpy(buf + off, ", ", 2);
+            off += 2;
+        }
+        size_t nl = strlen(br->b->timing_name);
+        memcpy(buf + off, br->b->timing_name, nl);
+        off += nl;
+        memcpy(buf + off, ";dur=", 5);
+        off += 5;
+        off += format_ll(buf + off, (long long)(dur / 1000));
+        buf[off++] = '.';
+        off += format_ll(buf + off, (long long)(dur % 1000 / 100));
+        memcpy(buf + off, ";desc=\"", 7);
+        off += 7;
+        size_t dl = strnlen(br->desc, sizeof(br->desc));
+        memcpy(buf + off, br->desc, dl);
+        off += dl;
+        buf[off++] = '"';
     }
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("server-timing"), 0, NULL, buf, off);
 }

@@ -72,6 +72,15 @@ static int dump_string(jbuf_t *b, const char *s, size_t n)
     if (jbuf_reserve(b, n + 2) != 0)
         return -1;
     b->p[b->len++] = '"';
+    size_t clean = 0;
+    while (clean < n && (unsigned char)s[clean] >= 0x20 && s[clean] != '"' && s[clean] != '\\')
+        ++clean;
+    if (clean == n) { /* nothing to escape (the common case): one copy into the room reserved */
+        memcpy(b->p + b->len, s, n);
+        b->len += n;
+        b->p[b->len++] = '"';
+        return 0;
+    }
     size_t run = 0;
     for (size_t i = 0; i < n; ++i) {
         unsigned char c = (unsigned char)s[i];
@@ -107,10 +116,78 @@ static int dump_string(jbuf_t *b, const char *s, size_t n)
     return ADD_LIT(b, "\"");
 }
 
+/* writes the decimal digits of `v` ending at `end`, returns where they start */
+static char *u64_digits(char *end, uint64_t v)
+{
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return end;
+}
+
+static int dump_integer(jbuf_t *b, json_int_t i)
+{
+    char tmp[24], *end = tmp + sizeof(tmp);
+    uint64_t u = i < 0 ? (uint64_t)0 - (uint64_t)i : (uint64_t)i;
+    char *p = u64_digits(end, u);
+    if (i < 0)
+        *--p = '-';
+    return jbuf_add(b, p, (size_t)(end - p));
+}
+
+/*
+ * The common case of dump_real without printf: |d| in [1e-4, 1e15) with a decimal of at most
+ * 15 significant digits, m / 10^k, that reads back as `d`. Then "%.15g" prints exactly those
+ * digits (the 15-digit rounding of d is m / 10^k: d is within half an ulp of it, far below
+ * half a unit of the 15th digit) in fixed notation, and the loop below would stop at 15.
+ * (double)m / 10^k is what strtod gives for that decimal (m < 2^53 and 10^k are exact, the
+ * division is correctly rounded), so the round-trip check is the same one. Returns 0 when it
+ * wrote the number, 1 when the general path must.
+ */
+static int dump_real_fast(jbuf_t *b, double d)
+{
+    static const double p10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
+                                 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19};
+    double a = d < 0 ? -d : d;
+    if (!(a >= 1e-4 && a < 1e15))
+        return 1;
+    for (size_t k = 0; k != sizeof(p10) / sizeof(p10[0]); ++k) {
+        double s = a * p10[k];
+        if (s >= 1e15)
+            return 1; /* would need more than 15 significant digits */
+        uint64_t m = (uint64_t)(s + 0.5);
+        if (m == 0 || m >= 1000000000000000ULL || (double)m / p10[k] != a)
+            continue;
+        if (k != 0 && m % 10 == 0)
+            return 1; /* a shorter k should have matched: leave the odd case to printf */
+        char tmp[48], *end = tmp + sizeof(tmp), *p;
+        if (k == 0) {
+            memcpy(end - 2, ".0", 2); /* keep it a real when read back, as jansson does: 100000.0 */
+            p = u64_digits(end - 2, m);
+        } else {
+            p = end;
+            for (size_t j = 0; j != k; ++j) {
+                *--p = (char)('0' + m % 10);
+                m /= 10;
+            }
+            *--p = '.';
+            p = u64_digits(p, m); /* "0" when m < 10^k */
+        }
+        if (d < 0)
+            *--p = '-';
+        return jbuf_add(b, p, (size_t)(end - p)) != 0 ? -1 : 0;
+    }
+    return 1;
+}
+
 /* Shortest "%.Ng" (N = 15..17) that reads back as `d`; 17 digits always do (IEEE 754 double).
  * jansson's json_real() refuses NaN and infinities, so `d` is finite. */
 static int dump_real(jbuf_t *b, double d)
 {
+    int fast = dump_real_fast(b, d);
+    if (fast <= 0)
+        return fast;
     char tmp[40];
     int n = 0;
     for (int prec = 15; prec <= 17; ++prec) {
@@ -172,11 +249,8 @@ static int dump_value(jbuf_t *b, const json_t *v, unsigned depth)
     }
     case JSON_STRING:
         return dump_string(b, json_string_value(v), json_string_length(v));
-    case JSON_INTEGER: {
-        char tmp[32];
-        int n = snprintf(tmp, sizeof(tmp), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        return n > 0 ? jbuf_add(b, tmp, (size_t)n) : -1;
-    }
+    case JSON_INTEGER:
+        return dump_integer(b, json_integer_value(v));
     case JSON_REAL:
         return dump_real(b, json_real_value(v));
     case JSON_TRUE:

@@ -86,18 +86,38 @@ static int list_has_token(const h2o_iovec_t *list, const char *name, size_t len)
     return 0;
 }
 
+/* `len` bytes of `name` equal the lower-case `lit` (ASCII case-insensitive) */
+static int name_is(const char *name, const char *lit, size_t len)
+{
+    return (name[0] | 0x20) == lit[0] && strncasecmp(name, lit, len) == 0;
+}
+
 int est_is_hop_by_hop(const char *name, size_t len, const h2o_iovec_t *connection_value)
 {
-    static const struct {
-        const char *s;
-        size_t len;
-    } fixed[] = {{H2O_STRLIT("connection")},        {H2O_STRLIT("keep-alive")}, {H2O_STRLIT("te")},
-                 {H2O_STRLIT("trailer")},           {H2O_STRLIT("transfer-encoding")}, {H2O_STRLIT("upgrade")},
-                 {H2O_STRLIT("http2-settings")}};
-    for (size_t i = 0; i != sizeof(fixed) / sizeof(fixed[0]); ++i)
-        if (len == fixed[i].len && strncasecmp(name, fixed[i].s, len) == 0)
-            return 1;
-    if (len >= 6 && strncasecmp(name, "proxy-", 6) == 0)
+    /* by length first, then the first letter: at most one strncasecmp for a fixed name */
+    int fixed = 0;
+    switch (len) {
+    case 2:
+        fixed = name_is(name, "te", 2);
+        break;
+    case 7:
+        fixed = name_is(name, "trailer", 7) || name_is(name, "upgrade", 7);
+        break;
+    case 10:
+        fixed = name_is(name, "connection", 10) || name_is(name, "keep-alive", 10);
+        break;
+    case 14:
+        fixed = name_is(name, "http2-settings", 14);
+        break;
+    case 17:
+        fixed = name_is(name, "transfer-encoding", 17);
+        break;
+    default:
+        break;
+    }
+    if (fixed)
+        return 1;
+    if (len >= 6 && name_is(name, "proxy-", 6))
         return 1;
     if (connection_value != NULL && connection_value->len != 0 && list_has_token(connection_value, name, len))
         return 1;
@@ -122,7 +142,54 @@ static size_t format_peer(h2o_req_t *req, char *buf, size_t bufsz)
     return strlen(buf);
 }
 
-void est_build_forward_headers(h2o_req_t *req, h2o_iovec_t request_id, int keep_upgrade, h2o_header_t **out, size_t *num_out)
+/* what the forward-headers pass does with one request header */
+enum { FWD_KEEP, FWD_DROP, FWD_XFF, FWD_VIA };
+
+/* the original checks, in their order: for names h2o did not intern as tokens, and for every
+ * name when a Connection header is present (a name it lists is hop-by-hop) */
+static int classify_by_name(const h2o_iovec_t *name, const h2o_iovec_t *connection)
+{
+    if (name == &H2O_TOKEN_HOST->buf || name == &H2O_TOKEN_CONTENT_LENGTH->buf)
+        return FWD_DROP;
+    if (est_is_hop_by_hop(name->base, name->len, connection))
+        return FWD_DROP;
+    if (name->len == 15 && strncasecmp(name->base, "x-forwarded-for", 15) == 0)
+        return FWD_XFF;
+    if ((name->len == 17 && (strncasecmp(name->base, "x-forwarded-proto", 17) == 0)) ||
+        (name->len == 16 && strncasecmp(name->base, "x-forwarded-host", 16) == 0) ||
+        (name->len == 12 && strncasecmp(name->base, "x-request-id", 12) == 0))
+        return FWD_DROP; /* replaced by ours */
+    if (name == &H2O_TOKEN_VIA->buf)
+        return FWD_VIA;
+    return FWD_KEEP;
+}
+
+/*
+ * h2o interns the names it knows as tokens (h2o_iovec_is_token; a token's buf is the
+ * lower-case name): without a Connection header those are classified by address, with no
+ * string compare. Of the tokens only these are hop-by-hop ("trailer" and the non-standard
+ * proxy-* names are not tokens in h2o 2.2.5), and x-forwarded-proto/-host and x-request-id
+ * are not tokens either.
+ */
+static int classify(const h2o_iovec_t *name, const h2o_iovec_t *connection)
+{
+    if (connection->len == 0 && h2o_iovec_is_token(name)) {
+        const h2o_token_t *t = H2O_STRUCT_FROM_MEMBER(h2o_token_t, buf, name);
+        if (t == H2O_TOKEN_HOST || t == H2O_TOKEN_CONTENT_LENGTH || t == H2O_TOKEN_CONNECTION || t == H2O_TOKEN_KEEP_ALIVE ||
+            t == H2O_TOKEN_TE || t == H2O_TOKEN_TRANSFER_ENCODING || t == H2O_TOKEN_UPGRADE || t == H2O_TOKEN_HTTP2_SETTINGS ||
+            t == H2O_TOKEN_PROXY_AUTHENTICATE || t == H2O_TOKEN_PROXY_AUTHORIZATION)
+            return FWD_DROP;
+        if (t == H2O_TOKEN_X_FORWARDED_FOR)
+            return FWD_XFF;
+        if (t == H2O_TOKEN_VIA)
+            return FWD_VIA;
+        return FWD_KEEP;
+    }
+    return classify_by_name(name, connection);
+}
+
+void est_build_forward_headers_peer(h2o_req_t *req, h2o_iovec_t request_id, int keep_upgrade, h2o_iovec_t peer,
+                                    h2o_header_t **out, size_t *num_out)
 {
     h2o_iovec_t connection = {NULL, 0};
     h2o_iovec_t xff = {NULL, 0}, via = {NULL, 0};
@@ -136,30 +203,22 @@ void est_build_forward_headers(h2o_req_t *req, h2o_iovec_t request_id, int keep_
     size_t n = 0;
     for (size_t i = 0; i != req->headers.size; ++i) {
         const h2o_header_t *h = req->headers.entries + i;
-        const h2o_iovec_t *name = h->name;
-        if (name == &H2O_TOKEN_HOST->buf || name == &H2O_TOKEN_CONTENT_LENGTH->buf)
-            continue;
-        if (est_is_hop_by_hop(name->base, name->len, &connection))
-            continue;
-        if (name->len == 15 && strncasecmp(name->base, "x-forwarded-for", 15) == 0) {
-            /* several X-Forwarded-For lines are joined, in order */
+        switch (classify(h->name, &connection)) {
+        case FWD_KEEP:
+            hdrs[n++] = *h;
+            break;
+        case FWD_XFF: /* several X-Forwarded-For lines are joined, in order */
             xff = xff.len == 0 ? h->value : h2o_concat(&req->pool, xff, h2o_iovec_init(H2O_STRLIT(", ")), h->value);
-            continue;
-        }
-        if ((name->len == 17 && (strncasecmp(name->base, "x-forwarded-proto", 17) == 0)) ||
-            (name->len == 16 && strncasecmp(name->base, "x-forwarded-host", 16) == 0) ||
-            (name->len == 12 && strncasecmp(name->base, "x-request-id", 12) == 0))
-            continue; /* replaced by ours */
-        if (name == &H2O_TOKEN_VIA->buf) {
+            break;
+        case FWD_VIA:
             via = via.len == 0 ? h->value : h2o_concat(&req->pool, via, h2o_iovec_init(H2O_STRLIT(", ")), h->value);
-            continue;
+            break;
+        default:
+            break;
         }
-        hdrs[n++] = *h;
     }
 
-    char peer[INET6_ADDRSTRLEN];
-    size_t peer_len = format_peer(req, peer, sizeof(peer));
-    h2o_iovec_t peer_iov = h2o_strdup(&req->pool, peer, peer_len);
+    h2o_iovec_t peer_iov = h2o_strdup(&req->pool, peer.base, peer.len);
     if (xff.len != 0)
         xff = h2o_concat(&req->pool, xff, h2o_iovec_init(H2O_STRLIT(", ")), peer_iov);
     else
@@ -185,6 +244,13 @@ void est_build_forward_headers(h2o_req_t *req, h2o_iovec_t request_id, int keep_
     hdrs[n++] = (h2o_header_t){&xri_name, NULL, request_id};
     *out = hdrs;
     *num_out = n;
+}
+
+void est_build_forward_headers(h2o_req_t *req, h2o_iovec_t request_id, int keep_upgrade, h2o_header_t **out, size_t *num_out)
+{
+    char peer[INET6_ADDRSTRLEN];
+    size_t peer_len = format_peer(req, peer, sizeof(peer));
+    est_build_forward_headers_peer(req, request_id, keep_upgrade, h2o_iovec_init(peer, peer_len), out, num_out);
 }
 
 int est_request_prepare_upstream(est_request_t *r, size_t backend_index, h2o_iovec_t method, est_upstream_request_t *u)

@@ -113,6 +113,11 @@ int est_is_hop_by_hop(const char *name, size_t len, const h2o_iovec_t *connectio
  */
 void est_build_forward_headers(h2o_req_t *req, h2o_iovec_t request_id, int keep_upgrade, h2o_header_t **out, size_t *num_out);
 
+/* The same, with the client's address (X-Forwarded-For) already formatted: `peer` ("" when
+ * unknown) is copied into req->pool. The front end formats it once per connection. */
+void est_build_forward_headers_peer(h2o_req_t *req, h2o_iovec_t request_id, int keep_upgrade, h2o_iovec_t peer,
+                                    h2o_header_t **out, size_t *num_out);
+
 /* 1 when the value is an acceptable client request id: 1-128 chars of [A-Za-z0-9._-] */
 int est_request_id_is_valid(const char *s, size_t len);
 

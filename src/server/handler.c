@@ -22,6 +22,16 @@ static uint64_t next_random(uint64_t *s)
     return z ^ (z >> 31);
 }
 
+/* "%016llx" without printf */
+static void put_hex64(char *dst, uint64_t v)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 15; i >= 0; --i) {
+        dst[i] = digits[v & 0xf];
+        v >>= 4;
+    }
+}
+
 static h2o_iovec_t generate_request_id(est_worker_t *w, h2o_mem_pool_t *pool)
 {
     if (w->rid_state[1] == 0) {
@@ -30,8 +40,9 @@ static h2o_iovec_t generate_request_id(est_worker_t *w, h2o_mem_pool_t *pool)
         w->rid_state[1] = 1;
     }
     char *buf = h2o_mem_alloc_pool(pool, 33);
-    snprintf(buf, 33, "%016llx%016llx", (unsigned long long)next_random(&w->rid_state[0]),
-             (unsigned long long)next_random(&w->rid_state[0]));
+    put_hex64(buf, next_random(&w->rid_state[0]));
+    put_hex64(buf + 16, next_random(&w->rid_state[0]));
+    buf[32] = '\0';
     return h2o_iovec_init(buf, 32);
 }
 
@@ -135,7 +146,7 @@ static void on_request_dispose(void *p)
  * the pool: h2o runs dispose callbacks newest first, so everything the handlers put in the
  * pool (proxy, fan-out, access log record) is released before the generation can be.
  */
-static est_worker_gen_t *pin_generation(est_worker_t *w, h2o_req_t *req)
+static est_worker_gen_t *pin_generation(est_worker_t *w, h2o_req_t *req, est_client_conn_t **conn)
 {
     est_inflight_t *r = h2o_mem_alloc_shared(&req->pool, sizeof(*r), on_request_dispose);
     memset(r, 0, sizeof(*r));
@@ -152,17 +163,20 @@ static est_worker_gen_t *pin_generation(est_worker_t *w, h2o_req_t *req)
     }
     if (w->draining && req->version < 0x200)
         req->http1_is_persistent = 0; /* tell the client to go elsewhere */
+    *conn = r->conn;
     return r->wg;
 }
 
 int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     est_worker_t *w = (est_worker_t *)req->conn->ctx;
-    est_worker_gen_t *wg = pin_generation(w, req);
+    est_client_conn_t *cc;
+    est_worker_gen_t *wg = pin_generation(w, req, &cc);
+    const est_conn_peer_t *peer = est_conn_peer(cc, req); /* formatted once per connection */
     const est_config_t *conf = wg->gen->conf;
     const est_router_t *router = wg->gen->router;
     h2o_iovec_t rid = take_request_id(w, req);
-    est_reqlog_t *rl = est_observe_request_start(w, req, rid); /* (admin) metrics + access log at the end */
+    est_reqlog_t *rl = est_observe_request_start(w, req, rid, peer); /* (admin) metrics + access log at the end */
 
     /* the path as the client sent it, minus the query; dot segments resolved, nothing decoded */
     size_t path_len = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
@@ -217,7 +231,8 @@ int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
     r->request_id = rid;
     r->method = method;
     r->deadline = h2o_now(w->ctx.loop) + route->timeout_ms;
-    est_build_forward_headers(req, rid, is_upgrade, &r->fwd_headers, &r->num_fwd_headers);
+    est_build_forward_headers_peer(req, rid, is_upgrade, h2o_iovec_init(peer->remote + peer->ip_off, peer->ip_len),
+                                   &r->fwd_headers, &r->num_fwd_headers);
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rid.base, rid.len);
 
     if (route->proxy != NULL)

@@ -21,28 +21,51 @@ struct est_reqlog {
     h2o_iovec_t request_id, method, path; /* copies in the request pool */
     size_t route_index;                   /* SIZE_MAX: no route */
     const char *route;
-    struct sockaddr_storage peer;
-    socklen_t peerlen;
+    char remote[INET6_ADDRSTRLEN + 8]; /* "" when unknown */
     est_request_trace_t trace;
 };
 
 /* ---- request path ------------------------------------------------------------------------ */
 
-static void format_peer(const est_reqlog_t *rl, char *buf, size_t bufsz)
+static void format_peer(est_conn_peer_t *p, h2o_req_t *req)
 {
+    struct sockaddr_storage ss;
     char ip[INET6_ADDRSTRLEN] = "";
-    buf[0] = '\0';
-    if (rl->peerlen == 0)
+    p->remote[0] = '\0';
+    p->ip_off = p->ip_len = 0;
+    p->done = 1;
+    socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    if (len == 0 || len > sizeof(ss))
         return;
-    if (rl->peer.ss_family == AF_INET) {
-        const struct sockaddr_in *sin = (const struct sockaddr_in *)&rl->peer;
-        inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
-        snprintf(buf, bufsz, "%s:%u", ip, ntohs(sin->sin_port));
-    } else if (rl->peer.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&rl->peer;
-        inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip));
-        snprintf(buf, bufsz, "[%s]:%u", ip, ntohs(sin6->sin6_port));
+    int n = -1;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
+        if (inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip)) == NULL)
+            return;
+        n = snprintf(p->remote, sizeof(p->remote), "%s:%u", ip, ntohs(sin->sin_port));
+        p->ip_off = 0;
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ss;
+        if (inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip)) == NULL)
+            return;
+        n = snprintf(p->remote, sizeof(p->remote), "[%s]:%u", ip, ntohs(sin6->sin6_port));
+        p->ip_off = 1;
     }
+    if (n < 0 || (size_t)n >= sizeof(p->remote)) {
+        p->remote[0] = '\0';
+        p->ip_off = 0;
+        return;
+    }
+    p->ip_len = (unsigned char)strlen(ip);
+}
+
+const est_conn_peer_t *est_conn_peer(est_client_conn_t *cc, h2o_req_t *req)
+{
+    static _Thread_local est_conn_peer_t scratch;
+    est_conn_peer_t *p = cc != NULL ? &cc->peer : &scratch;
+    if (cc == NULL || !p->done)
+        format_peer(p, req);
+    return p;
 }
 
 /* the request's pool is being freed: its response is finished (or the client left) */
@@ -72,11 +95,9 @@ static void on_request_done(void *p)
     est_accesslog_t *log = w->server->accesslog;
     if (log == NULL)
         return;
-    char remote[INET6_ADDRSTRLEN + 16];
-    format_peer(rl, remote, sizeof(remote));
     est_access_entry_t e = {.time = rl->start_wall,
                             .request_id = rl->request_id,
-                            .remote = remote[0] != '\0' ? remote : NULL,
+                            .remote = rl->remote[0] != '\0' ? rl->remote : NULL,
                             .method = rl->method,
                             .path = rl->path,
                             .route = rl->route,
@@ -89,7 +110,7 @@ static void on_request_done(void *p)
     est_accesslog_append(log, w->id, w->logline.base, w->logline.len);
 }
 
-est_reqlog_t *est_observe_request_start(est_worker_t *w, h2o_req_t *req, h2o_iovec_t request_id)
+est_reqlog_t *est_observe_request_start(est_worker_t *w, h2o_req_t *req, h2o_iovec_t request_id, const est_conn_peer_t *peer)
 {
     est_reqlog_t *rl = h2o_mem_alloc_shared(&req->pool, sizeof(*rl), on_request_done);
     rl->w = w;
@@ -103,12 +124,9 @@ est_reqlog_t *est_observe_request_start(est_worker_t *w, h2o_req_t *req, h2o_iov
     rl->path = w->server->accesslog != NULL ? h2o_strdup(&req->pool, req->path.base, req->path.len) : h2o_iovec_init(NULL, 0);
     rl->route_index = SIZE_MAX;
     rl->route = NULL;
-    rl->peerlen = 0;
-    if (w->server->accesslog != NULL) {
-        rl->peerlen = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&rl->peer);
-        if (rl->peerlen > sizeof(rl->peer))
-            rl->peerlen = 0;
-    }
+    rl->remote[0] = '\0';
+    if (w->server->accesslog != NULL)
+        memcpy(rl->remote, peer->remote, sizeof(rl->remote));
     memset(&rl->trace, 0, sizeof(rl->trace));
     return rl;
 }

@@ -10,6 +10,8 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <openssl/ssl.h>
 #include <h2o.h>
 #include "config/config.h"
@@ -41,6 +43,13 @@ typedef struct est_worker_gen {
     h2o_timeout_entry_t retire_timer; /* deferred destruction, on the worker's 0 ms timeout */
 } est_worker_gen_t;
 
+/* The client's address, formatted once per connection (X-Forwarded-For, access log) */
+typedef struct est_conn_peer {
+    char remote[INET6_ADDRSTRLEN + 8]; /* "ip:port" or "[ip]:port"; "" when unknown */
+    unsigned char ip_off, ip_len;      /* the bare ip inside `remote` */
+    unsigned char done;                /* formatted */
+} est_conn_peer_t;
+
 /* One accepted client connection (sock->on_close.data), for the drain */
 typedef struct est_client_conn {
     est_worker_t *w;
@@ -48,7 +57,15 @@ typedef struct est_client_conn {
     h2o_linklist_t link; /* est_worker_t.conns */
     size_t inflight;     /* requests handled and not yet disposed */
     int is_h2;           /* a request came over HTTP/2 (h2o sends GOAWAY; not ours to close) */
+    est_conn_peer_t peer; /* see est_conn_peer() */
 } est_client_conn_t;
+
+/*
+ * (observe.c) The client's address of `req`: cached in `cc` (formatted on its first request),
+ * or formatted into a per-worker scratch slot when the connection is not tracked (cc NULL; the
+ * result is then valid until the next call on this thread).
+ */
+const est_conn_peer_t *est_conn_peer(est_client_conn_t *cc, h2o_req_t *req);
 
 /* One request in flight (in its pool; released by the pool's dispose callback) */
 typedef struct est_inflight {
@@ -151,7 +168,7 @@ int est_observe_server_stop(est_server_t *s);
 void est_observe_worker_init(est_worker_t *w);
 void est_observe_worker_close(est_worker_t *w);
 void est_observe_worker_dispose(est_worker_t *w);
-est_reqlog_t *est_observe_request_start(est_worker_t *w, h2o_req_t *req, h2o_iovec_t request_id);
+est_reqlog_t *est_observe_request_start(est_worker_t *w, h2o_req_t *req, h2o_iovec_t request_id, const est_conn_peer_t *peer);
 /* (reload) worker thread: the route counters move from `from`'s routes to `to`'s (by path) */
 void est_observe_worker_switch(est_worker_t *w, const est_config_t *from, const est_config_t *to);
 /* returns the trace handlers fill (est_request_t.trace) */
