@@ -70,8 +70,10 @@ def test_healthz_readyz_and_404(backend, estuary, http):
     gw, admin, _ = gateway(backend, estuary)
     r = http.get(admin + "/healthz")
     assert r.status == 200 and r.json() == {"status": "ok"}
-    r = http.get(admin + "/readyz")
-    assert r.status == 200 and r.json() == {"status": "ready"}
+    # /readyz turns 200 once the workers are up, which can be just after the ports accept
+    r = wait_until(lambda: (lambda x: x if x.status == 200 else None)(http.get(admin + "/readyz")), timeout=5,
+                   what="/readyz 200")
+    assert r.json() == {"status": "ready"}
     r = http.get(admin + "/nope")
     assert r.status == 404
     assert r.headers["content-type"] == "application/json"
