@@ -8,7 +8,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-log-init --uid 10002 --user-group --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin backend
-COPY tests/backends/users.py tests/backends/orders.py /srv/backends/
+COPY tests/backends/demo.py tests/backends/users.py tests/backends/orders.py /srv/backends/
 WORKDIR /srv/backends
 USER 10002:10002
 STOPSIGNAL SIGINT
