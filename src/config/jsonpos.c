@@ -226,6 +226,22 @@ fail:
     return -1;
 }
 
+/*
+ * After an object member or array element, with the path restored: consumes `close` (returns
+ * 0: the container ends) or ',' (returns 1: another member follows); -1 on anything else.
+ */
+static int after_member(scanner_t *sc, char close)
+{
+    skip_ws(sc);
+    if (sc->off >= sc->len)
+        return -1;
+    char ch = sc->s[sc->off];
+    if (ch != close && ch != ',')
+        return -1;
+    adv(sc);
+    return ch == ',';
+}
+
 static int scan_object(scanner_t *sc)
 {
     adv(sc); /* '{' */
@@ -257,16 +273,9 @@ static int scan_object(scanner_t *sc)
             return -1;
         sc->plen = saved;
         sc->path[saved] = '\0';
-        skip_ws(sc);
-        if (sc->off >= sc->len)
-            return -1;
-        if (sc->s[sc->off] == '}') {
-            adv(sc);
-            return 0;
-        }
-        if (sc->s[sc->off] != ',')
-            return -1;
-        adv(sc);
+        int end = after_member(sc, '}');
+        if (end <= 0)
+            return end;
     }
 }
 
@@ -289,16 +298,9 @@ static int scan_array(scanner_t *sc)
             return -1;
         sc->plen = saved;
         sc->path[saved] = '\0';
-        skip_ws(sc);
-        if (sc->off >= sc->len)
-            return -1;
-        if (sc->s[sc->off] == ']') {
-            adv(sc);
-            return 0;
-        }
-        if (sc->s[sc->off] != ',')
-            return -1;
-        adv(sc);
+        int end = after_member(sc, ']');
+        if (end <= 0)
+            return end;
     }
 }
 
