@@ -72,7 +72,8 @@ typedef struct est_inflight {
     est_worker_gen_t *wg;
     est_client_conn_t *conn; /* NULL when unknown */
     h2o_req_t *req;
-    h2o_linklist_t link; /* est_worker_t.requests */
+    h2o_linklist_t link;     /* est_worker_t.requests */
+    h2o_buffer_t *held_input; /* HTTP/1: the input buffer the request points into (handler.c) */
 } est_inflight_t;
 
 /* One listening socket of a worker; kept across reloads while its config is unchanged */
