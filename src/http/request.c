@@ -273,3 +273,24 @@ int est_request_prepare_upstream(est_request_t *r, size_t backend_index, h2o_iov
     u->is_idempotent = !(r->method == EST_METHOD_POST || r->method == EST_METHOD_PATCH);
     return 0;
 }
+
+/* ---- per-request cleanups ------------------------------------------------------------------ */
+
+void *est_alloc_disposable(h2o_mem_pool_t *pool, est_disposer_t **list, size_t size, void (*cb)(void *obj))
+{
+    /* h2o_mem_alloc_pool returns 16-byte aligned memory, so the object after the node is too */
+    _Static_assert(sizeof(est_disposer_t) == 16, "the object after the node stays 16-byte aligned");
+    est_disposer_t *d = h2o_mem_alloc_pool(pool, sizeof(est_disposer_t) + size);
+    d->cb = cb;
+    d->next = *list;
+    *list = d;
+    return d + 1;
+}
+
+void est_run_disposers(est_disposer_t **list)
+{
+    est_disposer_t *d = *list;
+    *list = NULL;
+    for (; d != NULL; d = d->next)
+        d->cb(d + 1);
+}

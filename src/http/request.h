@@ -48,8 +48,26 @@ typedef struct est_request_trace {
     unsigned retries;     /* summed over every reported exchange */
 } est_request_trace_t;
 
+/*
+ * Cleanups of per-request objects, run when the request is disposed, newest first (the order
+ * h2o runs its pool's shared entries in). The objects live in the request's pool; the list
+ * hangs off one shared entry the front end makes per request, so a handler's state costs a
+ * pool allocation instead of a malloc + free of its own (h2o_mem_alloc_shared).
+ */
+typedef struct est_disposer est_disposer_t;
+struct est_disposer {
+    est_disposer_t *next;
+    void (*cb)(void *obj);
+};
+
+/* `size` bytes in `pool` (not zeroed) whose `cb(obj)` runs from est_run_disposers(*list) */
+void *est_alloc_disposable(h2o_mem_pool_t *pool, est_disposer_t **list, size_t size, void (*cb)(void *obj));
+/* runs and empties the list, newest first; a cleanup may not add to it */
+void est_run_disposers(est_disposer_t **list);
+
 typedef struct est_request {
     h2o_req_t *req;
+    est_disposer_t **disposers;  /* for est_alloc_disposable: released with the request */
     est_services_t *svc;
     const est_config_t *conf;
     const est_route_conf_t *route;

@@ -156,13 +156,44 @@ static void on_upgrade_complete(void *data, h2o_socket_t *client_sock, size_t re
     free(ws);
 }
 
+/*
+ * What on_head does with one upstream response header. Names h2o interns as tokens are
+ * classified by address (h2o_lookup_token on the lower-cased name, then pointer compares),
+ * unless the reply has a Connection header (a name it lists is hop-by-hop): then, and for
+ * names that are not tokens, the string checks run as for request headers.
+ */
+enum { RES_KEEP, RES_DROP, RES_CONTENT_LENGTH };
+
+static int classify_response_header(const h2o_token_t *t, const h2o_iovec_t *name, const h2o_iovec_t *connection,
+                                    int is_upgrade)
+{
+    if (t == H2O_TOKEN_CONTENT_LENGTH)
+        return RES_CONTENT_LENGTH;
+    if (is_upgrade && (t == H2O_TOKEN_UPGRADE || t == H2O_TOKEN_CONNECTION)) /* h2o_http1_upgrade writes its own Connection */
+        return t == H2O_TOKEN_UPGRADE ? RES_KEEP : RES_DROP;
+    /* h2o writes its own Date and Server; the request id is ours */
+    if (t == H2O_TOKEN_DATE || t == H2O_TOKEN_SERVER)
+        return RES_DROP;
+    if (t != NULL && connection->len == 0)
+        return t == H2O_TOKEN_CONNECTION || t == H2O_TOKEN_KEEP_ALIVE || t == H2O_TOKEN_TE || t == H2O_TOKEN_TRANSFER_ENCODING ||
+                       t == H2O_TOKEN_UPGRADE || t == H2O_TOKEN_HTTP2_SETTINGS || t == H2O_TOKEN_PROXY_AUTHENTICATE ||
+                       t == H2O_TOKEN_PROXY_AUTHORIZATION
+                   ? RES_DROP
+                   : RES_KEEP;
+    if (est_is_hop_by_hop(name->base, name->len, connection))
+        return RES_DROP;
+    if (name->len == 12 && memcmp(name->base, "x-request-id", 12) == 0)
+        return RES_DROP;
+    return RES_KEEP;
+}
+
 static int on_head(est_exchange_t *x, void *data, int status, const struct phr_header *headers, size_t num_headers)
 {
     proxy_t *p = data;
     h2o_req_t *req = p->r->req;
     h2o_iovec_t connection = {NULL, 0};
     for (size_t i = 0; i != num_headers; ++i)
-        if (header_is(headers + i, H2O_STRLIT("connection")))
+        if (headers[i].name_len == 10 && header_is(headers + i, H2O_STRLIT("connection")))
             connection = h2o_iovec_init(headers[i].value, headers[i].value_len);
 
     est_request_trace_exchange(p->r, p->r->route->proxy->upstream->name, x, status, EST_UERR_NONE); /* (admin) access log */
@@ -171,26 +202,31 @@ static int on_head(est_exchange_t *x, void *data, int status, const struct phr_h
     int is_upgrade = status == 101 && p->ureq.want_upgrade;
     for (size_t i = 0; i != num_headers; ++i) {
         const struct phr_header *h = headers + i;
-        if (header_is(h, H2O_STRLIT("content-length"))) {
+        /* the reply's bytes die when on_head returns: name (lower-cased) and value are copied at once */
+        char *buf = h2o_mem_alloc_pool(&req->pool, h->name_len + h->value_len + 1);
+        for (size_t j = 0; j != h->name_len; ++j)
+            buf[j] = h2o_tolower(h->name[j]);
+        h2o_iovec_t name = h2o_iovec_init(buf, h->name_len);
+        const h2o_token_t *t = h2o_lookup_token(name.base, name.len);
+        switch (classify_response_header(t, &name, &connection, is_upgrade)) {
+        case RES_CONTENT_LENGTH: {
             size_t cl = h2o_strtosize(h->value, h->value_len);
             if (cl != SIZE_MAX)
                 req->res.content_length = cl;
             continue;
         }
-        if (is_upgrade && (header_is(h, H2O_STRLIT("upgrade")) || header_is(h, H2O_STRLIT("connection")))) {
-            /* h2o_http1_upgrade writes its own Connection: upgrade; keep Upgrade */
-            if (header_is(h, H2O_STRLIT("connection")))
-                continue;
-        } else if (est_is_hop_by_hop(h->name, h->name_len, &connection)) {
+        case RES_DROP:
             continue;
+        default:
+            break;
         }
-        /* h2o writes its own Date and Server; the request id is ours */
-        if (header_is(h, H2O_STRLIT("date")) || header_is(h, H2O_STRLIT("server")) || header_is(h, H2O_STRLIT("x-request-id")))
-            continue;
-        h2o_iovec_t name = h2o_strdup(&req->pool, h->name, h->name_len);
-        h2o_strtolower(name.base, name.len);
-        h2o_iovec_t value = h2o_strdup(&req->pool, h->value, h->value_len);
-        h2o_add_header_by_str(&req->pool, &req->res.headers, name.base, name.len, 1, NULL, value.base, value.len);
+        memcpy(buf + h->name_len, h->value, h->value_len);
+        buf[h->name_len + h->value_len] = '\0';
+        h2o_iovec_t value = h2o_iovec_init(buf + h->name_len, h->value_len);
+        if (t != NULL)
+            h2o_add_header(&req->pool, &req->res.headers, t, NULL, value.base, value.len);
+        else
+            h2o_add_header_by_str(&req->pool, &req->res.headers, name.base, name.len, 0, NULL, value.base, value.len);
     }
     if (is_upgrade) {
         h2o_socket_t *upstream = est_exchange_steal_socket(x);
@@ -288,7 +324,7 @@ static const est_exchange_cb_t exchange_cb = {on_head, on_body, on_error};
 void est_proxy_handle(est_request_t *r)
 {
     h2o_req_t *req = r->req;
-    proxy_t *p = h2o_mem_alloc_shared(&req->pool, sizeof(*p), on_dispose);
+    proxy_t *p = est_alloc_disposable(&req->pool, r->disposers, sizeof(*p), on_dispose);
     memset(p, 0, sizeof(*p));
     p->gen.proceed = on_proceed;
     p->gen.stop = on_stop;

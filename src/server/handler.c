@@ -143,16 +143,26 @@ void est_handler_setup_fallback(h2o_hostconf_t *host)
  *
  * What arrives meanwhile (a pipelined request, or the client closing) must not disturb the
  * request: its method, path and headers point into sock->input, and a read may move or
- * reallocate that buffer. So the socket gets a fresh buffer holding a copy of the same bytes
+ * reallocate that buffer. So the socket gets a small buffer holding a copy of the same bytes
  * (h2o's HTTP/1 code only keeps offsets into sock->input, which the copy preserves), and the
- * original stays alive, untouched, until the request is disposed. Bytes read while busy are
- * appended to the copy and parsed by h2o after the response, as if read then. On an error or
- * end of stream, or past BUSY_READ_MAX bytes, reading stops as h2o would have it (h2o then
- * sees the close itself when it reads again). Not done for upgrades (the tunnel takes the
- * socket with its input) nor for bodies above HOLD_INPUT_MAX (not worth a copy).
+ * original stays untouched until the request is disposed. Then, if nothing arrived (the usual
+ * case), the original goes back to the socket and h2o consumes the request from it as if
+ * nothing happened; otherwise the copy, with the new bytes after the request, stays and h2o
+ * parses them after the response, as if read then. On an error or end of stream, or past
+ * BUSY_READ_MAX bytes, reading stops as h2o would have it (h2o sees the close itself when it
+ * reads again). Not done for upgrades (the tunnel takes the socket with its input) nor above
+ * HOLD_INPUT_MAX bytes of request (a large body: not worth a copy).
+ *
+ * The copies come from a per-thread recycle list (each worker is one thread with its own
+ * loop; nothing is shared). A copy h2o keeps is freed by h2o with free(): recycled chunks are
+ * plain malloc blocks, and its capacity differs from the socket prototype's, so h2o never
+ * puts it in its own recycle list.
  */
 #define HOLD_INPUT_MAX 16384
 #define BUSY_READ_MAX 65536
+#define COPY_CAPACITY 512
+
+static __thread h2o_mem_recycle_t input_copies = {64};
 
 static void on_read_while_busy(h2o_socket_t *sock, const char *err)
 {
@@ -165,40 +175,67 @@ static void keep_reading(est_inflight_t *r, h2o_socket_t *sock)
     h2o_buffer_t *in = sock->input;
     if (h2o_socket_is_reading(sock) || in->bytes == NULL || in->size > HOLD_INPUT_MAX || in->_fd != -1)
         return;
-    size_t cap = in->size < 256 ? 256 : in->size;
-    h2o_buffer_t *copy = h2o_mem_alloc(offsetof(h2o_buffer_t, _buf) + cap);
+    size_t cap = in->size <= COPY_CAPACITY ? COPY_CAPACITY : in->size;
+    h2o_buffer_t *copy = cap == COPY_CAPACITY ? h2o_mem_alloc_recycle(&input_copies, offsetof(h2o_buffer_t, _buf) + cap)
+                                              : h2o_mem_alloc(offsetof(h2o_buffer_t, _buf) + cap);
     copy->size = in->size;
     copy->bytes = copy->_buf;
     copy->capacity = cap;
     copy->_prototype = in->_prototype;
     copy->_fd = -1;
     memcpy(copy->_buf, in->bytes, in->size);
+    r->input_sock = sock;
     r->held_input = in;
+    r->input_copy = copy;
     sock->input = copy;
     h2o_socket_read_start(sock, on_read_while_busy);
+}
+
+/* at dispose: h2o consumes the request from sock->input right after (or closes the socket) */
+static void end_keep_reading(est_inflight_t *r)
+{
+    h2o_buffer_t *copy = r->input_copy;
+    if (r->input_sock->input == copy && copy->size == r->held_input->size) {
+        r->input_sock->input = r->held_input; /* nothing arrived: same bytes, same offsets */
+        if (copy->capacity == COPY_CAPACITY)
+            h2o_mem_free_recycle(&input_copies, copy);
+        else
+            free(copy);
+    } else {
+        h2o_buffer_dispose(&r->held_input); /* the socket reads on in the copy (or what h2o grew it into) */
+    }
+    r->held_input = NULL;
 }
 
 /* the request's pool is being freed: it no longer uses its generation nor its connection */
 static void on_request_dispose(void *p)
 {
     est_inflight_t *r = p;
+    est_run_disposers(&r->disposers);
     if (r->held_input != NULL)
-        h2o_buffer_dispose(&r->held_input);
+        end_keep_reading(r);
     h2o_linklist_unlink(&r->link);
     if (r->conn != NULL)
         --r->conn->inflight;
     est_worker_gen_request_done(r->wg);
 }
 
+/* what the front end keeps per request: one allocation, with the handlers' est_request_t */
+typedef struct st_request_record_t {
+    est_inflight_t inflight;
+    est_request_t r;
+} request_record_t;
+
 /*
  * Pins the worker's current generation view for the request's lifetime. Allocated first in
  * the pool: h2o runs dispose callbacks newest first, so everything the handlers put in the
  * pool (proxy, fan-out, access log record) is released before the generation can be.
  */
-static est_worker_gen_t *pin_generation(est_worker_t *w, h2o_req_t *req, est_client_conn_t **conn)
+static request_record_t *start_request(est_worker_t *w, h2o_req_t *req)
 {
-    est_inflight_t *r = h2o_mem_alloc_shared(&req->pool, sizeof(*r), on_request_dispose);
-    memset(r, 0, sizeof(*r));
+    request_record_t *rec = h2o_mem_alloc_shared(&req->pool, sizeof(*rec), on_request_dispose);
+    est_inflight_t *r = &rec->inflight;
+    memset(rec, 0, sizeof(*rec));
     r->wg = w->current;
     r->req = req;
     ++r->wg->inflight;
@@ -214,15 +251,16 @@ static est_worker_gen_t *pin_generation(est_worker_t *w, h2o_req_t *req, est_cli
         keep_reading(r, sock);
     if (w->draining && req->version < 0x200)
         req->http1_is_persistent = 0; /* tell the client to go elsewhere */
-    *conn = r->conn;
-    return r->wg;
+    rec->r.disposers = &r->disposers;
+    return rec;
 }
 
 int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     est_worker_t *w = (est_worker_t *)req->conn->ctx;
-    est_client_conn_t *cc;
-    est_worker_gen_t *wg = pin_generation(w, req, &cc);
+    request_record_t *rec = start_request(w, req);
+    est_client_conn_t *cc = rec->inflight.conn;
+    est_worker_gen_t *wg = rec->inflight.wg;
     const est_conn_peer_t *peer = est_conn_peer(cc, req); /* formatted once per connection */
     const est_config_t *conf = wg->gen->conf;
     const est_router_t *router = wg->gen->router;
@@ -239,8 +277,7 @@ int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
     }
 
     unsigned method = est_method_from_name(req->method.base, req->method.len);
-    est_request_t *r = h2o_mem_alloc_pool(&req->pool, sizeof(*r));
-    memset(r, 0, sizeof(*r));
+    est_request_t *r = &rec->r;
     switch (est_router_match(router, path, (size_t)norm_len, method, &r->match)) {
     case EST_ROUTER_FOUND:
         break;

@@ -72,8 +72,12 @@ typedef struct est_inflight {
     est_worker_gen_t *wg;
     est_client_conn_t *conn; /* NULL when unknown */
     h2o_req_t *req;
-    h2o_linklist_t link;     /* est_worker_t.requests */
-    h2o_buffer_t *held_input; /* HTTP/1: the input buffer the request points into (handler.c) */
+    h2o_linklist_t link; /* est_worker_t.requests */
+    est_disposer_t *disposers; /* the handlers' per-request objects (est_alloc_disposable) */
+    /* HTTP/1 (handler.c keep_reading): the socket, the input buffer the request points into
+     * and the copy the socket reads into meanwhile */
+    h2o_socket_t *input_sock;
+    h2o_buffer_t *held_input, *input_copy;
 } est_inflight_t;
 
 /* One listening socket of a worker; kept across reloads while its config is unchanged */
