@@ -124,6 +124,23 @@ int est_is_hop_by_hop(const char *name, size_t len, const h2o_iovec_t *connectio
     return 0;
 }
 
+void est_lower_copy(char *dst, const char *src, size_t len)
+{
+    /* 8 bytes at a time: a byte gets 0x20 when it is below 0x80 and in 'A'..'Z' (the high
+     * bit of heptet + 0x3f says >= 'A', of heptet + 0x25 says > 'Z'; no carry crosses bytes) */
+    for (; len >= 8; src += 8, dst += 8, len -= 8) {
+        uint64_t x;
+        memcpy(&x, src, 8);
+        uint64_t heptets = x & 0x7f7f7f7f7f7f7f7fULL;
+        uint64_t ge_a = heptets + 0x3f3f3f3f3f3f3f3fULL, gt_z = heptets + 0x2525252525252525ULL;
+        uint64_t upper = ~x & (ge_a ^ gt_z) & 0x8080808080808080ULL;
+        x |= upper >> 2;
+        memcpy(dst, &x, 8);
+    }
+    for (; len != 0; --len)
+        *dst++ = h2o_tolower(*src++);
+}
+
 static size_t format_peer(h2o_req_t *req, char *buf, size_t bufsz)
 {
     struct sockaddr_storage ss;

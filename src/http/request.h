@@ -124,6 +124,9 @@ const char *est_status_reason(int status);
 /* 1 for hop-by-hop header names (RFC 7230 6.1), including the ones a Connection header names */
 int est_is_hop_by_hop(const char *name, size_t len, const h2o_iovec_t *connection_value);
 
+/* copies `len` bytes of `src` to `dst` with ASCII A-Z lower-cased (other bytes unchanged) */
+void est_lower_copy(char *dst, const char *src, size_t len);
+
 /*
  * Builds the headers sent upstream from the client's: end-to-end headers as they came
  * (without Host, Content-Length and hop-by-hop ones), then Via, X-Forwarded-For/-Proto/-Host

@@ -202,11 +202,12 @@ static int on_head(est_exchange_t *x, void *data, int status, const struct phr_h
     int is_upgrade = status == 101 && p->ureq.want_upgrade;
     for (size_t i = 0; i != num_headers; ++i) {
         const struct phr_header *h = headers + i;
-        /* the reply's bytes die when on_head returns: name (lower-cased) and value are copied at once */
-        char *buf = h2o_mem_alloc_pool(&req->pool, h->name_len + h->value_len + 1);
-        for (size_t j = 0; j != h->name_len; ++j)
-            buf[j] = h2o_tolower(h->name[j]);
-        h2o_iovec_t name = h2o_iovec_init(buf, h->name_len);
+        /* lower-cased on the stack for the token lookup; the reply's bytes die when on_head
+         * returns, so what is kept is copied (a token's name is h2o's own) */
+        char lname[64];
+        char *nbuf = h->name_len <= sizeof(lname) ? lname : h2o_mem_alloc_pool(&req->pool, h->name_len);
+        est_lower_copy(nbuf, h->name, h->name_len);
+        h2o_iovec_t name = h2o_iovec_init(nbuf, h->name_len);
         const h2o_token_t *t = h2o_lookup_token(name.base, name.len);
         switch (classify_response_header(t, &name, &connection, is_upgrade)) {
         case RES_CONTENT_LENGTH: {
@@ -220,13 +221,14 @@ static int on_head(est_exchange_t *x, void *data, int status, const struct phr_h
         default:
             break;
         }
-        memcpy(buf + h->name_len, h->value, h->value_len);
-        buf[h->name_len + h->value_len] = '\0';
-        h2o_iovec_t value = h2o_iovec_init(buf + h->name_len, h->value_len);
-        if (t != NULL)
+        h2o_iovec_t value = h2o_strdup(&req->pool, h->value, h->value_len);
+        if (t != NULL) {
             h2o_add_header(&req->pool, &req->res.headers, t, NULL, value.base, value.len);
-        else
+        } else {
+            if (nbuf == lname)
+                name = h2o_strdup(&req->pool, lname, h->name_len);
             h2o_add_header_by_str(&req->pool, &req->res.headers, name.base, name.len, 0, NULL, value.base, value.len);
+        }
     }
     if (is_upgrade) {
         h2o_socket_t *upstream = est_exchange_steal_socket(x);
