@@ -124,21 +124,35 @@ int est_is_hop_by_hop(const char *name, size_t len, const h2o_iovec_t *connectio
     return 0;
 }
 
+static inline uint64_t lower8(uint64_t x)
+{
+    /* a byte gets 0x20 when it is below 0x80 and in 'A'..'Z' (the high bit of heptet + 0x3f
+     * says >= 'A', of heptet + 0x25 says > 'Z'; no carry crosses bytes) */
+    uint64_t heptets = x & 0x7f7f7f7f7f7f7f7fULL;
+    uint64_t ge_a = heptets + 0x3f3f3f3f3f3f3f3fULL, gt_z = heptets + 0x2525252525252525ULL;
+    return x | ((~x & (ge_a ^ gt_z) & 0x8080808080808080ULL) >> 2);
+}
+
 void est_lower_copy(char *dst, const char *src, size_t len)
 {
-    /* 8 bytes at a time: a byte gets 0x20 when it is below 0x80 and in 'A'..'Z' (the high
-     * bit of heptet + 0x3f says >= 'A', of heptet + 0x25 says > 'Z'; no carry crosses bytes) */
-    for (; len >= 8; src += 8, dst += 8, len -= 8) {
-        uint64_t x;
-        memcpy(&x, src, 8);
-        uint64_t heptets = x & 0x7f7f7f7f7f7f7f7fULL;
-        uint64_t ge_a = heptets + 0x3f3f3f3f3f3f3f3fULL, gt_z = heptets + 0x2525252525252525ULL;
-        uint64_t upper = ~x & (ge_a ^ gt_z) & 0x8080808080808080ULL;
-        x |= upper >> 2;
-        memcpy(dst, &x, 8);
+    if (len < 8) {
+        for (; len != 0; --len)
+            *dst++ = h2o_tolower(*src++);
+        return;
     }
-    for (; len != 0; --len)
-        *dst++ = h2o_tolower(*src++);
+    /* 8 bytes at a time; the last word overlaps the previous one (lower-casing twice is the same) */
+    uint64_t x;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        memcpy(&x, src + i, 8);
+        x = lower8(x);
+        memcpy(dst + i, &x, 8);
+    }
+    if (i != len) {
+        memcpy(&x, src + len - 8, 8);
+        x = lower8(x);
+        memcpy(dst + len - 8, &x, 8);
+    }
 }
 
 static size_t format_peer(h2o_req_t *req, char *buf, size_t bufsz)
