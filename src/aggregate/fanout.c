@@ -5,8 +5,13 @@
  * runs an upstream exchange; replies are buffered (they are merged in config order, not
  * arrival order). The route timeout is one timer for the whole fan-out: when it fires,
  * the branches still running are cancelled and count as timeouts, and the reply is built
- * from what has arrived. The request pool's dispose callback cancels whatever is still
+ * from what has arrived. The request's dispose callback (est_alloc_disposable) cancels whatever is still
  * running (client gone, HTTP/2 stream reset), so nothing outlives the request.
+ *
+ * JSON: every jansson value of the request lives in the fan-out's arena (jsonarena.h). The
+ * arena is entered only around the synchronous JSON work (parse + transform of one reply in
+ * branch_accept_body, merge + serialise in respond) and reset as a whole once the body is
+ * serialised, or in on_dispose when the request ends before that: no json_decref walks.
  */
 #include "aggregate/fanout.h"
 
@@ -15,6 +20,7 @@
 #include <time.h>
 
 #include "common/jsonutil.h"
+#include "aggregate/jsonarena.h"
 #include "aggregate/merge.h"
 
 /* A backend reply larger than this is refused (the whole document is held in memory) */
@@ -32,7 +38,7 @@ typedef struct st_branch_t {
     int failed;
     int timed_out;
     int64_t end_us;
-    json_t *value; /* transformed result waiting for its turn in the merge */
+    json_t *value; /* transformed result waiting for its turn in the merge (in f->arena) */
 } branch_t;
 
 typedef struct st_fanout_t {
@@ -41,6 +47,7 @@ typedef struct st_fanout_t {
     h2o_timeout_entry_t deadline;
     int responded;
     int64_t start_us;
+    est_json_arena_t arena; /* every json_t of this request */
     branch_t branches[];
 } fanout_t;
 
@@ -87,20 +94,20 @@ static void branch_done(branch_t *br)
         respond(f);
 }
 
-/* parse + transform a complete 2xx body */
+/* parse + transform a complete 2xx body, into the request's arena */
 static void branch_accept_body(branch_t *br, const char *bytes, size_t len)
 {
     json_t *v;
     const char *err;
+    est_json_arena_t *prev = est_json_arena_enter(&br->f->arena);
     if (est_body_parse(bytes, len, &v) != 0) {
         branch_fail(br, "invalid_json", EST_UERR_BAD_REPLY);
-        return;
-    }
-    if (v != NULL && (v = est_transform_apply(br->b, v, &err)) == NULL) {
+    } else if (v != NULL && (v = est_transform_apply(br->b, v, &err)) == NULL) {
         branch_fail(br, "transform_failed", EST_UERR_BAD_REPLY);
-        return;
+    } else {
+        br->value = v;
     }
-    br->value = v;
+    est_json_arena_leave(prev);
 }
 
 static int on_head(est_exchange_t *x, void *data, int status, const struct phr_header *headers, size_t num_headers)
@@ -191,9 +198,9 @@ static void on_dispose(void *p)
             est_exchange_cancel(br->x);
         if (br->body != NULL)
             h2o_buffer_dispose(&br->body);
-        if (br->value != NULL)
-            json_decref(br->value);
+        br->value = NULL; /* freed with the arena */
     }
+    est_json_arena_reset(&f->arena);
 }
 
 static void add_server_timing(fanout_t *f)
@@ -260,6 +267,7 @@ static void respond(fanout_t *f)
 
     est_merge_t m;
     est_merge_init(&m);
+    est_json_arena_t *prev = est_json_arena_enter(&f->arena);
     size_t num_failed = 0, num_timeouts = 0;
     const branch_t *first_failed = NULL;
     for (size_t i = 0; i != f->num; ++i) {
@@ -278,12 +286,23 @@ static void respond(fanout_t *f)
                 first_failed = br;
         }
     }
+    int fail = num_failed == f->num || (num_failed != 0 && r->route->on_error == EST_ON_ERROR_FAIL);
+    char *body = NULL;
+    size_t len = 0;
+    if (!fail) {
+        json_t *doc = est_merge_finish(&m);
+        body = doc != NULL ? est_json_dumps_compact(doc, &len) : NULL;
+    }
+    /* the document (or what `m` holds) goes with the arena, no json_decref walk; done before
+     * anything is sent, as sending may end the request */
+    est_json_arena_leave(prev);
+    est_json_arena_reset(&f->arena);
+
     add_server_timing(f);
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-estuary-completed"), 0, NULL,
                           num_failed == 0 ? "true" : "false", num_failed == 0 ? 4 : 5);
 
-    if (num_failed == f->num || (num_failed != 0 && r->route->on_error == EST_ON_ERROR_FAIL)) {
-        est_merge_dispose(&m);
+    if (fail) {
         int all_timeouts = num_failed == f->num ? num_timeouts == num_failed : first_failed->timed_out;
         char msg[256];
         describe_failure(f, first_failed, msg, sizeof(msg));
@@ -296,12 +315,6 @@ static void respond(fanout_t *f)
         return;
     }
 
-    json_t *doc = est_merge_finish(&m);
-    est_merge_dispose(&m);
-    size_t len = 0;
-    char *body = doc != NULL ? est_json_dumps_compact(doc, &len) : NULL;
-    if (doc != NULL)
-        json_decref(doc);
     if (body == NULL) {
         est_send_error(req, 500, "internal_error", "out of memory", r->request_id);
         return;
@@ -317,9 +330,10 @@ void est_aggregate_handle(est_request_t *r)
 {
     h2o_req_t *req = r->req;
     const est_route_conf_t *route = r->route;
-    fanout_t *f = h2o_mem_alloc_shared(&req->pool, offsetof(fanout_t, branches) + sizeof(branch_t) * route->num_backends,
-                                       on_dispose);
-    memset(f, 0, offsetof(fanout_t, branches) + sizeof(branch_t) * route->num_backends);
+    size_t size = offsetof(fanout_t, branches) + sizeof(branch_t) * route->num_backends;
+    fanout_t *f = est_alloc_disposable(&req->pool, r->disposers, size, on_dispose);
+    memset(f, 0, size);
+    est_json_arena_init(&f->arena);
     f->r = r;
     f->num = route->num_backends;
     f->start_us = now_us();

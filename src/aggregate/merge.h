@@ -15,6 +15,11 @@
  * nobody else references (as est_body_parse() returns them). Nothing here keeps global state;
  * every function is safe to call from any worker thread on its own values.
  *
+ * The fan-out runs all of this inside the request's JSON arena (jsonarena.h): every value is
+ * then arena memory, released with the arena; nothing here may keep a value beyond the call,
+ * nor put a value from outside (config, globals) into a tree, or it would outlive its memory
+ * or leak. The config's transform settings are plain strings, copied into new keys.
+ *
  * Key order is deterministic: jansson >= 2.8 keeps insertion order in objects (and ignores
  * JSON_PRESERVE_ORDER), est_json_dumps_compact() writes keys in that order.
  */

@@ -16,7 +16,7 @@ typedef struct st_jbuf_t {
     size_t len, cap;
 } jbuf_t;
 
-static int jbuf_reserve(jbuf_t *b, size_t extra);
+static int jbuf_grow(jbuf_t *b, size_t extra);
 static int jbuf_add(jbuf_t *b, const char *s, size_t n);
 static int dump_string(jbuf_t *b, const char *s, size_t n);
 static int dump_real(jbuf_t *b, double d);
@@ -25,10 +25,16 @@ static char *jbuf_finish(jbuf_t *b, int ok, size_t *len);
 
 #define ADD_LIT(b, lit) jbuf_add((b), (lit), sizeof(lit) - 1)
 
-static int jbuf_reserve(jbuf_t *b, size_t extra)
+/* inline: called for every token; the growth is out of line */
+static inline int jbuf_reserve(jbuf_t *b, size_t extra)
 {
     if (b->cap - b->len > extra) /* keep one byte for the final NUL */
         return 0;
+    return jbuf_grow(b, extra);
+}
+
+__attribute__((noinline)) static int jbuf_grow(jbuf_t *b, size_t extra)
+{
     size_t cap = b->cap != 0 ? b->cap : 256;
     while (cap - b->len <= extra) {
         if (cap > SIZE_MAX / 2)
@@ -43,7 +49,7 @@ static int jbuf_reserve(jbuf_t *b, size_t extra)
     return 0;
 }
 
-static int jbuf_add(jbuf_t *b, const char *s, size_t n)
+static inline int jbuf_add(jbuf_t *b, const char *s, size_t n)
 {
     if (jbuf_reserve(b, n) != 0)
         return -1;
@@ -64,6 +70,69 @@ static char *jbuf_finish(jbuf_t *b, int ok, size_t *len)
     return b->p;
 }
 
+/*
+ * Escaping test, a word at a time: a word has a byte < 0x20 iff (x - 0x20*ONES) & ~x & HIGHS
+ * is not 0 (a byte >= 0x80 never triggers it), and a byte equal to c iff x ^ c*ONES has a zero
+ * byte, i.e. the same test with 0x01. Both are exact for the word as a whole.
+ */
+#define ONES64 0x0101010101010101ULL
+#define HIGHS64 0x8080808080808080ULL
+#define ONES32 0x01010101U
+#define HIGHS32 0x80808080U
+
+static inline uint64_t dirty64(uint64_t x)
+{
+    uint64_t q = x ^ (ONES64 * '"'), bs = x ^ (ONES64 * '\\');
+    return (((x - ONES64 * 0x20) & ~x) | ((q - ONES64) & ~q) | ((bs - ONES64) & ~bs)) & HIGHS64;
+}
+
+static inline uint32_t dirty32(uint32_t x)
+{
+    uint32_t q = x ^ (ONES32 * '"'), bs = x ^ (ONES32 * '\\');
+    return (((x - ONES32 * 0x20) & ~x) | ((q - ONES32) & ~q) | ((bs - ONES32) & ~bs)) & HIGHS32;
+}
+
+/*
+ * Copies s[0..n) to `dst` (room for n bytes) when none of its bytes needs escaping and returns
+ * 1; returns 0 otherwise, having written part of `dst`. Whole words are tested and copied; the
+ * end of the string is done as one more word overlapping the previous one (n >= 8) or as two
+ * overlapping halves (4 <= n < 8), so no byte is read outside s[0..n).
+ */
+static inline int copy_clean(char *dst, const char *s, size_t n)
+{
+    if (n >= 8) {
+        uint64_t x;
+        for (size_t i = 0; n - i > 8; i += 8) {
+            memcpy(&x, s + i, 8);
+            if (dirty64(x))
+                return 0;
+            memcpy(dst + i, &x, 8);
+        }
+        memcpy(&x, s + n - 8, 8);
+        if (dirty64(x))
+            return 0;
+        memcpy(dst + n - 8, &x, 8);
+        return 1;
+    }
+    if (n >= 4) {
+        uint32_t x, y;
+        memcpy(&x, s, 4);
+        memcpy(&y, s + n - 4, 4);
+        if (dirty32(x) | dirty32(y))
+            return 0;
+        memcpy(dst, &x, 4);
+        memcpy(dst + n - 4, &y, 4);
+        return 1;
+    }
+    for (size_t i = 0; i < n; ++i) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == '"' || c == '\\')
+            return 0;
+        dst[i] = (char)c;
+    }
+    return 1;
+}
+
 /* Strings are UTF-8 (jansson checks on load): only '"', '\\' and C0 controls need escaping
  * (RFC 8259 section 7). Runs of plain bytes are copied at once. */
 static int dump_string(jbuf_t *b, const char *s, size_t n)
@@ -72,11 +141,7 @@ static int dump_string(jbuf_t *b, const char *s, size_t n)
     if (jbuf_reserve(b, n + 2) != 0)
         return -1;
     b->p[b->len++] = '"';
-    size_t clean = 0;
-    while (clean < n && (unsigned char)s[clean] >= 0x20 && s[clean] != '"' && s[clean] != '\\')
-        ++clean;
-    if (clean == n) { /* nothing to escape (the common case): one copy into the room reserved */
-        memcpy(b->p + b->len, s, n);
+    if (copy_clean(b->p + b->len, s, n)) { /* nothing to escape (the common case), copied into the room reserved */
         b->len += n;
         b->p[b->len++] = '"';
         return 0;
@@ -220,17 +285,18 @@ static int dump_value(jbuf_t *b, const json_t *v, unsigned depth)
         return -1;
     switch (json_typeof(v)) {
     case JSON_OBJECT: {
-        const char *key;
-        size_t key_len;
-        json_t *val;
+        /* one iterator walk (json_object_keylen_foreach looks the iterator up again from the
+         * key three times per member, to allow deletion while iterating; we only read) */
+        json_t *obj = (json_t *)v;
         int first = 1;
         if (ADD_LIT(b, "{") != 0)
             return -1;
-        json_object_keylen_foreach((json_t *)v, key, key_len, val) {
+        for (void *it = json_object_iter(obj); it != NULL; it = json_object_iter_next(obj, it)) {
             if (!first && ADD_LIT(b, ", ") != 0)
                 return -1;
             first = 0;
-            if (dump_string(b, key, key_len) != 0 || ADD_LIT(b, ": ") != 0 || dump_value(b, val, depth + 1) != 0)
+            if (dump_string(b, json_object_iter_key(it), json_object_iter_key_len(it)) != 0 || ADD_LIT(b, ": ") != 0 ||
+                dump_value(b, json_object_iter_value(it), depth + 1) != 0)
                 return -1;
         }
         return ADD_LIT(b, "}");

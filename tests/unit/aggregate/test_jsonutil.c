@@ -205,6 +205,60 @@ static void test_error_body(void **state)
     free(s);
 }
 
+/* string escaping, word at a time: the same bytes as jansson's json_dumps for every length
+ * and every position of a byte to escape, and for random UTF-8 strings (keys and values) */
+static void check_string_like_jansson(const char *str, size_t n)
+{
+    json_t *v = json_array();
+    json_t *o = json_object();
+    assert_int_equal(json_array_append_new(v, json_stringn(str, n)), 0);
+    assert_int_equal(json_object_setn_new(o, str, n, json_stringn(str, n)), 0);
+    assert_int_equal(json_array_append_new(v, o), 0);
+    char *want = json_dumps(v, 0);
+    size_t len;
+    char *got = est_json_dumps_compact(v, &len);
+    assert_non_null(want);
+    assert_non_null(got);
+    if (strcmp(got, want) != 0)
+        fail_msg("string of %zu bytes:\n  got  %s\n  want %s", n, got, want);
+    assert_int_equal(len, strlen(want));
+    free(want);
+    free(got);
+    json_decref(v);
+}
+
+static void test_dump_strings(void **state)
+{
+    static const char dirty[] = {'"', '\\', '\n', '\x01', '\x1f', '\t', 0};
+    char buf[80];
+    for (size_t n = 0; n <= 40; ++n) {
+        memset(buf, 'a', n);
+        check_string_like_jansson(buf, n);
+        for (size_t pos = 0; pos < n; ++pos)
+            for (size_t d = 0; d < sizeof(dirty); ++d) {
+                memset(buf, 'a', n);
+                buf[pos] = dirty[d];
+                if (dirty[d] == 0 && pos + 1 < n)
+                    buf[n - 1] = '\x7f'; /* NUL inside, DEL (not escaped) at the end */
+                check_string_like_jansson(buf, n);
+            }
+    }
+    static const char *pieces[] = {"a", "Z", " ", "/", "~", "\x7f", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+                                   "\"", "\\", "\n", "\x1f", "\x00"};
+    srand(7);
+    for (int i = 0; i < 50000; ++i) {
+        size_t n = 0, want_len = (size_t)(rand() % 24);
+        while (n < want_len) {
+            int r = rand() % 100; /* mostly plain ASCII, as real replies */
+            const char *piece = r < 80 ? pieces[r % 5] : pieces[5 + r % 9];
+            size_t pl = piece[0] == '\0' ? 1 : strlen(piece);
+            memcpy(buf + n, piece, pl);
+            n += pl;
+        }
+        check_string_like_jansson(buf, n);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -214,6 +268,7 @@ int main(void)
         cmocka_unit_test(test_dump_like_jansson),
         cmocka_unit_test(test_dump_reals),
         cmocka_unit_test(test_dump_large),
+        cmocka_unit_test(test_dump_strings),
         cmocka_unit_test(test_error_body),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
