@@ -30,6 +30,7 @@
 #include <unistd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <h2o/http2.h>
 
@@ -349,6 +350,45 @@ static void park(est_worker_t *w)
         pause();
 }
 
+/*
+ * (memory) Every h2o socket of this thread takes its input buffer from the thread-local
+ * h2o_socket_buffer_prototype, whose initial capacity is 8 KiB in h2o 2.2.5. A buffer lives
+ * as long as its bytes are unconsumed: for an HTTP/1 client that is from the first byte of a
+ * request to the end of its response (the request's header and path pointers point into it),
+ * so with 5,000 clients whose requests wait in the upstream pool's queue, 5,000 of them are
+ * held, almost empty (a request head is a few hundred bytes). h2o's socket read asks for
+ * 4 KiB of room at a time (h2o_buffer_reserve(input, 4096) in evloop's on_read_core), so
+ * 4 KiB is the smallest capacity that is still served from the prototype's recycle list;
+ * larger inputs grow by doubling as before. Upstream sockets keep their buffer across reads
+ * (upstream/client.c), so a streamed body (S3) reaches the same size after a few reads.
+ * Measured in tests/bench/RESULTS.md ("S4 memory"): ~4 KiB less per waiting client.
+ * Must run on the worker's thread before it creates any socket (the recycle list caches
+ * chunks of exactly the initial capacity).
+ */
+#define EST_SOCKET_BUFFER_INITIAL 4096
+static void set_socket_buffer_size(void)
+{
+    if (h2o_socket_buffer_prototype.allocator.cnt == 0)
+        h2o_socket_buffer_prototype._initial_buf.capacity = EST_SOCKET_BUFFER_INITIAL;
+}
+
+/*
+ * (memory) Seeds the worker's request-id generator (handler.c) from the kernel. Left unseeded,
+ * handler.c seeds it with OpenSSL's RAND_bytes on the first request, and that first call
+ * initialises OpenSSL's DRBG and default provider: ~2 MiB more RSS (libcrypto pages mapped
+ * in), in a process that otherwise needs no OpenSSL without TLS. The state is the same
+ * (rid_state[0] random, rid_state[1] = 1: seeded); if getrandom fails, handler.c's RAND_bytes
+ * path still runs.
+ */
+static void seed_request_ids(est_worker_t *w)
+{
+    uint64_t seed;
+    if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) == (ssize_t)sizeof(seed)) {
+        w->rid_state[0] = seed;
+        w->rid_state[1] = 1;
+    }
+}
+
 static void *worker_main(void *arg)
 {
     est_worker_t *w = arg;
@@ -356,6 +396,8 @@ static void *worker_main(void *arg)
     est_gen_t *gen = w->start_gen;
     const est_config_t *conf = gen->conf;
 
+    set_socket_buffer_size();
+    seed_request_ids(w);
     /* h2o's evloop keeps thread-local state: the context is made on the worker's own thread,
      * and the main thread is told (barrier) once it can be woken */
     h2o_context_init(&w->ctx, h2o_evloop_create(), &s->h2oconf);

@@ -223,8 +223,7 @@ const est_upstream_stats_t *est_upstream_get_stats(const est_upstream_t *u)
 
 /* ---------------------------------------------------------------- exchange lifecycle */
 
-/* (perf) a zeroed exchange, recycled from u's free list when it has one (head_inline is not
- * zeroed: it is always written before it is read) */
+/* (perf) a zeroed exchange, recycled from u's free list when it has one */
 static est_exchange_t *exchange_alloc(est_upstream_t *u)
 {
     est_exchange_t *x = u->free_exchanges;
@@ -233,15 +232,16 @@ static est_exchange_t *exchange_alloc(est_upstream_t *u)
     UNPOISON(x, sizeof(*x));
     u->free_exchanges = x->free_next;
     u->num_free_exchanges--;
-    memset(x, 0, offsetof(est_exchange_t, head_inline));
+    memset(x, 0, sizeof(*x));
     return x;
 }
 
 static void release_head_buf(est_exchange_t *x)
 {
-    if (x->head_buf != x->head_inline)
+    if (x->head_is_heap)
         free(x->head_buf);
     x->head_buf = NULL;
+    x->head_is_heap = 0;
 }
 
 est_exchange_t *est_exchange_start(est_upstream_t *u, const est_upstream_request_t *req, const est_exchange_cb_t *cb,
@@ -606,8 +606,8 @@ static void begin_attempt(est_exchange_t *x)
         return;
     }
     /* a retry prefers another target / address and leaves the round robin alone; a transparent
-     * retry (stale pooled connection) goes back to the same address on a fresh connection */
-    x->prev_sa = x->sa;
+     * retry (stale pooled connection) goes back to the same address on a fresh connection;
+     * x->sa is the previous attempt's address until est_balance_pick_address replaces it */
     if (x->salen == 0)
         x->pick_mode = EST_PICK_FIRST;
     else if (transparent)
@@ -646,7 +646,7 @@ static void on_resolved(est_exchange_t *x, size_t ti, est_dns_result_t *res)
         attempt_failed(x, EST_UERR_DNS, "no address");
         return;
     }
-    const struct sockaddr_storage *prev = x->pick_mode != EST_PICK_FIRST ? &x->prev_sa : NULL;
+    const struct sockaddr_storage *prev = x->pick_mode != EST_PICK_FIRST ? &x->sa : NULL;
     if (est_balance_pick_address(x, ti, res, x->pick_mode, prev, h2o_now(x->u->set->loop)) != 0) {
         attempt_failed(x, EST_UERR_DNS, "out of memory");
         return;
@@ -729,11 +729,13 @@ static void send_request(est_exchange_t *x)
     len += sizeof("Connection: upgrade\r\n") + sizeof("Content-Length: 18446744073709551615\r\n") + 2;
 
     release_head_buf(x);
-    if (len <= sizeof(x->head_inline)) {
-        x->head_buf = x->head_inline; /* (perf) the common case: no allocation */
+    if (len <= sizeof(x->conn->head_inline)) {
+        x->head_buf = x->conn->head_inline; /* (perf) the common case: no allocation */
     } else if ((x->head_buf = malloc(len)) == NULL) {
         attempt_failed(x, EST_UERR_CONNECT, "out of memory");
         return;
+    } else {
+        x->head_is_heap = 1;
     }
     char *p = x->head_buf;
 #define APPEND(s, n) (memcpy(p, (s), (n)), p += (n))
