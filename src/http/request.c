@@ -289,7 +289,7 @@ int est_request_prepare_upstream(est_request_t *r, size_t backend_index, h2o_iov
     h2o_req_t *req = r->req;
     memset(u, 0, sizeof(*u));
     u->method = method;
-    if (est_template_expand(est_router_backend_template(r->router, r->match.route_index, backend_index), &r->match,
+    if (est_template_expand(est_router_backend_template(r->router, r->match->route_index, backend_index), r->match,
                             &req->pool, r->query, &u->path) != 0)
         return -1;
     if (r->route->preserve_host)

@@ -72,7 +72,7 @@ typedef struct est_request {
     const est_config_t *conf;
     const est_route_conf_t *route;
     const est_router_t *router;  /* for the compiled backend path templates */
-    est_match_t match;           /* params point into `path` */
+    const est_match_t *match;    /* params point into `path`; est_match_size() bytes in the pool */
     h2o_iovec_t path;            /* normalized path, no query (in the request pool) */
     h2o_iovec_t query;           /* without '?', {NULL,0} when absent */
     h2o_iovec_t request_id;      /* kept or generated */

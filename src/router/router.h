@@ -35,11 +35,19 @@ typedef struct est_match {
     const est_route_conf_t *route; /* FOUND: the route (an element of the array given to create) */
     size_t route_index;            /* FOUND: its position in that array */
     const est_template_t *tpl;     /* FOUND: the route's compiled template */
-    est_match_param_t params[EST_ROUTER_MAX_PARAMS]; /* FOUND: in template order */
     size_t num_params;
     unsigned allowed; /* union of the EST_METHOD_* bits of every template that matched the path (HEAD with GET) */
     h2o_iovec_t path; /* the path given to est_router_match */
+    /* FOUND: in template order. Last, so that a copy of est_match_size() bytes (only the
+     * params in use) is a valid est_match_t: a request keeps that, not the 1 KiB array. */
+    est_match_param_t params[EST_ROUTER_MAX_PARAMS];
 } est_match_t;
+
+/* bytes of `m` that matter: everything up to its last param in use */
+static inline size_t est_match_size(const est_match_t *m)
+{
+    return offsetof(est_match_t, params) + m->num_params * sizeof(m->params[0]);
+}
 
 /*
  * Compiles the route templates (routes[i].path) and the backend path templates

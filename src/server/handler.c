@@ -120,6 +120,7 @@ static void on_setup_fallback_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_os
             else
                 h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
             h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rid.base, rid.len);
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_SERVER, NULL, H2O_STRLIT(EST_SERVER_HEADER));
             slot = &o->super.next;
         }
     }
@@ -164,16 +165,39 @@ void est_handler_setup_fallback(h2o_hostconf_t *host)
 
 static __thread h2o_mem_recycle_t input_copies = {64};
 
+/* frees what the socket reads into now: the copy, or the buffer h2o grew it into */
+static void free_socket_input(est_inflight_t *r)
+{
+    h2o_socket_t *sock = r->input_sock;
+    if (sock->input == r->input_copy && r->input_copy->capacity == COPY_CAPACITY) {
+        h2o_mem_free_recycle(&input_copies, r->input_copy);
+        sock->input = &sock->input->_prototype->_initial_buf;
+    } else {
+        h2o_buffer_dispose(&sock->input);
+    }
+}
+
 static void on_read_while_busy(h2o_socket_t *sock, const char *err)
 {
-    if (err != NULL || sock->input->size > BUSY_READ_MAX)
-        h2o_socket_read_stop(sock);
+    if (err == NULL && sock->input->size <= BUSY_READ_MAX)
+        return;
+    h2o_socket_read_stop(sock);
+    est_client_conn_t *cc = sock->on_close.data;
+    est_inflight_t *r = cc != NULL ? cc->busy : NULL;
+    if (err != NULL && r != NULL && r->held_input != NULL && sock->input->size == r->held_input->size) {
+        /* end of stream or error, no new bytes: h2o's read made room in the copy first (up
+         * to 8 KiB) for nothing; the original buffer goes back now, not when the request ends */
+        free_socket_input(r);
+        sock->input = r->held_input;
+        r->held_input = NULL;
+        cc->busy = NULL;
+    }
 }
 
 static void keep_reading(est_inflight_t *r, h2o_socket_t *sock)
 {
     h2o_buffer_t *in = sock->input;
-    if (h2o_socket_is_reading(sock) || in->bytes == NULL || in->size > HOLD_INPUT_MAX || in->_fd != -1)
+    if (r->conn == NULL || h2o_socket_is_reading(sock) || in->bytes == NULL || in->size > HOLD_INPUT_MAX || in->_fd != -1)
         return;
     size_t cap = in->size <= COPY_CAPACITY ? COPY_CAPACITY : in->size;
     h2o_buffer_t *copy = cap == COPY_CAPACITY ? h2o_mem_alloc_recycle(&input_copies, offsetof(h2o_buffer_t, _buf) + cap)
@@ -187,6 +211,7 @@ static void keep_reading(est_inflight_t *r, h2o_socket_t *sock)
     r->input_sock = sock;
     r->held_input = in;
     r->input_copy = copy;
+    r->conn->busy = r;
     sock->input = copy;
     h2o_socket_read_start(sock, on_read_while_busy);
 }
@@ -194,13 +219,11 @@ static void keep_reading(est_inflight_t *r, h2o_socket_t *sock)
 /* at dispose: h2o consumes the request from sock->input right after (or closes the socket) */
 static void end_keep_reading(est_inflight_t *r)
 {
-    h2o_buffer_t *copy = r->input_copy;
-    if (r->input_sock->input == copy && copy->size == r->held_input->size) {
-        r->input_sock->input = r->held_input; /* nothing arrived: same bytes, same offsets */
-        if (copy->capacity == COPY_CAPACITY)
-            h2o_mem_free_recycle(&input_copies, copy);
-        else
-            free(copy);
+    if (r->conn != NULL)
+        r->conn->busy = NULL;
+    if (r->input_sock->input == r->input_copy && r->input_copy->size == r->held_input->size) {
+        free_socket_input(r); /* nothing arrived: the original has the same bytes, same offsets */
+        r->input_sock->input = r->held_input;
     } else {
         h2o_buffer_dispose(&r->held_input); /* the socket reads on in the copy (or what h2o grew it into) */
     }
@@ -265,7 +288,9 @@ int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
     const est_config_t *conf = wg->gen->conf;
     const est_router_t *router = wg->gen->router;
     h2o_iovec_t rid = take_request_id(w, req);
-    est_reqlog_t *rl = est_observe_request_start(w, req, rid, peer); /* (admin) metrics + access log at the end */
+    est_reqlog_t *rl = est_observe_request_start(w, req, rid, peer, &rec->inflight.disposers); /* (admin) metrics + access log at the end */
+    /* (perf) the Server header is ours, not h2o's server_name (see setup_h2o in server.c) */
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_SERVER, NULL, H2O_STRLIT(EST_SERVER_HEADER));
 
     /* the path as the client sent it, minus the query; dot segments resolved, nothing decoded */
     size_t path_len = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
@@ -278,11 +303,13 @@ int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
 
     unsigned method = est_method_from_name(req->method.base, req->method.len);
     est_request_t *r = &rec->r;
-    switch (est_router_match(router, path, (size_t)norm_len, method, &r->match)) {
+    est_match_t match; /* 1 KiB with room for every param; the request keeps what is used */
+    switch (est_router_match(router, path, (size_t)norm_len, method, &match)) {
     case EST_ROUTER_FOUND:
+        r->match = memcpy(h2o_mem_alloc_pool(&req->pool, est_match_size(&match)), &match, est_match_size(&match));
         break;
     case EST_ROUTER_METHOD_NOT_ALLOWED:
-        send_method_not_allowed(req, r->match.allowed, rid);
+        send_method_not_allowed(req, match.allowed, rid);
         return 0;
     default: {
         char msg[160];
@@ -291,7 +318,7 @@ int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
     }
-    const est_route_conf_t *route = r->match.route;
+    const est_route_conf_t *route = r->match->route;
     r->trace = est_observe_request_matched(rl, route); /* (admin) */
 
     if (req->entity.base != NULL && req->entity.len > conf->max_request_body) {

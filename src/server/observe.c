@@ -124,10 +124,11 @@ static void on_request_done(void *p)
     est_accesslog_append(log, w->id, w->logline.base, w->logline.len);
 }
 
-est_reqlog_t *est_observe_request_start(est_worker_t *w, h2o_req_t *req, h2o_iovec_t request_id, const est_conn_peer_t *peer)
+est_reqlog_t *est_observe_request_start(est_worker_t *w, h2o_req_t *req, h2o_iovec_t request_id, const est_conn_peer_t *peer,
+                                        est_disposer_t **disposers)
 {
     est_accesslog_t *log = w->server->accesslog;
-    est_reqlog_t *rl = h2o_mem_alloc_shared(&req->pool, sizeof(*rl) + (log != NULL ? sizeof(est_reqlog_access_t) : 0),
+    est_reqlog_t *rl = est_alloc_disposable(&req->pool, disposers, sizeof(*rl) + (log != NULL ? sizeof(est_reqlog_access_t) : 0),
                                             on_request_done);
     rl->w = w;
     rl->req = req;

@@ -58,7 +58,11 @@ typedef struct est_client_conn {
     size_t inflight;     /* requests handled and not yet disposed */
     int is_h2;           /* a request came over HTTP/2 (h2o sends GOAWAY; not ours to close) */
     est_conn_peer_t peer; /* see est_conn_peer() */
+    struct est_inflight *busy; /* HTTP/1: the request whose input handler.c holds (keep_reading) */
 } est_client_conn_t;
+
+/* the Server header of responses (added by the handler, not by h2o: see setup_h2o) */
+#define EST_SERVER_HEADER "estuary/" ESTUARY_VERSION
 
 /*
  * (observe.c) The client's address of `req`: cached in `cc` (formatted on its first request),
@@ -173,7 +177,8 @@ int est_observe_server_stop(est_server_t *s);
 void est_observe_worker_init(est_worker_t *w);
 void est_observe_worker_close(est_worker_t *w);
 void est_observe_worker_dispose(est_worker_t *w);
-est_reqlog_t *est_observe_request_start(est_worker_t *w, h2o_req_t *req, h2o_iovec_t request_id, const est_conn_peer_t *peer);
+est_reqlog_t *est_observe_request_start(est_worker_t *w, h2o_req_t *req, h2o_iovec_t request_id, const est_conn_peer_t *peer,
+                                        est_disposer_t **disposers);
 /* (reload) worker thread: the route counters move from `from`'s routes to `to`'s (by path) */
 void est_observe_worker_switch(est_worker_t *w, const est_config_t *from, const est_config_t *to);
 /* returns the trace handlers fill (est_request_t.trace) */

@@ -128,3 +128,19 @@ def test_proxy_route_forwards_the_same_way(two):
     assert h["X-Custom"] == "1" and "X-Hop" not in h and h["X-Request-Id"] == "pr-1"
     assert "1.1 estuary" in h["Via"] and h["X-Forwarded-Host"] == "gw.example"
     assert r.headers["X-Request-Id"] == "pr-1"
+
+
+def test_one_server_header_on_every_kind_of_response(two):
+    """estuary names itself once (the backend's Server is dropped): proxied, merged and error
+    responses, over HTTP/1.1 and HTTP/2."""
+    from harness import curl
+    gw, a, b = two
+    for args in ((), ("--http2-prior-knowledge",)):
+        for path, status in (("/p/x", 200), ("/r/1", 200), ("/nope", 404)):
+            r = curl(*args, gw.url(path))
+            assert r.status == status, (args, path)
+            servers = r.headers.getall("Server", [])
+            assert len(servers) == 1 and servers[0].startswith("estuary/"), (args, path, servers)
+    r = send(gw, "DELETE /p/x HTTP/1.1\nHost: gw\nConnection: close\n\n")
+    assert r.status == 405 and r.headers.getall("Server") == [r.headers["Server"]]
+    assert r.headers["Server"].startswith("estuary/")
