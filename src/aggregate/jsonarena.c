@@ -9,22 +9,7 @@
 #include <stdlib.h>
 #include <jansson.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define ARENA_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define ARENA_ASAN 1
-#endif
-#endif
-
-#ifdef ARENA_ASAN
-#include <sanitizer/asan_interface.h>
-#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
-#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
-#else
-#define POISON(p, n) ((void)(p), (void)(n))
-#define UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
+#include "common/asan.h"
 
 #define ALIGN 16            /* what malloc guarantees on x86_64 / aarch64 (max_align_t) */
 #define FIRST_CHUNK 4096    /* fits the two replies of a typical aggregation (~3.3 KiB) */
@@ -61,7 +46,7 @@ __attribute__((noinline)) static void big_free(est_json_arena_t *a, void *p);
  */
 static _Thread_local est_json_arena_t *current;
 
-#ifndef ARENA_ASAN
+#ifndef EST_ASAN
 /* 4 KiB chunks given back by reset, reused by the next request on the same thread (thread-local
  * for the same reason; a chunk is plain malloc memory, so whichever thread resets takes it).
  * Freed when the thread exits, through a pthread key destructor. */
@@ -139,7 +124,7 @@ static void hook_free(void *p)
      * temporaries, e.g. the key strings the parser inserts and drops) */
     for (const chunk_t *c = a->_chunks; c != NULL; c = c->next)
         if ((const char *)p > (const char *)c && (const char *)p < c->end) {
-#ifdef ARENA_ASAN
+#ifdef EST_ASAN
             /* best effort: the size is unknown, but every bump allocation has ALIGN bytes */
             POISON(p, ALIGN);
 #endif
@@ -150,7 +135,7 @@ static void hook_free(void *p)
 
 static chunk_t *chunk_new(size_t size)
 {
-#ifndef ARENA_ASAN
+#ifndef EST_ASAN
     if (size == FIRST_CHUNK && cached_chunks != NULL) {
         chunk_t *c = cached_chunks;
         cached_chunks = c->next;
@@ -168,7 +153,7 @@ static void chunk_release(chunk_t *c)
 {
     size_t size = (size_t)(c->end - (char *)c);
     UNPOISON(c, size);
-#ifndef ARENA_ASAN
+#ifndef EST_ASAN
     if (size == FIRST_CHUNK && num_cached_chunks < MAX_CACHED_CHUNKS && cache_register()) {
         c->next = cached_chunks;
         cached_chunks = c;
@@ -260,7 +245,7 @@ void est_json_arena_init(est_json_arena_t *a)
     a->_chunks = NULL;
     a->_big = NULL;
     a->_bump_bytes = 0;
-#ifdef ARENA_ASAN
+#ifdef EST_ASAN
     a->_max_bump = 0; /* every allocation a separate malloc: ASan sees each one */
 #else
     a->_max_bump = EST_JSON_ARENA_MAX_BUMP;

@@ -45,14 +45,7 @@
 #include "upstream/dns_cache.h"
 
 /* recycled exchanges stay poisoned under ASan, so a use after "free" is still reported */
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/asan_interface.h>
-#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
-#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
-#else
-#define POISON(p, n) ((void)(p), (void)(n))
-#define UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
+#include "common/asan.h"
 
 #define MAX_HEAD_SIZE (64 * 1024)
 #define MAX_HEADERS 128
