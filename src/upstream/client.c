@@ -97,8 +97,15 @@ int est_uerr_is_timeout(est_uerr_t e)
 void est_wheel_link(est_upstream_set_t *set, est_wheel_entry_t *e, uint64_t at)
 {
     est_wheel_unlink(e);
+    if (set->wheel_count == 0) /* idle wheel: ticks up to now count as looked at */
+        set->wheel_tick = h2o_now(set->loop) / EST_WHEEL_TICK_MS;
+    uint64_t tick = at / EST_WHEEL_TICK_MS + (at % EST_WHEEL_TICK_MS != 0); /* due when that tick is looked at */
+    if (tick <= set->wheel_tick)
+        tick = set->wheel_tick + 1; /* due already: at the next tick */
     e->at = at;
-    h2o_linklist_insert(&set->wheel, &e->_link);
+    e->_set = set;
+    h2o_linklist_insert(&set->wheel[tick & (EST_WHEEL_SLOTS - 1)], &e->_link);
+    ++set->wheel_count;
     if (!h2o_timeout_is_linked(&set->tick_entry))
         h2o_timeout_link(set->loop, &set->tick_timeout, &set->tick_entry);
 }
@@ -107,22 +114,33 @@ void est_wheel_unlink(est_wheel_entry_t *e)
 {
     if (h2o_linklist_is_linked(&e->_link))
         h2o_linklist_unlink(&e->_link);
+    if (e->_set != NULL) {
+        --e->_set->wheel_count;
+        e->_set = NULL;
+    }
 }
 
 static void on_tick(h2o_timeout_entry_t *entry)
 {
     est_upstream_set_t *set = H2O_STRUCT_FROM_MEMBER(est_upstream_set_t, tick_entry, entry);
-    uint64_t now = h2o_now(set->loop);
+    uint64_t now = h2o_now(set->loop), now_tick = now / EST_WHEEL_TICK_MS;
     h2o_linklist_t expired;
     h2o_linklist_init_anchor(&expired);
-    h2o_linklist_t *l = set->wheel.next;
-    while (l != &set->wheel) {
-        est_wheel_entry_t *e = H2O_STRUCT_FROM_MEMBER(est_wheel_entry_t, _link, l);
-        l = l->next;
-        if (e->at <= now) {
-            h2o_linklist_unlink(&e->_link);
-            h2o_linklist_insert(&expired, &e->_link);
+    if (now_tick > set->wheel_tick) {
+        /* the slots of the ticks that passed (each slot once when a revolution or more passed) */
+        uint64_t from = now_tick - set->wheel_tick >= EST_WHEEL_SLOTS ? now_tick - EST_WHEEL_SLOTS + 1 : set->wheel_tick + 1;
+        for (uint64_t t = from; t <= now_tick; ++t) {
+            h2o_linklist_t *slot = &set->wheel[t & (EST_WHEEL_SLOTS - 1)];
+            for (h2o_linklist_t *l = slot->next; l != slot;) {
+                est_wheel_entry_t *e = H2O_STRUCT_FROM_MEMBER(est_wheel_entry_t, _link, l);
+                l = l->next;
+                if (e->at <= now) { /* else: a later revolution's */
+                    est_wheel_unlink(e);
+                    h2o_linklist_insert(&expired, &e->_link);
+                }
+            }
         }
+        set->wheel_tick = now_tick;
     }
     /* callbacks may unlink (or free) other expired entries: always pop the first */
     while (!h2o_linklist_is_empty(&expired)) {
@@ -130,7 +148,7 @@ static void on_tick(h2o_timeout_entry_t *entry)
         h2o_linklist_unlink(&e->_link);
         e->cb(e);
     }
-    if (!h2o_linklist_is_empty(&set->wheel) && !h2o_timeout_is_linked(&set->tick_entry))
+    if (set->wheel_count != 0 && !h2o_timeout_is_linked(&set->tick_entry))
         h2o_timeout_link(set->loop, &set->tick_timeout, &set->tick_entry);
 }
 
@@ -148,7 +166,8 @@ est_upstream_set_t *est_upstream_set_create(h2o_loop_t *loop, est_dns_t *dns, co
     h2o_timeout_init(loop, &set->zero_timeout, 0);
     h2o_timeout_init(loop, &set->tick_timeout, EST_WHEEL_TICK_MS);
     set->tick_entry.cb = on_tick;
-    h2o_linklist_init_anchor(&set->wheel);
+    for (size_t i = 0; i != EST_WHEEL_SLOTS; ++i)
+        h2o_linklist_init_anchor(&set->wheel[i]);
     if ((set->upstreams = calloc(conf->num_upstreams ? conf->num_upstreams : 1, sizeof(*set->upstreams))) == NULL)
         goto Error;
     for (size_t i = 0; i != conf->num_upstreams; ++i) {

@@ -1552,6 +1552,76 @@ static void test_deadline_covers_body(void **state)
     server_stop(&srv);
 }
 
+
+/* ---- the timer wheel (client_internal.h): never early, at most a few ticks late, across
+ * revolutions (512 x 5 ms = 2.56 s), unlinked entries never fire, due ones fire next tick */
+
+typedef struct wheel_rec {
+    est_wheel_entry_t e;
+    est_upstream_set_t *set;
+    uint64_t fired_at;
+    int fired, relink; /* relink: fires again 20 ms later (a callback linking an entry) */
+} wheel_rec_t;
+
+static void on_wheel_fire(est_wheel_entry_t *e)
+{
+    wheel_rec_t *r = H2O_STRUCT_FROM_MEMBER(wheel_rec_t, e, e);
+    ++r->fired;
+    r->fired_at = h2o_now(r->set->loop);
+    if (r->relink) {
+        r->relink = 0;
+        est_wheel_link(r->set, &r->e, r->fired_at + 20);
+    }
+}
+
+static void test_wheel(void **state)
+{
+    (void)state;
+    fixture_t f;
+    fixture_conf(&f, 1);
+    fixture_start(&f);
+    enum { N = 600 };
+    static wheel_rec_t recs[N];
+    static uint64_t want[N];
+    srand(11);
+    h2o_evloop_run(f.loop, 0); /* fresh loop time */
+    uint64_t start = h2o_now(f.loop);
+    for (size_t i = 0; i != N; ++i) {
+        memset(&recs[i], 0, sizeof(recs[i]));
+        recs[i].e.cb = on_wheel_fire;
+        recs[i].set = f.set;
+        /* spread over 0..3.2 s (past one revolution), some already due, some on tick edges */
+        uint64_t off = i % 10 == 0 ? 0 : i % 10 == 1 ? (uint64_t)(i % 640) * 5 : (uint64_t)(rand() % 3200);
+        want[i] = i % 25 == 0 ? start - 7 : start + off;
+        recs[i].relink = i % 50 == 3;
+        est_wheel_link(f.set, &recs[i].e, want[i]);
+        if (i % 7 == 0) /* relinked to a later expiry: only that one counts */
+            est_wheel_link(f.set, &recs[i].e, want[i] += 100);
+    }
+    for (size_t i = 5; i < N; i += 40) /* unlinked: must never fire */
+        est_wheel_unlink(&recs[i].e);
+    uint64_t until = now_ms() + 5000;
+    while (f.set->wheel_count != 0 && now_ms() < until)
+        h2o_evloop_run(f.loop, 10);
+    assert_int_equal(f.set->wheel_count, 0);
+    uint64_t worst = 0;
+    for (size_t i = 0; i != N; ++i) {
+        if ((i - 5) % 40 == 0 && i >= 5) {
+            assert_int_equal(recs[i].fired, 0);
+            continue;
+        }
+        assert_int_equal(recs[i].fired, i % 50 == 3 ? 2 : 1);
+        uint64_t due = i % 50 == 3 ? recs[i].fired_at : want[i]; /* (relinked: checked below) */
+        assert_true(recs[i].fired_at >= due);
+        if (i % 50 != 3 && recs[i].fired_at - due > worst)
+            worst = recs[i].fired_at - due;
+    }
+    /* one tick late by design, plus this loop's 10 ms polls on a busy machine */
+    print_message("wheel: %d entries, worst lateness %llu ms\n", N, (unsigned long long)worst);
+    assert_true(worst < 500);
+    fixture_stop(&f);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1589,6 +1659,7 @@ int main(void)
         cmocka_unit_test(test_abort_in_head),
         cmocka_unit_test(test_cancel_queued),
         cmocka_unit_test(test_deadline_covers_body),
+        cmocka_unit_test(test_wheel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
