@@ -205,3 +205,28 @@ def test_request_fields_intact_when_a_pipeline_arrives(backend, estuary):
     assert calls == [probe, probe]
     assert res[0][0] == 200 and json.loads(res[0][1]) == {"probe": probe}
     assert all(json.loads(body) == {"fast": str(i)} for i, (_, body) in enumerate(res) if i > 0)
+
+
+def test_nothing_answered_after_connection_close(gw):
+    # a request with Connection: close ends the connection after its response, even when more
+    # requests were pipelined behind it (read while it was handled)
+    with socket.create_connection(("127.0.0.1", gw.port)) as s:
+        s.sendall(get("/px/slow/1", close=True) + get("/px/fast/2"))
+        res, rest = read_responses(s, 1)
+        s.settimeout(10)
+        while True:  # then the server closes; nothing else is sent
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+    assert json.loads(res[0][1]) == {"slow": "1"}
+    assert rest == b""
+
+
+def test_http10_request_then_close(gw):
+    with socket.create_connection(("127.0.0.1", gw.port)) as s:
+        s.sendall(b"GET /px/slow/10 HTTP/1.0\r\nHost: gw\r\n\r\n")
+        res, _ = read_responses(s, 1)
+        s.settimeout(10)
+        assert s.recv(1) == b""
+    assert json.loads(res[0][1]) == {"slow": "10"}
