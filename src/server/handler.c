@@ -12,6 +12,7 @@
 
 #include "aggregate/fanout.h"
 #include "proxy/proxy.h"
+#include "common/asan.h"
 #include "common/jsonutil.h"
 
 /* splitmix64: cheap, good enough to make request ids unique per process */
@@ -155,23 +156,47 @@ void est_handler_setup_fallback(h2o_hostconf_t *host)
  * HOLD_INPUT_MAX bytes of request (a large body: not worth a copy).
  *
  * The copies come from a per-thread recycle list (each worker is one thread with its own
- * loop; nothing is shared). A copy h2o keeps is freed by h2o with free(): recycled chunks are
- * plain malloc blocks, and its capacity differs from the socket prototype's, so h2o never
- * puts it in its own recycle list.
+ * loop; nothing is shared). A copy h2o keeps is freed by h2o: with free() (recycled chunks
+ * are plain malloc blocks), or, when its capacity happens to be the socket prototype's, into
+ * h2o's own recycle list, whose blocks have that very size.
  */
 #define HOLD_INPUT_MAX 16384
 #define BUSY_READ_MAX 65536
 #define COPY_CAPACITY 512
 
+#ifndef EST_ASAN
 static __thread h2o_mem_recycle_t input_copies = {64};
+#endif
+
+/* under ASan each copy is its own malloc, so a use after its release is reported */
+static h2o_buffer_t *copy_alloc(size_t cap)
+{
+#ifndef EST_ASAN
+    if (cap == COPY_CAPACITY)
+        return h2o_mem_alloc_recycle(&input_copies, offsetof(h2o_buffer_t, _buf) + cap);
+#endif
+    return h2o_mem_alloc(offsetof(h2o_buffer_t, _buf) + cap);
+}
+
+static void copy_free(h2o_buffer_t *copy)
+{
+#ifndef EST_ASAN
+    if (copy->capacity == COPY_CAPACITY) {
+        h2o_mem_free_recycle(&input_copies, copy);
+        return;
+    }
+#endif
+    free(copy);
+}
 
 /* frees what the socket reads into now: the copy, or the buffer h2o grew it into */
 static void free_socket_input(est_inflight_t *r)
 {
     h2o_socket_t *sock = r->input_sock;
-    if (sock->input == r->input_copy && r->input_copy->capacity == COPY_CAPACITY) {
-        h2o_mem_free_recycle(&input_copies, r->input_copy);
-        sock->input = &sock->input->_prototype->_initial_buf;
+    if (sock->input == r->input_copy) {
+        h2o_buffer_prototype_t *prototype = r->input_copy->_prototype;
+        copy_free(r->input_copy);
+        sock->input = &prototype->_initial_buf; /* empty, as h2o_buffer_dispose leaves it */
     } else {
         h2o_buffer_dispose(&sock->input);
     }
@@ -200,8 +225,7 @@ static void keep_reading(est_inflight_t *r, h2o_socket_t *sock)
     if (r->conn == NULL || h2o_socket_is_reading(sock) || in->bytes == NULL || in->size > HOLD_INPUT_MAX || in->_fd != -1)
         return;
     size_t cap = in->size <= COPY_CAPACITY ? COPY_CAPACITY : in->size;
-    h2o_buffer_t *copy = cap == COPY_CAPACITY ? h2o_mem_alloc_recycle(&input_copies, offsetof(h2o_buffer_t, _buf) + cap)
-                                              : h2o_mem_alloc(offsetof(h2o_buffer_t, _buf) + cap);
+    h2o_buffer_t *copy = copy_alloc(cap);
     copy->size = in->size;
     copy->bytes = copy->_buf;
     copy->capacity = cap;
