@@ -46,7 +46,7 @@ const char *est_metrics_method_label(unsigned idx)
 
 static unsigned method_index(const char *method, size_t len)
 {
-    unsigned bit = est_method_from_name(method, len);
+    unsigned bit = est_method_from_request(method, len);
     if (bit == 0)
         return EST_METRICS_METHOD_OTHER;
     unsigned idx = 0;

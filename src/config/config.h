@@ -27,8 +27,10 @@ enum {
     EST_METHOD_OPTIONS = 1 << 6,
 };
 #define EST_METHOD__COUNT 7
-/* bit for a method name (case-insensitive), 0 if unknown */
+/* bit for a method name in the config (case-insensitive), 0 if unknown */
 unsigned est_method_from_name(const char *name, size_t len);
+/* bit for a request's method (case-sensitive, RFC 9110 9.1: "get" is not GET), 0 if unknown */
+unsigned est_method_from_request(const char *name, size_t len);
 /* canonical upper-case name of a single bit */
 const char *est_method_name(unsigned bit);
 

@@ -325,7 +325,7 @@ int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
 
-    unsigned method = est_method_from_name(req->method.base, req->method.len);
+    unsigned method = est_method_from_request(req->method.base, req->method.len);
     est_request_t *r = &rec->r;
     est_match_t match; /* 1 KiB with room for every param; the request keeps what is used */
     switch (est_router_match(router, path, (size_t)norm_len, method, &match)) {

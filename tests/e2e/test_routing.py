@@ -72,6 +72,16 @@ def test_methods_are_case_insensitive_in_config(gw, http):
     assert r.status == 200 and r.json() == {"g": {"rest": "submit"}}
 
 
+def test_request_methods_are_case_sensitive(gw):
+    # RFC 9110 9.1: "get" is not GET (nor a method the route allows), whatever the config says
+    r = raw_http(gw.port, b"get /items/1 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+    assert_json_error(r, 405, "method_not_allowed")
+    assert gw.backend.request_count == 0
+    r = raw_http(gw.port, b"post /submit HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+    assert_json_error(r, 405, "method_not_allowed")
+    assert get(gw, "/items/1").status == 200
+
+
 def test_body_over_max_request_body_is_413(gw):
     body = b"x" * 2048
     r = raw_http(gw.port, b"POST /submit HTTP/1.1\r\nHost: gw\r\nContent-Type: text/plain\r\n"

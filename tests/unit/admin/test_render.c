@@ -58,7 +58,7 @@ static void test_render_sums_workers(void **state)
     est_worker_metrics_init(&w1, 1);
     est_worker_metrics_init(&w2, 1);
     est_worker_metrics_record(&w1, 0, "GET", 3, 200, 0.003);
-    est_worker_metrics_record(&w1, 0, "get", 3, 200, 0.2);
+    est_worker_metrics_record(&w1, 0, "get", 3, 200, 0.2); /* methods are case-sensitive: OTHER */
     est_worker_metrics_record(&w2, 0, "GET", 3, 200, 7.0);
     est_worker_metrics_record(&w2, 0, "POST", 4, 502, 0.01);
     est_worker_metrics_record(&w2, SIZE_MAX, "BREW", 4, 404, 0.0001);
@@ -68,7 +68,8 @@ static void test_render_sums_workers(void **state)
     est_metrics_render(&out, snaps, 3, &proc);
 
     assert_contains(out.base, "# TYPE estuary_requests_total counter\n");
-    assert_contains(out.base, "estuary_requests_total{route=\"/a/{id}\\\"\\\\\\n\",method=\"GET\",status=\"200\"} 3\n");
+    assert_contains(out.base, "estuary_requests_total{route=\"/a/{id}\\\"\\\\\\n\",method=\"GET\",status=\"200\"} 2\n");
+    assert_contains(out.base, "estuary_requests_total{route=\"/a/{id}\\\"\\\\\\n\",method=\"OTHER\",status=\"200\"} 1\n");
     assert_contains(out.base, "estuary_requests_total{route=\"/a/{id}\\\"\\\\\\n\",method=\"POST\",status=\"502\"} 1\n");
     assert_contains(out.base, "estuary_requests_total{route=\"none\",method=\"OTHER\",status=\"404\"} 1\n");
     assert_contains(out.base, "# TYPE estuary_request_duration_seconds histogram\n");
