@@ -189,17 +189,27 @@ static void copy_free(h2o_buffer_t *copy)
     free(copy);
 }
 
-/* frees what the socket reads into now: the copy, or the buffer h2o grew it into */
-static void free_socket_input(est_inflight_t *r)
+/*
+ * Ends the hold: when nothing arrived since keep_reading (the socket's input, the copy or what
+ * h2o's read grew it into, has the original's size), the original goes back to the socket and
+ * the copy is freed; else the socket keeps reading into the copy and the original is freed.
+ * r->conn is set while an input is held (keep_reading requires it; server.c's on_conn_close
+ * releases the hold itself if the connection goes first).
+ */
+static void end_hold(est_inflight_t *r)
 {
-    h2o_socket_t *sock = r->input_sock;
-    if (sock->input == r->input_copy) {
-        h2o_buffer_prototype_t *prototype = r->input_copy->_prototype;
-        copy_free(r->input_copy);
-        sock->input = &prototype->_initial_buf; /* empty, as h2o_buffer_dispose leaves it */
+    h2o_socket_t *sock = r->conn->sock;
+    if (sock->input->size == r->held_input->size) {
+        if (sock->input == r->input_copy)
+            copy_free(r->input_copy);
+        else
+            h2o_buffer_dispose(&sock->input);
+        sock->input = r->held_input;
     } else {
-        h2o_buffer_dispose(&sock->input);
+        h2o_buffer_dispose(&r->held_input);
     }
+    r->held_input = NULL;
+    r->conn->busy = NULL;
 }
 
 static void on_read_while_busy(h2o_socket_t *sock, const char *err)
@@ -207,16 +217,11 @@ static void on_read_while_busy(h2o_socket_t *sock, const char *err)
     if (err == NULL && sock->input->size <= BUSY_READ_MAX)
         return;
     h2o_socket_read_stop(sock);
+    /* end of stream or error with no new bytes: h2o's read made room in the copy first (up to
+     * 8 KiB) for nothing; the original buffer goes back now, not when the request ends */
     est_client_conn_t *cc = sock->on_close.data;
-    est_inflight_t *r = cc != NULL ? cc->busy : NULL;
-    if (err != NULL && r != NULL && r->held_input != NULL && sock->input->size == r->held_input->size) {
-        /* end of stream or error, no new bytes: h2o's read made room in the copy first (up
-         * to 8 KiB) for nothing; the original buffer goes back now, not when the request ends */
-        free_socket_input(r);
-        sock->input = r->held_input;
-        r->held_input = NULL;
-        cc->busy = NULL;
-    }
+    if (err != NULL && cc != NULL && cc->busy != NULL && sock->input->size == cc->busy->held_input->size)
+        end_hold(cc->busy);
 }
 
 static void keep_reading(est_inflight_t *r, h2o_socket_t *sock)
@@ -232,7 +237,6 @@ static void keep_reading(est_inflight_t *r, h2o_socket_t *sock)
     copy->_prototype = in->_prototype;
     copy->_fd = -1;
     memcpy(copy->_buf, in->bytes, in->size);
-    r->input_sock = sock;
     r->held_input = in;
     r->input_copy = copy;
     r->conn->busy = r;
@@ -240,27 +244,13 @@ static void keep_reading(est_inflight_t *r, h2o_socket_t *sock)
     h2o_socket_read_start(sock, on_read_while_busy);
 }
 
-/* at dispose: h2o consumes the request from sock->input right after (or closes the socket) */
-static void end_keep_reading(est_inflight_t *r)
-{
-    if (r->conn != NULL)
-        r->conn->busy = NULL;
-    if (r->input_sock->input == r->input_copy && r->input_copy->size == r->held_input->size) {
-        free_socket_input(r); /* nothing arrived: the original has the same bytes, same offsets */
-        r->input_sock->input = r->held_input;
-    } else {
-        h2o_buffer_dispose(&r->held_input); /* the socket reads on in the copy (or what h2o grew it into) */
-    }
-    r->held_input = NULL;
-}
-
 /* the request's pool is being freed: it no longer uses its generation nor its connection */
 static void on_request_dispose(void *p)
 {
     est_inflight_t *r = p;
     est_run_disposers(&r->disposers);
-    if (r->held_input != NULL)
-        end_keep_reading(r);
+    if (r->held_input != NULL) /* h2o consumes the request from sock->input right after */
+        end_hold(r);
     h2o_linklist_unlink(&r->link);
     if (r->conn != NULL)
         --r->conn->inflight;

@@ -78,9 +78,8 @@ typedef struct est_inflight {
     h2o_req_t *req;
     h2o_linklist_t link; /* est_worker_t.requests */
     est_disposer_t *disposers; /* the handlers' per-request objects (est_alloc_disposable) */
-    /* HTTP/1 (handler.c keep_reading): the socket, the input buffer the request points into
-     * and the copy the socket reads into meanwhile */
-    h2o_socket_t *input_sock;
+    /* HTTP/1 (handler.c keep_reading): the input buffer the request points into, and the copy
+     * the socket reads into meanwhile */
     h2o_buffer_t *held_input, *input_copy;
 } est_inflight_t;
 
