@@ -314,16 +314,22 @@ const est_exchange_info_t *est_exchange_info(const est_exchange_t *x)
     return &x->info;
 }
 
-void est_exchange_cancel(est_exchange_t *x)
+/* the user ends the exchange (cancel, socket stolen): freed now, or when its callback returns */
+static void finish_by_user(est_exchange_t *x)
 {
-    if (x->dead || x->state == EST_X_DONE)
-        return; /* already ending (e.g. cancel from inside on_error) */
     end_attempt(x, 0);
     x->state = EST_X_DONE;
     if (x->in_cb)
         x->dead = 1;
     else
         free_exchange(x);
+}
+
+void est_exchange_cancel(est_exchange_t *x)
+{
+    if (x->dead || x->state == EST_X_DONE)
+        return; /* already ending (e.g. cancel from inside on_error) */
+    finish_by_user(x);
 }
 
 void est_exchange_pause(est_exchange_t *x)
@@ -399,12 +405,7 @@ h2o_socket_t *est_exchange_steal_socket(est_exchange_t *x)
     x->u->stats.conns_open--;
     x->conn = NULL;
     est_pool_close_conn(c); /* frees the struct only */
-    end_attempt(x, 0);
-    x->state = EST_X_DONE;
-    if (x->in_cb)
-        x->dead = 1;
-    else
-        free_exchange(x);
+    finish_by_user(x);
     return sock;
 }
 
