@@ -19,6 +19,7 @@
 
 #include "common/h2o_compat.h"
 #include "common/log.h"
+#include "common/net.h"
 
 #define SCRAPE_TIMEOUT_MS 1000
 #define STOP_TIMEOUT_MS 2000
@@ -431,27 +432,7 @@ static void *admin_main(void *arg)
 
 static int open_listener(const est_admin_conf_t *c)
 {
-    struct addrinfo hints = {0}, *res;
-    char port[8];
-    snprintf(port, sizeof(port), "%u", c->port);
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV | AI_NUMERICHOST;
-    int gai = getaddrinfo(c->host, port, &hints, &res);
-    if (gai != 0) {
-        est_log_error("admin listener %s:%u: %s", c->host, c->port, gai_strerror(gai));
-        return -1;
-    }
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
-    if (fd == -1 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 || bind(fd, res->ai_addr, res->ai_addrlen) != 0 ||
-        listen(fd, 64) != 0) {
-        est_log_error("admin listener %s:%u: %s", c->host, c->port, strerror(errno));
-        if (fd != -1)
-            close(fd);
-        freeaddrinfo(res);
-        return -1;
-    }
-    freeaddrinfo(res);
-    return fd;
+    return est_listen_tcp("admin listener", c->host, c->port, EST_LISTEN_NUMERIC, 64);
 }
 
 est_admin_t *est_admin_start(const est_config_t *conf, const est_admin_hooks_t *hooks)

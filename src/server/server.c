@@ -36,6 +36,7 @@
 
 #include "common/h2o_compat.h"
 #include "common/log.h"
+#include "common/net.h"
 
 static h2o_timeout_t *get_timeout_w(est_worker_t *w, uint64_t ms)
 {
@@ -55,33 +56,10 @@ static h2o_timeout_t *get_timeout(est_services_t *svc, uint64_t ms)
     return get_timeout_w(wg->w, ms);
 }
 
+/* blocking resolution is fine here: main thread, at start or on SIGHUP, off every loop */
 static int open_listener(const est_listen_conf_t *l)
 {
-    struct addrinfo hints = {0}, *res;
-    char port[8];
-    snprintf(port, sizeof(port), "%u", l->port);
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    /* blocking resolution is fine here: main thread, at start or on SIGHUP, off every loop */
-    int gai = getaddrinfo(l->host, port, &hints, &res);
-    if (gai != 0) {
-        est_log_error("listen %s:%u: %s", l->host, l->port, gai_strerror(gai));
-        return -1;
-    }
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int on = 1;
-    if (fd == -1 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 || bind(fd, res->ai_addr, res->ai_addrlen) != 0 ||
-        listen(fd, SOMAXCONN) != 0) {
-        est_log_error("listen %s:%u: %s", l->host, l->port, strerror(errno));
-        if (fd != -1)
-            close(fd);
-        freeaddrinfo(res);
-        return -1;
-    }
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-    freeaddrinfo(res);
-    return fd;
+    return est_listen_tcp("listen", l->host, l->port, EST_LISTEN_REUSEPORT | EST_LISTEN_NODELAY, SOMAXCONN);
 }
 
 /* ---- connections ---------------------------------------------------------------------------- */
