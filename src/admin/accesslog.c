@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/jsonutil.h"
 #include "common/log.h"
 
 #define FLUSH_INTERVAL_MS 100
@@ -53,21 +54,10 @@ static inline void put(est_strbuf_t *out, const char *s, size_t n)
 
 #define LIT(out, s) put((out), (s), sizeof(s) - 1)
 
-/* writes `v` in decimal at the end of buf[0..32), returns the start */
-static char *u64_digits(char *end, uint64_t v)
-{
-    char *p = end;
-    do {
-        *--p = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    return p;
-}
-
 static void append_u64(est_strbuf_t *out, uint64_t v)
 {
     char buf[24], *end = buf + sizeof(buf);
-    char *p = u64_digits(end, v);
+    char *p = est_u64_digits(end, v);
     put(out, p, (size_t)(end - p));
 }
 
@@ -100,7 +90,7 @@ static void append_ms(est_strbuf_t *out, double ms)
                 v /= 10;
             }
             *--p = '.';
-            p = u64_digits(p, v);
+            p = est_u64_digits(p, v);
             put(out, p, (size_t)(end - p));
             return;
         }

@@ -181,8 +181,7 @@ static int dump_string(jbuf_t *b, const char *s, size_t n)
     return ADD_LIT(b, "\"");
 }
 
-/* writes the decimal digits of `v` ending at `end`, returns where they start */
-static char *u64_digits(char *end, uint64_t v)
+char *est_u64_digits(char *end, uint64_t v)
 {
     do {
         *--end = (char)('0' + v % 10);
@@ -195,7 +194,7 @@ static int dump_integer(jbuf_t *b, json_int_t i)
 {
     char tmp[24], *end = tmp + sizeof(tmp);
     uint64_t u = i < 0 ? (uint64_t)0 - (uint64_t)i : (uint64_t)i;
-    char *p = u64_digits(end, u);
+    char *p = est_u64_digits(end, u);
     if (i < 0)
         *--p = '-';
     return jbuf_add(b, p, (size_t)(end - p));
@@ -229,7 +228,7 @@ static int dump_real_fast(jbuf_t *b, double d)
         char tmp[48], *end = tmp + sizeof(tmp), *p;
         if (k == 0) {
             memcpy(end - 2, ".0", 2); /* keep it a real when read back, as jansson does: 100000.0 */
-            p = u64_digits(end - 2, m);
+            p = est_u64_digits(end - 2, m);
         } else {
             p = end;
             for (size_t j = 0; j != k; ++j) {
@@ -237,7 +236,7 @@ static int dump_real_fast(jbuf_t *b, double d)
                 m /= 10;
             }
             *--p = '.';
-            p = u64_digits(p, m); /* "0" when m < 10^k */
+            p = est_u64_digits(p, m); /* "0" when m < 10^k */
         }
         if (d < 0)
             *--p = '-';

@@ -13,6 +13,7 @@
 #define EST_AGGREGATE_JSONUTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <jansson.h>
 
 /*
@@ -20,6 +21,10 @@
  * with free()) and its length without the NUL in *len, or NULL when out of memory.
  */
 char *est_json_dumps_compact(const json_t *v, size_t *len);
+
+/* writes the decimal digits of `v` so that they end at `end` (at most 20), returns where they
+ * start: number formatting without printf (JSON dump, access log) */
+char *est_u64_digits(char *end, uint64_t v);
 
 /*
  * Builds {"error": {"status": 504, "code": "upstream_timeout", "message": "...",
