@@ -420,12 +420,7 @@ static void *admin_main(void *arg)
     h2o_timeout_dispose(a->ctx.loop, &a->scrape_timeout);
     h2o_multithread_unregister_receiver(a->ctx.queue, &a->wake_rx);
     h2o_multithread_unregister_receiver(a->ctx.queue, &a->reply_rx);
-    h2o_evloop_t *loop = a->ctx.loop;
-    h2o_multithread_queue_t *queue = a->ctx.queue;
-    h2o_context_dispose(&a->ctx);
-    h2o_evloop_run(loop, 0);
-    est_h2o_free_disposed_queue(queue);
-    h2o_evloop_destroy(loop);
+    est_h2o_context_teardown(&a->ctx);
     park();
     return NULL;
 }

@@ -453,12 +453,7 @@ static void *worker_main(void *arg)
     free(w->timeouts);
     h2o_multithread_unregister_receiver(w->ctx.queue, &w->reload_rx);
     h2o_multithread_unregister_receiver(w->ctx.queue, &w->wake);
-    h2o_evloop_t *loop = w->ctx.loop;
-    h2o_multithread_queue_t *queue = w->ctx.queue;
-    h2o_context_dispose(&w->ctx);
-    h2o_evloop_run(loop, 0);
-    est_h2o_free_disposed_queue(queue);
-    h2o_evloop_destroy(loop);
+    est_h2o_context_teardown(&w->ctx);
     est_observe_worker_dispose(w); /* (admin) */
     park(w);
     return NULL;
