@@ -120,6 +120,21 @@ void est_metrics_snapshot_fill(est_metrics_snapshot_t *snap, const est_worker_me
     if (dns != NULL)
         snap->dns = *est_dns_get_stats(dns);
     snap->open_connections = open_connections;
+    snap->conns = m->conns;
+}
+
+const char *est_close_reason_label(est_close_reason_t r)
+{
+    static const char *const labels[EST_CLOSE__COUNT] = {
+        [EST_CLOSE_BAD_REQUEST] = "bad_request",         [EST_CLOSE_HEADERS_TOO_LARGE] = "headers_too_large",
+        [EST_CLOSE_HEADER_TIMEOUT] = "header_timeout",   [EST_CLOSE_BODY_TIMEOUT] = "body_timeout",
+        [EST_CLOSE_SEND_TIMEOUT] = "send_timeout",       [EST_CLOSE_IDLE_TIMEOUT] = "idle_timeout",
+        [EST_CLOSE_BODY_TOO_LARGE] = "body_too_large",   [EST_CLOSE_H2_RAPID_RESET] = "h2_rapid_reset",
+        [EST_CLOSE_H2_FLOOD] = "h2_flood",               [EST_CLOSE_H2_HEADER_BLOCK] = "h2_header_block",
+        [EST_CLOSE_H2_COMPRESSION] = "h2_compression",   [EST_CLOSE_H2_PROTOCOL] = "h2_protocol",
+        [EST_CLOSE_H2_STREAMS] = "h2_streams",
+    };
+    return (unsigned)r < EST_CLOSE__COUNT ? labels[r] : "other";
 }
 
 void est_metrics_snapshot_dispose(est_metrics_snapshot_t *snap)
@@ -331,6 +346,7 @@ void est_metrics_render(est_strbuf_t *out, const est_metrics_snapshot_t *snaps, 
     size_t num_ups = 0;
     est_dns_stats_t dns = {0};
     uint64_t conns = 0;
+    est_conn_counters_t closed = {{0}};
 
     for (size_t w = 0; w != n; ++w) {
         const est_metrics_snapshot_t *s = snaps + w;
@@ -362,6 +378,9 @@ void est_metrics_render(est_strbuf_t *out, const est_metrics_snapshot_t *snaps, 
         dns.cache_misses += s->dns.cache_misses;
         dns.stale_served += s->dns.stale_served;
         conns += s->open_connections;
+        for (size_t r = 0; r != EST_CLOSE__COUNT; ++r)
+            closed.closed[r] += s->conns.closed[r];
+        closed.accept_paused += s->conns.accept_paused;
     }
 
     render_requests(out, routes, num_routes);
@@ -380,6 +399,14 @@ void est_metrics_render(est_strbuf_t *out, const est_metrics_snapshot_t *snaps, 
 
     header(out, "estuary_client_connections", "gauge", "Open client connections.");
     sample_u64(out, "estuary_client_connections", NULL, conns);
+    header(out, "estuary_client_connections_closed_total", "counter",
+           "Client connections estuary closed because of a limit or a protocol violation, by reason.");
+    for (size_t r = 0; r != EST_CLOSE__COUNT; ++r) {
+        const char *l[] = {"reason", est_close_reason_label((est_close_reason_t)r), NULL};
+        sample_u64(out, "estuary_client_connections_closed_total", l, closed.closed[r]);
+    }
+    header(out, "estuary_accept_paused_total", "counter", "Times accepting paused because file descriptors ran out.");
+    sample_u64(out, "estuary_accept_paused_total", NULL, closed.accept_paused);
     header(out, "estuary_workers", "gauge", "Worker threads.");
     sample_u64(out, "estuary_workers", NULL, proc->workers);
     header(out, "estuary_workers_missing", "gauge", "Workers that did not answer this scrape within 1s (not counted above).");

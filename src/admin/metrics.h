@@ -42,10 +42,41 @@ typedef struct est_route_metrics {
     double duration_sum; /* seconds */
 } est_route_metrics_t;
 
+/*
+ * Why estuary closed a client connection (estuary_client_connections_closed_total{reason}):
+ * SPEC "Request framing", "HTTP/2 protections" and "Client limits". Closes by the client, or
+ * after a normal end (Connection: close, HTTP/1.0), are not counted.
+ */
+typedef enum est_close_reason {
+    EST_CLOSE_BAD_REQUEST = 0,   /* HTTP/1.1 framing error: 400/501/505 then close */
+    EST_CLOSE_HEADERS_TOO_LARGE, /* 414 / 431 then close */
+    EST_CLOSE_HEADER_TIMEOUT,    /* client_header_timeout (HTTP/1.1 head, HTTP/2 header block) */
+    EST_CLOSE_BODY_TIMEOUT,      /* client_body_timeout */
+    EST_CLOSE_SEND_TIMEOUT,      /* client_send_timeout */
+    EST_CLOSE_IDLE_TIMEOUT,      /* client_idle_timeout */
+    EST_CLOSE_BODY_TOO_LARGE,    /* 413 (HTTP/1.1) or the HTTP/2 connection's body budget */
+    EST_CLOSE_H2_RAPID_RESET,    /* streams reset by the client beyond the allowance */
+    EST_CLOSE_H2_FLOOD,          /* PING/SETTINGS/WINDOW_UPDATE/empty frames beyond the allowance */
+    EST_CLOSE_H2_HEADER_BLOCK,   /* header block over 64 KiB on the wire or decoded (HPACK bomb) */
+    EST_CLOSE_H2_COMPRESSION,    /* HPACK error, table size update above the advertised size */
+    EST_CLOSE_H2_PROTOCOL,       /* other HTTP/2 protocol errors the guard detects */
+    EST_CLOSE_H2_STREAMS,        /* streams beyond SETTINGS_MAX_CONCURRENT_STREAMS */
+    EST_CLOSE__COUNT
+} est_close_reason_t;
+
+/* the reason label ("bad_request", "header_timeout", ...) */
+const char *est_close_reason_label(est_close_reason_t r);
+
+typedef struct est_conn_counters {
+    uint64_t closed[EST_CLOSE__COUNT];
+    uint64_t accept_paused; /* accept backed off because descriptors ran out (EMFILE/ENFILE) */
+} est_conn_counters_t;
+
 /* Owned by one worker, touched only from its loop */
 typedef struct est_worker_metrics {
     est_route_metrics_t *routes; /* num_routes + 1: the last counts requests that matched no route */
     size_t num_routes;
+    est_conn_counters_t conns;
 } est_worker_metrics_t;
 
 void est_worker_metrics_init(est_worker_metrics_t *m, size_t num_routes);
@@ -70,6 +101,7 @@ typedef struct est_metrics_snapshot {
     est_upstream_stats_t *upstreams;
     est_dns_stats_t dns;
     uint64_t open_connections;
+    est_conn_counters_t conns;
 } est_metrics_snapshot_t;
 
 /* Worker side: copies the worker's counters into `snap` (on its own loop); upstreams/dns may be NULL early on. */

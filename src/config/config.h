@@ -122,6 +122,9 @@ typedef struct est_route_conf {
     est_on_error_t on_error;
     int websocket;
     int preserve_host;
+    uint64_t max_request_body; /* the route's own "max_request_body", else the top-level one */
+    uint64_t proxy_buffer;     /* proxy route: "proxy.buffer" (default 256KiB): a reply up to this
+                                * size is read whole so its backend connection is freed at once */
     est_backend_conf_t *backends; /* aggregating route: num_backends >= 1, proxy == NULL */
     size_t num_backends;
     est_backend_conf_t *proxy; /* proxy route: the one backend (no group/target/allow/...) */
@@ -141,6 +144,8 @@ typedef struct est_config {
     int workers_auto;
     uint64_t shutdown_timeout_ms;
     uint64_t max_request_body;
+    /* SPEC "Client limits" (defaults 10s, 10s, 30s, 60s) */
+    uint64_t client_header_timeout_ms, client_body_timeout_ms, client_send_timeout_ms, client_idle_timeout_ms;
     est_admin_conf_t *admin; /* NULL when off */
     /* (admin) "access_log": "stderr" (default) -> access_log NULL, access_log_off 0; "off" ->
      * access_log_off 1; otherwise the file, resolved against base_dir */

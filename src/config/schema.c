@@ -508,14 +508,17 @@ static void load_backend(vctx_t *c, json_t *o, est_backend_conf_t *b, const est_
 
 static void load_route(vctx_t *c, json_t *o, est_route_conf_t *r, est_template_t *tpl, int *tpl_ok)
 {
-    static const char *const keys[] = {"path", "methods", "timeout", "on_error", "websocket", "preserve_host", "backends", "proxy", NULL};
-    static const char *const proxy_keys[] = {"upstream", "path", NULL};
+    static const char *const keys[] = {"path", "methods", "timeout", "on_error", "websocket", "preserve_host", "max_request_body",
+                                       "backends", "proxy", NULL};
+    static const char *const proxy_keys[] = {"upstream", "path", "buffer", NULL};
     json_t *v, *backends, *proxy;
     const char *s;
 
     r->methods = EST_METHOD_GET | EST_METHOD_HEAD;
     r->timeout_ms = 5000;
     r->on_error = EST_ON_ERROR_PARTIAL;
+    r->max_request_body = c->conf->max_request_body; /* the top level is loaded first */
+    r->proxy_buffer = 256 * 1024;
     if (!json_is_object(o)) {
         est_cv_err_val(c, "expected a route object, got %s", est_cv_type_name(o));
         return;
@@ -569,6 +572,7 @@ static void load_route(vctx_t *c, json_t *o, est_route_conf_t *r, est_template_t
     est_cv_get_duration(c, o, "timeout", 0, &r->timeout_ms);
     est_cv_get_bool(c, o, "websocket", &r->websocket);
     est_cv_get_bool(c, o, "preserve_host", &r->preserve_host);
+    est_cv_get_size(c, o, "max_request_body", &r->max_request_body);
 
     backends = json_object_get(o, "backends");
     proxy = json_object_get(o, "proxy");
@@ -637,6 +641,7 @@ static void load_route(vctx_t *c, json_t *o, est_route_conf_t *r, est_template_t
         } else {
             r->proxy = est_cv_xcalloc(1, sizeof(*r->proxy));
             est_cv_check_keys(c, proxy, proxy_keys);
+            est_cv_get_size(c, proxy, "buffer", &r->proxy_buffer);
             load_backend_target(c, proxy, r->proxy, *tpl_ok ? tpl : NULL, r->path, 0);
             r->proxy->timing_name = est_cv_xstrdup(r->proxy->upstream_name ? r->proxy->upstream_name : "");
         }
@@ -737,11 +742,16 @@ static void load_workers(vctx_t *c, json_t *root)
 void est_cv_load_root(vctx_t *c, json_t *root)
 {
     static const char *const keys[] = {"listen", "workers", "shutdown_timeout", "max_request_body", "admin", "dns", "upstreams", "routes",
-                                       "access_log", NULL};
+                                       "access_log", "client_header_timeout", "client_body_timeout", "client_send_timeout",
+                                       "client_idle_timeout", NULL};
     est_config_t *conf = c->conf;
 
     conf->shutdown_timeout_ms = 10000;
     conf->max_request_body = 8 * 1024 * 1024;
+    conf->client_header_timeout_ms = 10000;
+    conf->client_body_timeout_ms = 10000;
+    conf->client_send_timeout_ms = 30000;
+    conf->client_idle_timeout_ms = 60000;
     if (!json_is_object(root)) {
         est_cv_err_val(c, "the config must be a JSON object, not %s", est_cv_type_name(root));
         load_dns(c, root); /* defaults only */
@@ -752,6 +762,10 @@ void est_cv_load_root(vctx_t *c, json_t *root)
     load_workers(c, root);
     est_cv_get_duration(c, root, "shutdown_timeout", 1, &conf->shutdown_timeout_ms);
     est_cv_get_size(c, root, "max_request_body", &conf->max_request_body);
+    est_cv_get_duration(c, root, "client_header_timeout", 0, &conf->client_header_timeout_ms);
+    est_cv_get_duration(c, root, "client_body_timeout", 0, &conf->client_body_timeout_ms);
+    est_cv_get_duration(c, root, "client_send_timeout", 0, &conf->client_send_timeout_ms);
+    est_cv_get_duration(c, root, "client_idle_timeout", 0, &conf->client_idle_timeout_ms);
     load_admin(c, root);
     load_access_log(c, root);
     load_dns(c, root);
