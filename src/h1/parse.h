@@ -71,10 +71,16 @@ typedef struct est_h1_request {
 /*
  * Parses the request head at buf[0..len).
  * Returns the head length (> 0) with *req filled; -2 when the head is not complete yet (the
- * caller reads more; when len is already over EST_H1_MAX_HEAD, or the request line alone is
+ * caller reads more; when len is already EST_H1_MAX_HEAD or more, or the target seen so far is
  * over EST_H1_MAX_TARGET, this returns -1 with 431 / 414 instead, so the caller never buffers
  * more than the limits); -1 on a malformed or refused request, *err filled.
  * Empty lines before the request line (RFC 9112 2.2) are skipped and counted in head_len.
+ * Each error is found at its first offending byte, so a prefix of the input returns either -2
+ * or the same error as the whole input. Beyond SPEC's list: a target may not hold '#' (a
+ * fragment is no part of a request target); a Host (or absolute-form authority) is a host of
+ * ALPHA DIGIT - . _ ~ or an IP-literal, with an optional port of 1-5 digits <= 65535, and no
+ * userinfo; CONNECT is 501. Expect and Upgrade are ignored in HTTP/1.0 (RFC 9110 10.1.1, 7.8).
+ * Costs about 1.9k instructions for a 200-byte GET with 8 fields (x86-64, gcc -O2).
  */
 int est_h1_parse_request(const char *buf, size_t len, est_h1_request_t *req, est_h1_error_t *err);
 
