@@ -133,19 +133,11 @@ static inline int copy_clean(char *dst, const char *s, size_t n)
     return 1;
 }
 
-/* Strings are UTF-8 (jansson checks on load): only '"', '\\' and C0 controls need escaping
- * (RFC 8259 section 7). Runs of plain bytes are copied at once. */
-static int dump_string(jbuf_t *b, const char *s, size_t n)
+/* appends s[0..n) with '"', '\\' and C0 controls escaped (RFC 8259 section 7); runs of plain
+ * bytes are copied at once */
+static int escape_run(jbuf_t *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789ABCDEF"; /* as jansson: \u001F */
-    if (jbuf_reserve(b, n + 2) != 0)
-        return -1;
-    b->p[b->len++] = '"';
-    if (copy_clean(b->p + b->len, s, n)) { /* nothing to escape (the common case), copied into the room reserved */
-        b->len += n;
-        b->p[b->len++] = '"';
-        return 0;
-    }
     size_t run = 0;
     for (size_t i = 0; i < n; ++i) {
         unsigned char c = (unsigned char)s[i];
@@ -176,7 +168,21 @@ static int dump_string(jbuf_t *b, const char *s, size_t n)
         if (jbuf_add(b, esc, elen) != 0)
             return -1;
     }
-    if (jbuf_add(b, s + run, n - run) != 0)
+    return jbuf_add(b, s + run, n - run);
+}
+
+/* Strings are UTF-8 (jansson checks on load): only '"', '\\' and C0 controls need escaping. */
+static int dump_string(jbuf_t *b, const char *s, size_t n)
+{
+    if (jbuf_reserve(b, n + 2) != 0)
+        return -1;
+    b->p[b->len++] = '"';
+    if (copy_clean(b->p + b->len, s, n)) { /* nothing to escape (the common case), copied into the room reserved */
+        b->len += n;
+        b->p[b->len++] = '"';
+        return 0;
+    }
+    if (escape_run(b, s, n) != 0)
         return -1;
     return ADD_LIT(b, "\"");
 }
@@ -335,6 +341,66 @@ char *est_json_dumps_compact(const json_t *v, size_t *len)
     return jbuf_finish(&b, ok, len);
 }
 
+/* length of the well-formed UTF-8 sequence at s[0..n) (RFC 3629 section 4), or 0 */
+static size_t utf8_seq_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xBF; /* range of the second byte */
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        if (c == 0xE0)
+            lo = 0xA0; /* no overlong form */
+        else if (c == 0xED)
+            hi = 0x9F; /* no UTF-16 surrogate */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F; /* nothing above U+10FFFF */
+    } else {
+        return 0; /* a continuation byte, C0/C1 (overlong) or F5..FF */
+    }
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if (s[i] < 0x80 || s[i] > 0xBF)
+            return 0;
+    return len;
+}
+
+/*
+ * As dump_string, for text that may not be UTF-8 (a request path in a message, a header
+ * value): each byte that does not start a well-formed sequence is written as "\ufffd"
+ * (U+FFFD REPLACEMENT CHARACTER, Unicode 15 section 3.9), so the body is always valid JSON
+ * (RFC 8259 section 8.1: JSON text is UTF-8).
+ */
+static int dump_text(jbuf_t *b, const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0, run = 0;
+    if (ADD_LIT(b, "\"") != 0)
+        return -1;
+    while (i < n) {
+        size_t l = u[i] < 0x80 ? 1 : utf8_seq_len(u + i, n - i);
+        if (l != 0) {
+            i += l;
+            continue;
+        }
+        if (escape_run(b, s + run, i - run) != 0 || ADD_LIT(b, "\\ufffd") != 0)
+            return -1;
+        run = ++i;
+    }
+    if (escape_run(b, s + run, n - run) != 0)
+        return -1;
+    return ADD_LIT(b, "\"");
+}
+
 char *est_error_body(int status, const char *code, const char *message, const char *request_id, size_t *len)
 {
     jbuf_t b = {NULL, 0, 0};
@@ -343,11 +409,11 @@ char *est_error_body(int status, const char *code, const char *message, const ch
     if (code == NULL)
         code = "";
     int ok = n > 0 && (size_t)n < sizeof(num) && ADD_LIT(&b, "{\"error\": {\"status\": ") == 0 && jbuf_add(&b, num, (size_t)n) == 0 &&
-             ADD_LIT(&b, ", \"code\": ") == 0 && dump_string(&b, code, strlen(code)) == 0;
+             ADD_LIT(&b, ", \"code\": ") == 0 && dump_text(&b, code, strlen(code)) == 0;
     if (ok && message != NULL)
-        ok = ADD_LIT(&b, ", \"message\": ") == 0 && dump_string(&b, message, strlen(message)) == 0;
+        ok = ADD_LIT(&b, ", \"message\": ") == 0 && dump_text(&b, message, strlen(message)) == 0;
     if (ok && request_id != NULL)
-        ok = ADD_LIT(&b, ", \"request_id\": ") == 0 && dump_string(&b, request_id, strlen(request_id)) == 0;
+        ok = ADD_LIT(&b, ", \"request_id\": ") == 0 && dump_text(&b, request_id, strlen(request_id)) == 0;
     ok = ok && ADD_LIT(&b, "}}") == 0;
     return jbuf_finish(&b, ok, len);
 }

@@ -29,7 +29,9 @@ char *est_u64_digits(char *end, uint64_t v);
 /*
  * Builds {"error": {"status": 504, "code": "upstream_timeout", "message": "...",
  * "request_id": "..."}}. `code` must not be NULL; `message` and `request_id` may be NULL,
- * which leaves that member out. Strings are escaped; they should be UTF-8.
+ * which leaves that member out. Strings are escaped, and need not be UTF-8 (a request path
+ * quoted in a message): a byte that does not start a well-formed UTF-8 sequence is written as
+ * "\ufffd", so the body is always valid JSON.
  * Returns a malloc'd NUL-terminated string (free with free()) and its length in *len, or NULL
  * when out of memory.
  */

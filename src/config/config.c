@@ -47,6 +47,43 @@ static void report_syntax(const char *file, const char *text, size_t len, const 
     est_errors_add(errs, "%s:%u:%u: invalid JSON: %s", file, line, col, je->text);
 }
 
+/* ---- bounds (config.h) ------------------------------------------------------------------ */
+
+/*
+ * Refuses a text that is too big, or that holds more than EST_CONFIG_MAX_VALUES values,
+ * before jansson builds anything. The count is an upper bound taken in one pass: one for
+ * the root, one per '[' or '{' (its first member) and one per ',' outside strings (each
+ * further member). Returns 0, or -1 with one message in `errs`.
+ */
+static int check_bounds(const char *file, const char *text, size_t len, est_errors_t *errs)
+{
+    if (len > EST_CONFIG_MAX_FILE_SIZE) {
+        est_errors_add(errs, "%s:1:1: the config file is larger than %u MiB; refusing to read it", file,
+                       EST_CONFIG_MAX_FILE_SIZE >> 20);
+        return -1;
+    }
+    size_t values = 1;
+    int in_string = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = text[i];
+        if (in_string) {
+            if (ch == '\\')
+                i++;
+            else if (ch == '"')
+                in_string = 0;
+        } else if (ch == '"') {
+            in_string = 1;
+        } else if ((ch == ',' || ch == '[' || ch == '{') && ++values > EST_CONFIG_MAX_VALUES) {
+            unsigned line, col;
+            est_jsonpos_line_col(text, len, i, &line, &col);
+            est_errors_add(errs, "%s:%u:%u: more than %u JSON values; refusing the file", file, line, col,
+                           (unsigned)EST_CONFIG_MAX_VALUES);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* ---- public ---------------------------------------------------------------------------- */
 
 static int cmp_errors(const void *a, const void *b)
@@ -84,6 +121,8 @@ static char *base_dir_of(const char *file)
 est_config_t *est_config_load_buffer(const char *file, const char *text, size_t len, est_errors_t *errs)
 {
     json_error_t je;
+    if (check_bounds(file, text, len, errs) != 0)
+        return NULL;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     if (root == NULL) {
         report_syntax(file, text, len, &je, errs);
@@ -106,12 +145,16 @@ est_config_t *est_config_load_buffer(const char *file, const char *text, size_t 
         qsort(c.errors, c.num_errors, sizeof(*c.errors), cmp_errors);
         for (size_t i = 0; i < c.num_errors; i++)
             est_errors_add(errs, "%s:%u:%u: %s", file, c.errors[i].line, c.errors[i].col, c.errors[i].msg);
+        if (c.dropped_errors != 0)
+            est_errors_add(errs, "%s:%u:%u: too many errors: only the first %u are shown", file, c.dropped_line, c.dropped_col,
+                           (unsigned)EST_CONFIG_MAX_ERRORS);
         est_config_free(conf);
         conf = NULL;
     }
     for (size_t i = 0; i < c.num_errors; i++)
         free(c.errors[i].msg);
     free(c.errors);
+    free(c.ups_by_name);
     free(c.ptr);
     free(c.disp);
     est_jsonpos_dispose(&c.pos);
@@ -127,17 +170,25 @@ est_config_t *est_config_load(const char *file, est_errors_t *errs)
         est_errors_add(errs, "%s:1:1: cannot read the config file: %s", file, strerror(errno));
         return NULL;
     }
+    /* read at most one byte past the limit: enough to know the file is too big, whatever it is
+     * (a FIFO, /dev/zero, a file still growing) */
     for (;;) {
         if (len == cap) {
             cap = cap ? cap * 2 : 16384;
+            if (cap > (size_t)EST_CONFIG_MAX_FILE_SIZE + 1)
+                cap = (size_t)EST_CONFIG_MAX_FILE_SIZE + 1;
             char *nb = realloc(buf, cap);
-            if (nb == NULL)
-                abort();
+            if (nb == NULL) {
+                est_errors_add(errs, "%s:1:1: cannot read the config file: out of memory", file);
+                fclose(fp);
+                free(buf);
+                return NULL;
+            }
             buf = nb;
         }
         size_t n = fread(buf + len, 1, cap - len, fp);
         len += n;
-        if (n == 0)
+        if (n == 0 || len > EST_CONFIG_MAX_FILE_SIZE)
             break;
     }
     if (ferror(fp)) {

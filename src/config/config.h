@@ -159,6 +159,20 @@ typedef struct est_config {
     json_t *json; /* the parsed document, for GET /config (owned) */
 } est_config_t;
 
+/*
+ * Bounds on what the loader reads, so that a hostile or mistaken file (a reload included) is
+ * refused quickly and in little memory instead of exhausting the process:
+ * - a file larger than EST_CONFIG_MAX_FILE_SIZE is not read past that size (one FILE:1:1 error);
+ * - a text with more than EST_CONFIG_MAX_VALUES JSON values (counted before parsing) is
+ *   refused at the value past the limit;
+ * - at most EST_CONFIG_MAX_ERRORS problems are reported, then one "too many errors" line.
+ * The validation itself does no quadratic work in the number of routes, listeners,
+ * backends or upstreams.
+ */
+#define EST_CONFIG_MAX_FILE_SIZE (16u << 20)
+#define EST_CONFIG_MAX_VALUES 100000
+#define EST_CONFIG_MAX_ERRORS 100
+
 /* A list of "FILE:LINE:COLUMN: message" lines */
 typedef struct est_errors {
     char **items;

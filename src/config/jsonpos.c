@@ -80,6 +80,8 @@ int est_jsonpos_append_key(char **buf, size_t *len, size_t *cap, const char *key
 
 static int add_entry(scanner_t *sc, unsigned kl, unsigned kc)
 {
+    if (sc->plen > EST_JSONPOS_MAX_PATH)
+        return 0;
     if (sc->idx->num_entries == sc->cap) {
         size_t ncap = sc->cap ? sc->cap * 2 : 64;
         est_jsonpos_entry_t *n = realloc(sc->idx->entries, ncap * sizeof(*n));

@@ -13,6 +13,13 @@
 
 #include <stddef.h>
 
+/*
+ * Values whose JSON pointer is longer than this are not indexed (their messages point at the
+ * nearest indexed ancestor): the index then costs at most this much per value, whatever the
+ * length of the keys.
+ */
+#define EST_JSONPOS_MAX_PATH 256
+
 typedef struct est_jsonpos_entry {
     char *path; /* JSON pointer */
     unsigned key_line, key_col;

@@ -6,12 +6,16 @@
 #include "config/validate.h"
 #include "router/template.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #define MAX_WORKERS 256
+
+/* "did you mean" looks among at most this many upstream names */
+#define MAX_SUGGEST_CANDIDATES 256
 
 static void load_listen(vctx_t *c, json_t *root);
 static void load_admin(vctx_t *c, json_t *root);
@@ -50,6 +54,42 @@ static void load_address(vctx_t *c, json_t *obj, const char *default_host, char 
         est_cv_err_val(c, "missing \"port\"");
 }
 
+
+/* by port, host, then position: equal addresses end up adjacent, the first one first */
+static int cmp_listen_index(const void *a, const void *b, void *arg)
+{
+    const est_listen_conf_t *base = arg;
+    size_t i = *(const size_t *)a, j = *(const size_t *)b;
+    const est_listen_conf_t *x = &base[i], *y = &base[j];
+    if (x->port != y->port)
+        return x->port < y->port ? -1 : 1;
+    int r = strcmp(x->host ? x->host : "", y->host ? y->host : "");
+    if (r != 0)
+        return r;
+    return i < j ? -1 : i > j;
+}
+
+/* reports each listener whose address an earlier one already uses (sorted: no pairwise scan) */
+static void check_listen_clashes(vctx_t *c, const unsigned *lines)
+{
+    est_config_t *conf = c->conf;
+    size_t n = conf->num_listen, *order = est_cv_xcalloc(n, sizeof(*order));
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    qsort_r(order, n, sizeof(*order), cmp_listen_index, conf->listen);
+    size_t first = n != 0 ? order[0] : 0; /* the first listener of the current address */
+    for (size_t k = 1; k < n; k++) {
+        const est_listen_conf_t *l = &conf->listen[order[k]], *f = &conf->listen[first];
+        if (l->port == 0 || l->host == NULL || f->host == NULL || f->port != l->port || strcmp(f->host, l->host) != 0) {
+            first = order[k];
+            continue;
+        }
+        est_cv_push_index(c, order[k]); /* under "listen" */
+        est_cv_err_val(c, "%s:%u is already used by listen[%zu] (line %u)", l->host, l->port, first, lines[first]);
+        est_cv_pop(c);
+    }
+    free(order);
+}
 
 static void load_listen(vctx_t *c, json_t *root)
 {
@@ -105,15 +145,9 @@ static void load_listen(vctx_t *c, json_t *root)
                 }
                 est_cv_pop(c);
             }
-            for (size_t j = 0; j < i; j++) {
-                if (l->port != 0 && l->port == conf->listen[j].port && l->host && conf->listen[j].host &&
-                    strcmp(l->host, conf->listen[j].host) == 0) {
-                    est_cv_err_val(c, "%s:%u is already used by listen[%zu] (line %u)", l->host, l->port, j, lines[j]);
-                    break;
-                }
-            }
             est_cv_pop(c);
         }
+        check_listen_clashes(c, lines);
         free(lines);
     }
     est_cv_pop(c);
@@ -236,7 +270,7 @@ static void load_upstream(vctx_t *c, json_t *o, est_upstream_conf_t *u)
                 if (!json_is_string(t))
                     est_cv_err_val(c, "expected a URL string such as \"http://host:8080\", got %s", est_cv_type_name(t));
                 else if ((why = est_cv_parse_target(json_string_value(t), &u->targets[u->num_targets])) != NULL)
-                    est_cv_err_val(c, "bad target \"%s\": %s", json_string_value(t), why);
+                    est_cv_err_val(c, "bad target \"%s\": %s", est_cv_short(c, json_string_value(t)), why);
                 else
                     u->num_targets++;
                 est_cv_pop(c);
@@ -351,7 +385,7 @@ static void load_upstreams(vctx_t *c, json_t *root)
         u->name = est_cv_xstrdup(name);
         est_cv_push_key(c, name);
         if (strlen(name) == 0 || strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != strlen(name))
-            est_cv_err_key(c, "bad upstream name \"%s\" (use letters, digits, '_', '-' and '.')", name);
+            est_cv_err_key(c, "bad upstream name \"%s\" (use letters, digits, '_', '-' and '.')", est_cv_short(c, name));
         load_upstream(c, v, u);
         est_cv_pop(c);
     }
@@ -401,17 +435,20 @@ static void load_backend_target(vctx_t *c, json_t *o, est_backend_conf_t *b, con
     const char *s;
     if (est_cv_get_string(c, o, "upstream", &s) > 0) {
         b->upstream_name = est_cv_xstrdup(s);
-        if ((b->upstream = est_config_find_upstream(c->conf, s)) == NULL) {
-            const char **names = est_cv_xcalloc(c->conf->num_upstreams, sizeof(char *));
+        if ((b->upstream = est_cv_find_upstream(c, s)) == NULL) {
             char hint[128] = "";
-            for (size_t i = 0; i < c->conf->num_upstreams; i++)
-                names[i] = c->conf->upstreams[i].name;
-            const char *sug = est_cv_suggest(s, names, c->conf->num_upstreams);
-            if (sug != NULL)
-                snprintf(hint, sizeof(hint), " (did you mean \"%s\"?)", sug);
-            free(names);
+            /* a suggestion only among a few names, and only for an error that is kept */
+            if (!est_cv_errors_full(c) && c->conf->num_upstreams <= MAX_SUGGEST_CANDIDATES) {
+                const char **names = est_cv_xcalloc(c->conf->num_upstreams, sizeof(char *));
+                for (size_t i = 0; i < c->conf->num_upstreams; i++)
+                    names[i] = c->conf->upstreams[i].name;
+                const char *sug = est_cv_suggest(s, names, c->conf->num_upstreams);
+                if (sug != NULL)
+                    snprintf(hint, sizeof(hint), " (did you mean \"%s\"?)", sug);
+                free(names);
+            }
             est_cv_push_key(c, "upstream");
-            est_cv_err_val(c, "upstream \"%s\" is not defined%s", s, hint);
+            est_cv_err_val(c, "upstream \"%s\" is not defined%s", est_cv_short(c, s), hint);
             est_cv_pop(c);
         }
     } else if (json_object_get(o, "upstream") == NULL) {
@@ -427,9 +464,9 @@ static void load_backend_target(vctx_t *c, json_t *o, est_backend_conf_t *b, con
         est_cv_push_key(c, "path");
         if (est_template_parse(&tpl, s, 0, err, sizeof(err), &off) != 0) {
             est_cv_string_offset_pos(c, off, &line, &col);
-            est_cv_err_at(c, line, col, "%s: bad path \"%s\": %s", c->disp, s, err);
+            est_cv_err_at(c, line, col, "%s: bad path \"%s\": %s", est_cv_short(c, c->disp), est_cv_short(c, s), err);
         } else {
-            for (size_t i = 0; route_tpl != NULL && i < tpl.num_pieces; i++) {
+            for (size_t i = 0; route_tpl != NULL && i < tpl.num_pieces && !est_cv_errors_full(c); i++) {
                 const est_tpl_piece_t *p = &tpl.pieces[i];
                 if (p->kind == EST_TPL_LITERAL || est_template_find_param(route_tpl, p->text, p->len) != NULL)
                     continue;
@@ -442,8 +479,8 @@ static void load_backend_target(vctx_t *c, json_t *o, est_backend_conf_t *b, con
                     }
                 }
                 est_cv_string_offset_pos(c, at, &line, &col);
-                est_cv_err_at(c, line, col, "%s: parameter {%.*s} is not bound by the route path \"%s\"", c->disp, (int)p->len, p->text,
-                       route_path);
+                est_cv_err_at(c, line, col, "%s: parameter {%.*s} is not bound by the route path \"%s\"", est_cv_short(c, c->disp),
+                             (int)p->len, p->text, est_cv_short(c, route_path));
             }
             est_template_dispose(&tpl);
         }
@@ -506,6 +543,41 @@ static void load_backend(vctx_t *c, json_t *o, est_backend_conf_t *b, const est_
     }
 }
 
+static const char *timing_base(const est_backend_conf_t *b)
+{
+    return b->group ? b->group : b->upstream_name ? b->upstream_name : "";
+}
+
+/* by timing base name, then position */
+static int cmp_backend_index(const void *a, const void *b, void *arg)
+{
+    const est_backend_conf_t *base = arg;
+    size_t i = *(const size_t *)a, j = *(const size_t *)b;
+    int r = strcmp(timing_base(&base[i]), timing_base(&base[j]));
+    return r != 0 ? r : (i < j ? -1 : i > j);
+}
+
+/* Server-Timing names: group, else upstream; "#2", "#3" on a clash (in backend order) */
+static void set_timing_names(est_route_conf_t *r)
+{
+    size_t n = r->num_backends, *order = est_cv_xcalloc(n, sizeof(*order)), seen = 0;
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    qsort_r(order, n, sizeof(*order), cmp_backend_index, r->backends);
+    for (size_t k = 0; k < n; k++) {
+        est_backend_conf_t *b = &r->backends[order[k]];
+        const char *base = timing_base(b);
+        seen = k != 0 && strcmp(timing_base(&r->backends[order[k - 1]]), base) == 0 ? seen + 1 : 1;
+        size_t len = strlen(base) + 24;
+        b->timing_name = est_cv_xmalloc(len);
+        if (seen == 1)
+            snprintf(b->timing_name, len, "%s", base);
+        else
+            snprintf(b->timing_name, len, "%s#%zu", base, seen);
+    }
+    free(order);
+}
+
 static void load_route(vctx_t *c, json_t *o, est_route_conf_t *r, est_template_t *tpl, int *tpl_ok)
 {
     static const char *const keys[] = {"path", "methods", "timeout", "on_error", "websocket", "preserve_host", "max_request_body",
@@ -535,7 +607,7 @@ static void load_route(vctx_t *c, json_t *o, est_route_conf_t *r, est_template_t
             unsigned line, col;
             est_cv_push_key(c, "path");
             est_cv_string_offset_pos(c, off, &line, &col);
-            est_cv_err_at(c, line, col, "%s: bad path template \"%s\": %s", c->disp, s, err);
+            est_cv_err_at(c, line, col, "%s: bad path template \"%s\": %s", est_cv_short(c, c->disp), est_cv_short(c, s), err);
             est_cv_pop(c);
         }
     } else if (json_object_get(o, "path") == NULL) {
@@ -615,23 +687,7 @@ static void load_route(vctx_t *c, json_t *o, est_route_conf_t *r, est_template_t
                 load_backend(c, json_array_get(backends, i), &r->backends[i], *tpl_ok ? tpl : NULL, r->path);
                 est_cv_pop(c);
             }
-            /* Server-Timing names: group, else upstream; "#2", "#3" on a clash */
-            for (size_t i = 0; i < r->num_backends; i++) {
-                est_backend_conf_t *b = &r->backends[i];
-                const char *base = b->group ? b->group : b->upstream_name ? b->upstream_name : "";
-                size_t seen = 1;
-                for (size_t j = 0; j < i; j++) {
-                    est_backend_conf_t *p = &r->backends[j];
-                    const char *pb = p->group ? p->group : p->upstream_name ? p->upstream_name : "";
-                    seen += strcmp(pb, base) == 0;
-                }
-                size_t n = strlen(base) + 24;
-                b->timing_name = est_cv_xmalloc(n);
-                if (seen == 1)
-                    snprintf(b->timing_name, n, "%s", base);
-                else
-                    snprintf(b->timing_name, n, "%s#%zu", base, seen);
-            }
+            set_timing_names(r);
         }
         est_cv_pop(c);
     } else {
@@ -647,6 +703,71 @@ static void load_route(vctx_t *c, json_t *o, est_route_conf_t *r, est_template_t
         }
         est_cv_pop(c);
     }
+}
+
+/* orders route templates by shape (est_template_same_shape), then position */
+static int cmp_route_shape(const void *a, const void *b, void *arg)
+{
+    const est_template_t *tpls = arg;
+    size_t i = *(const size_t *)a, j = *(const size_t *)b;
+    const est_template_t *x = &tpls[i], *y = &tpls[j];
+    size_t n = x->num_pieces < y->num_pieces ? x->num_pieces : y->num_pieces;
+    for (size_t k = 0; k < n; k++) {
+        const est_tpl_piece_t *p = &x->pieces[k], *q = &y->pieces[k];
+        if (p->kind != q->kind)
+            return p->kind < q->kind ? -1 : 1;
+        if (p->kind == EST_TPL_LITERAL) {
+            int r = memcmp(p->text, q->text, p->len < q->len ? p->len : q->len);
+            if (r != 0)
+                return r;
+            if (p->len != q->len)
+                return p->len < q->len ? -1 : 1;
+        }
+    }
+    if (x->num_pieces != y->num_pieces)
+        return x->num_pieces < y->num_pieces ? -1 : 1;
+    return i < j ? -1 : i > j;
+}
+
+/*
+ * Reports each route whose template has the same shape as an earlier route's with a method in
+ * common, naming the first such route. Sorted by shape, so that no route is compared with every
+ * other: within a group of one shape, the earliest route holding each method is kept.
+ */
+static void check_route_clashes(vctx_t *c, const est_template_t *tpls, const int *ok, const unsigned *lines)
+{
+    est_config_t *conf = c->conf;
+    size_t n = conf->num_routes, m = 0, *order = est_cv_xcalloc(n, sizeof(*order));
+    size_t first_with[EST_METHOD__COUNT];
+    for (size_t i = 0; i < n; i++)
+        if (ok[i])
+            order[m++] = i;
+    qsort_r(order, m, sizeof(*order), cmp_route_shape, (void *)tpls);
+    for (size_t k = 0; k < m; k++) {
+        size_t i = order[k];
+        const est_route_conf_t *r = &conf->routes[i];
+        if (k == 0 || !est_template_same_shape(&tpls[order[k - 1]], &tpls[i]))
+            for (size_t b = 0; b < EST_METHOD__COUNT; b++)
+                first_with[b] = SIZE_MAX; /* a new shape */
+        size_t j = SIZE_MAX; /* the earliest route of this shape sharing a method with r */
+        for (size_t b = 0; b < EST_METHOD__COUNT; b++)
+            if ((r->methods & (1u << b)) && first_with[b] < j)
+                j = first_with[b];
+        for (size_t b = 0; b < EST_METHOD__COUNT; b++)
+            if ((r->methods & (1u << b)) && first_with[b] == SIZE_MAX)
+                first_with[b] = i;
+        if (j == SIZE_MAX)
+            continue;
+        unsigned common = r->methods & conf->routes[j].methods;
+        est_cv_push_index(c, i); /* under "routes" */
+        est_cv_push_key(c, "path");
+        est_cv_err_val(c, "route \"%s\" clashes with route \"%s\" (line %u) for method %s", est_cv_short(c, r->path),
+                       est_cv_short(c, conf->routes[j].path), lines[j],
+                       est_method_name(common & (~common + 1)));
+        est_cv_pop(c);
+        est_cv_pop(c);
+    }
+    free(order);
 }
 
 static void load_routes(vctx_t *c, json_t *root)
@@ -675,18 +796,11 @@ static void load_routes(vctx_t *c, json_t *root)
         if (ok[i]) {
             est_cv_push_key(c, "path");
             lines[i] = est_cv_line_of(c);
-            for (size_t j = 0; j < i; j++) {
-                unsigned common = r->methods & conf->routes[j].methods;
-                if (!ok[j] || common == 0 || !est_template_same_shape(&tpls[j], &tpls[i]))
-                    continue;
-                est_cv_err_val(c, "route \"%s\" clashes with route \"%s\" (line %u) for method %s", r->path, conf->routes[j].path, lines[j],
-                        est_method_name(common & (~common + 1)));
-                break;
-            }
             est_cv_pop(c);
         }
         est_cv_pop(c);
     }
+    check_route_clashes(c, tpls, ok, lines);
     for (size_t i = 0; i < n; i++)
         if (ok[i])
             est_template_dispose(&tpls[i]);

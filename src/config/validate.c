@@ -132,7 +132,17 @@ void est_cv_pop(vctx_t *c)
 /* the position entry of the current value, or of its nearest indexed ancestor */
 const est_jsonpos_entry_t *est_cv_here(vctx_t *c)
 {
-    char *p = est_cv_xstrdup(c->ptr);
+    /* values under a pointer longer than the index keeps have no entry: start the search at
+     * the longest ancestor that can have one (a huge key costs no copy per lookup) */
+    size_t n = c->ptr_len;
+    if (n > EST_JSONPOS_MAX_PATH) {
+        n = EST_JSONPOS_MAX_PATH;
+        while (n > 0 && c->ptr[n] != '/')
+            n--;
+    }
+    char *p = est_cv_xmalloc(n + 1);
+    memcpy(p, c->ptr, n);
+    p[n] = '\0';
     const est_jsonpos_entry_t *e;
     while ((e = est_jsonpos_find(&c->pos, p)) == NULL && *p != '\0')
         *strrchr(p, '/') = '\0';
@@ -142,10 +152,56 @@ const est_jsonpos_entry_t *est_cv_here(vctx_t *c)
 
 /* ---- errors ---------------------------------------------------------------------------- */
 
+int est_cv_errors_full(const vctx_t *c)
+{
+    return c->num_errors >= EST_CONFIG_MAX_ERRORS;
+}
+
+/* counts an error past the limit; returns 1 when the caller must drop it */
+static int drop_error(vctx_t *c, unsigned line, unsigned col)
+{
+    if (!est_cv_errors_full(c))
+        return 0;
+    if (c->dropped_errors++ == 0) {
+        c->dropped_line = line;
+        c->dropped_col = col;
+    }
+    return 1;
+}
+
+/* length of `s` cut to at most `max` bytes, not inside a UTF-8 sequence */
+static size_t utf8_cut(const char *s, size_t len, size_t max)
+{
+    if (len <= max)
+        return len;
+    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
+        max--;
+    return max;
+}
+
+const char *est_cv_short(vctx_t *c, const char *s)
+{
+    size_t len = strnlen(s, 201);
+    if (len <= 200)
+        return s;
+    char *buf = c->short_bufs[c->short_next++ % 4];
+    size_t n = utf8_cut(s, len, 200);
+    memcpy(buf, s, n);
+    memcpy(buf + n, "...", 4);
+    return buf;
+}
+
+/* longest path prefix shown in a message: a huge key must not make every message huge */
+#define MAX_PREFIX 200
+
 static void verr_at(vctx_t *c, unsigned line, unsigned col, const char *prefix, const char *fmt, va_list ap)
 {
     char body[1024];
-    vsnprintf(body, sizeof(body), fmt, ap);
+    if (drop_error(c, line, col))
+        return;
+    int bl = vsnprintf(body, sizeof(body), fmt, ap);
+    if (bl >= (int)sizeof(body)) /* truncated: do not end inside a character */
+        body[utf8_cut(body, sizeof(body) - 1, sizeof(body) - 4)] = '\0';
     if (c->num_errors == c->cap_errors) {
         c->cap_errors = c->cap_errors ? c->cap_errors * 2 : 16;
         pending_error_t *n = realloc(c->errors, c->cap_errors * sizeof(*n));
@@ -154,10 +210,11 @@ static void verr_at(vctx_t *c, unsigned line, unsigned col, const char *prefix, 
         c->errors = n;
     }
     pending_error_t *e = &c->errors[c->num_errors];
-    size_t sz = strlen(body) + (prefix ? strlen(prefix) + 2 : 0) + 1;
+    size_t plen = prefix ? strlen(prefix) : 0, pshow = utf8_cut(prefix ? prefix : "", plen, MAX_PREFIX);
+    size_t sz = strlen(body) + pshow + 8 + 1;
     e->msg = est_cv_xmalloc(sz);
     if (prefix != NULL && *prefix != '\0')
-        snprintf(e->msg, sz, "%s: %s", prefix, body);
+        snprintf(e->msg, sz, "%.*s%s: %s", (int)pshow, prefix, pshow < plen ? "..." : "", body);
     else
         snprintf(e->msg, sz, "%s", body);
     e->line = line;
@@ -176,7 +233,8 @@ void est_cv_err_at(vctx_t *c, unsigned line, unsigned col, const char *fmt, ...)
 /* an error about the current value, at the value, prefixed with its path ("listen[0].port: ") */
 void est_cv_err_val(vctx_t *c, const char *fmt, ...)
 {
-    const est_jsonpos_entry_t *e = est_cv_here(c);
+    /* past the limit only the first dropped error's position is kept: skip the lookup */
+    const est_jsonpos_entry_t *e = est_cv_errors_full(c) && c->dropped_errors != 0 ? NULL : est_cv_here(c);
     va_list ap;
     va_start(ap, fmt);
     verr_at(c, e ? e->val_line : 1, e ? e->val_col : 1, c->disp, fmt, ap);
@@ -186,7 +244,8 @@ void est_cv_err_val(vctx_t *c, const char *fmt, ...)
 /* an error about the current value, at its key */
 void est_cv_err_key(vctx_t *c, const char *fmt, ...)
 {
-    const est_jsonpos_entry_t *e = est_cv_here(c);
+    /* past the limit only the first dropped error's position is kept: skip the lookup */
+    const est_jsonpos_entry_t *e = est_cv_errors_full(c) && c->dropped_errors != 0 ? NULL : est_cv_here(c);
     va_list ap;
     va_start(ap, fmt);
     verr_at(c, e ? e->key_line : 1, e ? e->key_col : 1, c->disp, fmt, ap);
@@ -216,7 +275,7 @@ const char *est_cv_type_name(const json_t *v)
 
 static size_t edit_distance(const char *a, const char *b)
 {
-    size_t la = strlen(a), lb = strlen(b), prev[64], cur[64];
+    size_t la = strnlen(a, 64), lb = strnlen(b, 64), prev[64], cur[64];
     if (la >= 63 || lb >= 63)
         return SIZE_MAX;
     for (size_t j = 0; j <= lb; j++)
@@ -265,6 +324,12 @@ void est_cv_check_keys(vctx_t *c, json_t *obj, const char *const *allowed)
                 break;
         if (i < n)
             continue;
+        if (est_cv_errors_full(c)) { /* only counted: no suggestion to compute */
+            est_cv_push_key(c, key);
+            est_cv_err_key(c, "unknown key");
+            est_cv_pop(c);
+            continue;
+        }
         char where[512], hint[128] = "";
         if (c->disp_len == 0)
             snprintf(where, sizeof(where), "at the top level");
@@ -482,4 +547,34 @@ void est_cv_string_offset_pos(vctx_t *c, size_t offset, unsigned *line, unsigned
             chars++;
     }
     *col += 1 + (unsigned)chars;
+}
+
+static int cmp_upstream_name(const void *a, const void *b)
+{
+    return strcmp((*(est_upstream_conf_t *const *)a)->name, (*(est_upstream_conf_t *const *)b)->name);
+}
+
+est_upstream_conf_t *est_cv_find_upstream(vctx_t *c, const char *name)
+{
+    size_t n = c->conf->num_upstreams;
+    if (n == 0)
+        return NULL;
+    if (c->ups_by_name == NULL) {
+        c->ups_by_name = est_cv_xcalloc(n, sizeof(*c->ups_by_name));
+        for (size_t i = 0; i < n; i++)
+            c->ups_by_name[i] = &c->conf->upstreams[i];
+        qsort(c->ups_by_name, n, sizeof(*c->ups_by_name), cmp_upstream_name);
+    }
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int r = strcmp(name, c->ups_by_name[mid]->name);
+        if (r == 0)
+            return c->ups_by_name[mid];
+        if (r < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
 }

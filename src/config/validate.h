@@ -45,6 +45,11 @@ typedef struct vctx {
     size_t depth, overflow;
     pending_error_t *errors;
     size_t num_errors, cap_errors;
+    size_t dropped_errors; /* found past EST_CONFIG_MAX_ERRORS: counted, not kept */
+    unsigned dropped_line, dropped_col; /* where the first of them is */
+    est_upstream_conf_t **ups_by_name; /* conf->upstreams sorted by name, built on first lookup */
+    char short_bufs[4][224];           /* est_cv_short's results */
+    unsigned short_next;
     est_config_t *conf;
 } vctx_t;
 
@@ -65,6 +70,16 @@ const est_jsonpos_entry_t *est_cv_here(vctx_t *c);
 unsigned est_cv_line_of(vctx_t *c);
 /* line/column of byte `offset` inside the current string value (at its quote if escapes intervene) */
 void est_cv_string_offset_pos(vctx_t *c, size_t offset, unsigned *line, unsigned *col);
+
+/* 1 once EST_CONFIG_MAX_ERRORS errors are kept: further ones are only counted, so callers
+ * may skip the work of building them (suggestions, positions) */
+int est_cv_errors_full(const vctx_t *c);
+/* the upstream named `name`, or NULL (binary search: no scan per backend) */
+est_upstream_conf_t *est_cv_find_upstream(vctx_t *c, const char *name);
+
+/* `s` for quoting in a message: itself when short, else its first 200 bytes (whole characters)
+ * and "..."; the result is borrowed and valid until the fourth next call */
+const char *est_cv_short(vctx_t *c, const char *s);
 
 /* record an error at line:col, verbatim */
 void est_cv_err_at(vctx_t *c, unsigned line, unsigned col, const char *fmt, ...) __attribute__((format(printf, 4, 5)));

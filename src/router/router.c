@@ -12,6 +12,7 @@
 #include "router/router.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +36,7 @@ typedef struct st_trie_edge_t {
 
 struct st_trie_node_t {
     trie_edge_t *lits;
-    size_t num_lits;
+    size_t num_lits, cap_lits;
     trie_node_t *param;
     trie_node_t *rest;
     route_entry_t **routes; /* ending here, in config order */
@@ -61,10 +62,22 @@ static void set_err(char *err, size_t errsz, const char *fmt, ...) __attribute__
 static trie_node_t *node_new(void);
 static void node_free(trie_node_t *n);
 static int node_add_route(trie_node_t *n, route_entry_t *e);
-static trie_node_t *node_lit_child(trie_node_t *n, const char *text, size_t len, int create);
+/* the literal edges while a router is built: (parent, text) -> child, open addressing, so that
+ * a node with thousands of literal children is not scanned once per route inserted */
+typedef struct st_lit_index_t {
+    struct {
+        const trie_node_t *parent;
+        const char *text;
+        size_t len;
+        trie_node_t *child;
+    } *slots;
+    size_t mask;
+} lit_index_t;
+
+static trie_node_t *node_lit_child(lit_index_t *ix, trie_node_t *n, const char *text, size_t len);
 static void node_sort(trie_node_t *n);
 static int edge_cmp(const void *a, const void *b);
-static int insert_route(est_router_t *r, route_entry_t *e);
+static int insert_route(est_router_t *r, lit_index_t *ix, route_entry_t *e);
 static int compile_backends(route_entry_t *e, char *err, size_t errsz);
 static int check_terminal(walk_t *w, const trie_node_t *n);
 static int walk(walk_t *w, const trie_node_t *n, size_t pos, size_t ncaps);
@@ -111,22 +124,37 @@ static int node_add_route(trie_node_t *n, route_entry_t *e)
     return 0;
 }
 
-static trie_node_t *node_lit_child(trie_node_t *n, const char *text, size_t len, int create)
+static size_t lit_hash(const trie_node_t *parent, const char *text, size_t len)
 {
-    size_t i;
-    for (i = 0; i != n->num_lits; ++i)
-        if (n->lits[i].len == len && memcmp(n->lits[i].text, text, len) == 0)
-            return n->lits[i].child;
-    if (!create)
-        return NULL;
-    trie_edge_t *lits = realloc(n->lits, (n->num_lits + 1) * sizeof(*lits));
-    if (lits == NULL)
-        return NULL;
-    n->lits = lits;
+    uint64_t h = 1469598103934665603ULL ^ (uint64_t)(uintptr_t)parent; /* FNV-1a */
+    for (size_t i = 0; i != len; ++i)
+        h = (h ^ (unsigned char)text[i]) * 1099511628211ULL;
+    return (size_t)(h ^ (h >> 29));
+}
+
+/* the literal child `text` of `n`, created if absent; NULL when out of memory */
+static trie_node_t *node_lit_child(lit_index_t *ix, trie_node_t *n, const char *text, size_t len)
+{
+    size_t i = lit_hash(n, text, len) & ix->mask;
+    for (; ix->slots[i].parent != NULL; i = (i + 1) & ix->mask)
+        if (ix->slots[i].parent == n && ix->slots[i].len == len && memcmp(ix->slots[i].text, text, len) == 0)
+            return ix->slots[i].child;
+    if (n->num_lits == n->cap_lits) {
+        size_t cap = n->cap_lits ? n->cap_lits * 2 : 4;
+        trie_edge_t *lits = realloc(n->lits, cap * sizeof(*lits));
+        if (lits == NULL)
+            return NULL;
+        n->lits = lits;
+        n->cap_lits = cap;
+    }
     trie_node_t *child = node_new();
     if (child == NULL)
         return NULL;
     n->lits[n->num_lits++] = (trie_edge_t){text, len, child};
+    ix->slots[i].parent = n;
+    ix->slots[i].text = text;
+    ix->slots[i].len = len;
+    ix->slots[i].child = child;
     return child;
 }
 
@@ -152,7 +180,7 @@ static void node_sort(trie_node_t *n)
     node_sort(n->rest);
 }
 
-static int insert_route(est_router_t *r, route_entry_t *e)
+static int insert_route(est_router_t *r, lit_index_t *ix, route_entry_t *e)
 {
     trie_node_t *n = r->root;
     size_t i;
@@ -161,7 +189,7 @@ static int insert_route(est_router_t *r, route_entry_t *e)
         trie_node_t **slot;
         switch (p->kind) {
         case EST_TPL_LITERAL:
-            if ((n = node_lit_child(n, p->text, p->len, 1)) == NULL)
+            if ((n = node_lit_child(ix, n, p->text, p->len)) == NULL)
                 return -1;
             continue;
         case EST_TPL_PARAM:
@@ -207,7 +235,8 @@ static int compile_backends(route_entry_t *e, char *err, size_t errsz)
 est_router_t *est_router_create(const est_route_conf_t *routes, size_t n, char *err, size_t errsz)
 {
     est_router_t *r;
-    size_t i, j;
+    size_t i, j, nlits = 0;
+    lit_index_t ix = {NULL, 0};
 
     if ((r = calloc(1, sizeof(*r))) == NULL || (r->root = node_new()) == NULL ||
         (n != 0 && (r->entries = calloc(n, sizeof(*r->entries))) == NULL)) {
@@ -236,15 +265,29 @@ est_router_t *est_router_create(const est_route_conf_t *routes, size_t n, char *
         }
         if (compile_backends(e, err, errsz) != 0)
             goto Error;
-        if (insert_route(r, e) != 0) {
+        nlits += e->tpl.num_pieces - nparams;
+    }
+    /* at least twice as many slots as literal edges can be */
+    size_t nslots = 16;
+    while (nslots < 2 * nlits + 2)
+        nslots *= 2;
+    if ((ix.slots = calloc(nslots, sizeof(*ix.slots))) == NULL) {
+        set_err(err, errsz, "out of memory");
+        goto Error;
+    }
+    ix.mask = nslots - 1;
+    for (i = 0; i != n; ++i) {
+        if (insert_route(r, &ix, r->entries + i) != 0) {
             set_err(err, errsz, "out of memory");
             goto Error;
         }
     }
+    free(ix.slots);
     node_sort(r->root);
     return r;
 
 Error:
+    free(ix.slots);
     est_router_destroy(r);
     return NULL;
 }

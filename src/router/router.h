@@ -16,7 +16,7 @@
 #include "router/template.h"
 
 /* at most this many parameters per route template (est_router_create fails beyond it) */
-#define EST_ROUTER_MAX_PARAMS 32
+#define EST_ROUTER_MAX_PARAMS EST_TEMPLATE_MAX_PARAMS
 
 typedef struct st_est_router_t est_router_t;
 

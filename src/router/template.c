@@ -96,7 +96,7 @@ static int check_duplicate(const est_template_t *t, const est_tpl_piece_t *p)
 
 int est_template_parse(est_template_t *t, const char *s, int is_route, char *err, size_t errsz, size_t *err_offset)
 {
-    size_t len, max_pieces, i;
+    size_t len, max_pieces, i, nrefs = 0;
 
     memset(t, 0, sizeof(*t));
     t->is_route = is_route != 0;
@@ -138,6 +138,11 @@ int est_template_parse(est_template_t *t, const char *s, int is_route, char *err
                 p->kind = is_rest ? EST_TPL_REST : EST_TPL_PARAM;
                 p->text = s + seg + 1;
                 p->len = name_end - (seg + 1);
+                /* bounded first: the duplicate check below scans the earlier parameters */
+                if (++nrefs > EST_TEMPLATE_MAX_PARAMS) {
+                    fail(err, errsz, err_offset, seg, "more than %d parameters", EST_TEMPLATE_MAX_PARAMS);
+                    goto Error;
+                }
                 if (check_duplicate(t, p)) {
                     fail(err, errsz, err_offset, seg, "duplicate parameter '%.*s'", (int)p->len, p->text);
                     goto Error;
@@ -202,6 +207,10 @@ int est_template_parse(est_template_t *t, const char *s, int is_route, char *err
             int is_rest;
             if (parse_ref(s, len, i, &name_end, &close, &is_rest, err, errsz, err_offset) != 0)
                 goto Error;
+            if (++nrefs > EST_TEMPLATE_MAX_REFS) {
+                fail(err, errsz, err_offset, i, "more than %d parameter references", EST_TEMPLATE_MAX_REFS);
+                goto Error;
+            }
             est_tpl_piece_t *p = t->pieces + t->num_pieces++;
             p->kind = is_rest ? EST_TPL_REST : EST_TPL_PARAM;
             p->text = s + i + 1;

@@ -11,6 +11,11 @@
 
 #include <stddef.h>
 
+/* a route template binds at most this many parameters; a backend template holds at most
+ * EST_TEMPLATE_MAX_REFS references (each is checked against the route's, and expanded per request) */
+#define EST_TEMPLATE_MAX_PARAMS 32
+#define EST_TEMPLATE_MAX_REFS 64
+
 typedef enum { EST_TPL_LITERAL = 0, EST_TPL_PARAM, EST_TPL_REST } est_tpl_kind_t;
 
 typedef struct est_tpl_piece {

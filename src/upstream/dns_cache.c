@@ -183,8 +183,9 @@ int est_dns_entry_refresh_due(const est_dns_entry_t *e, uint64_t now)
         return 0;
     switch (est_dns_entry_state(e, now)) {
     case EST_DNS_ENTRY_FRESH:
-        /* after a failed early refresh, wait negative_ttl before trying again */
-        return now + est_dns_refresh_window(e->ttl_ms) >= e->expires_at && now >= e->neg_until;
+        /* after a failed early refresh, wait negative_ttl before trying again; never ask
+         * sooner than min_ttl after the answer */
+        return now + est_dns_refresh_window(e->ttl_ms) >= e->expires_at && now >= e->neg_until && now >= e->refresh_from;
     case EST_DNS_ENTRY_STALE:
         return now >= e->neg_until;
     default:
@@ -206,6 +207,7 @@ void est_dns_entry_store_answer(est_dns_cache_t *cache, est_dns_entry_t *e, est_
     e->ttl_ms = ttl_ms;
     e->expires_at = now + ttl_ms;
     e->stale_until = e->expires_at + conf->stale_ttl_ms;
+    e->refresh_from = now + conf->min_ttl_ms;
     e->neg_status = EST_DNS_OK;
     e->neg_until = 0;
 }

@@ -40,6 +40,8 @@ struct est_dns_entry {
     uint64_t ttl_ms;          /* of that answer, after clamping */
     uint64_t expires_at;      /* fresh until then */
     uint64_t stale_until;     /* expires_at + stale_ttl */
+    uint64_t refresh_from;    /* answer time + min_ttl: no early refresh before (a TTL 0 answer
+                               * raised to min_ttl is not asked again within min_ttl) */
     est_dns_status_t neg_status; /* EST_DNS_OK, or the last failure since the last answer */
     uint64_t neg_until;          /* that failure is cached until then */
 
@@ -89,8 +91,9 @@ uint64_t est_dns_refresh_window(uint64_t ttl_ms);
 /* -- entries -- */
 
 est_dns_entry_state_t est_dns_entry_state(const est_dns_entry_t *e, uint64_t now);
-/* 1 when a use at `now` should start a background refresh (fresh answer near its expiry,
- * or a stale answer whose last failure is no longer cached); 0 while a query runs. */
+/* 1 when a use at `now` should start a background refresh (fresh answer near its expiry but
+ * at least min_ttl old, or a stale answer whose last failure is no longer cached); 0 while a
+ * query runs. */
 int est_dns_entry_refresh_due(const est_dns_entry_t *e, uint64_t now);
 /*
  * Records a new answer (`r` is stolen) valid `ttl_ms` from `now`. It keeps the previous

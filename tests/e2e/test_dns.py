@@ -116,3 +116,26 @@ def test_hosts_file_before_dns(dns, who, estuary, http):
     gw = estuary(one_backend_config("both.test", who), hosts={"both.test": "127.0.0.1"})
     assert http.get(gw.url("/agg")).json() == {"svc": {"ip": "127.0.0.1"}}
     assert dns.queries("both.test") == 0
+
+
+def test_ttl_zero_cached_for_min_ttl(dns, who, estuary, http):
+    """An answer with TTL 0 is kept for min_ttl (default 1 s): within that second the name is
+    not asked again, not even by an early refresh; after it, it is."""
+    import time
+    dns.set_a("zero.test", "127.0.0.1", ttl=0)
+    gw = estuary(one_backend_config("zero.test", who, dns_server=dns, dns_extra={}))  # min_ttl default
+    start = time.monotonic()  # the answer comes after this
+    assert http.get(gw.url("/agg")).status == 200
+    assert dns.queries("zero.test", "A") == 1, dns.query_log
+    n = 0
+    while time.monotonic() < start + 0.8:
+        assert http.get(gw.url("/agg")).status == 200
+        n += 1
+        time.sleep(0.05)
+    assert n >= 3
+    assert dns.queries("zero.test", "A") == 1, dns.query_log
+
+    def asked_again():
+        assert http.get(gw.url("/agg")).status == 200
+        return dns.queries("zero.test", "A") >= 2
+    wait_until(asked_again, timeout=5, interval=0.1, what="a new DNS query once min_ttl is over")

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "router/router.h"
@@ -451,6 +452,38 @@ static void test_backend_templates(void **state)
     est_router_destroy(r);
 }
 
+/* many routes under one node: built without scanning the node's edges once per route */
+static void test_many_routes(void **state)
+{
+    enum { N = 40000 };
+    est_route_conf_t *rc = calloc(N, sizeof(*rc));
+    char (*paths)[32] = calloc(N, sizeof(*paths));
+    char err[256];
+    assert_non_null(rc);
+    assert_non_null(paths);
+    for (size_t i = 0; i != N; ++i) {
+        snprintf(paths[i], sizeof(paths[i]), "/api/r%zu/{id}", i);
+        rc[i].index = i;
+        rc[i].path = paths[i];
+        rc[i].methods = GET;
+    }
+    clock_t start = clock();
+    est_router_t *r = est_router_create(rc, N, err, sizeof(err));
+    double took = (double)(clock() - start) / CLOCKS_PER_SEC;
+    assert_non_null(r);
+    if (took > 1.0)
+        fail_msg("building %d routes took %.2fs of CPU", N, took);
+    est_match_t m;
+    assert_int_equal(est_router_match(r, "/api/r39999/7", 13, GET, &m), FOUND);
+    assert_int_equal(m.route_index, 39999);
+    assert_int_equal(est_router_match(r, "/api/r0/x", 9, GET, &m), FOUND);
+    assert_int_equal(m.route_index, 0);
+    assert_int_equal(est_router_match(r, "/api/r40000/x", 13, GET, &m), NF);
+    est_router_destroy(r);
+    free(paths);
+    free(rc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -461,6 +494,7 @@ int main(void)
         cmocka_unit_test(test_create_errors),
         cmocka_unit_test(test_expand_table),
         cmocka_unit_test(test_backend_templates),
+        cmocka_unit_test(test_many_routes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

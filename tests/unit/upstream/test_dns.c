@@ -450,8 +450,8 @@ static void test_refresh_ahead(void **state)
 {
     fixture_t f;
     outcome_t o = {0};
-    fixture_init(&f, 1000, 1000); /* TTL 1 s: refreshed when used in its last 500 ms */
-    set_answer("10.0.0.5", 1);
+    fixture_init(&f, 2000, 1000); /* TTL 2 s: refreshed when used in its last 1 s (min_ttl is 1 s) */
+    set_answer("10.0.0.5", 2);
 
     est_dns_resolve(f.dns, "ahead.test", on_resolved, &o);
     spin_until_called(&f, &o, 1, 2000);
@@ -460,7 +460,7 @@ static void test_refresh_ahead(void **state)
     assert_non_null(r);
     assert_int_equal(a_queries("ahead.test"), 1); /* early in the TTL: no refresh */
 
-    spin_for(&f, 650);
+    spin_for(&f, 1150);
     r = est_dns_lookup_cached(f.dns, "ahead.test"); /* fresh, near expiry: served, and refreshed */
     assert_non_null(r);
     assert_int_equal(r->generation, gen);
@@ -470,7 +470,7 @@ static void test_refresh_ahead(void **state)
 
     /* past the first expiry the refreshed answer is fresh: served at once (an expired one
      * that was never refreshed would not be, see test_requery_after_ttl) */
-    spin_for(&f, 300);
+    spin_for(&f, 800);
     assert_int_equal(a_queries("ahead.test"), 2);
     r = est_dns_lookup_cached(f.dns, "ahead.test");
     assert_non_null(r);

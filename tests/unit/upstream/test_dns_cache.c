@@ -93,6 +93,7 @@ static void init_entry(est_dns_entry_t *e)
 static void test_entry_lifecycle(void **state)
 {
     est_dns_conf_t c = test_conf();
+    c.min_ttl_ms = 100; /* below the refresh window: the window alone decides below */
     est_dns_cache_t cache;
     est_dns_entry_t e;
     est_dns_result_t *r;
@@ -152,6 +153,44 @@ static void test_entry_lifecycle(void **state)
     assert_int_equal(est_dns_entry_state(&e, 9000), EST_DNS_ENTRY_MISS);
 
     est_dns_cache_flush_graveyard(&cache);
+    est_dns_cache_dispose(&cache);
+}
+
+/* a TTL 0 answer is raised to min_ttl and not asked again before min_ttl is over, not even by
+ * an early refresh; a longer TTL still refreshes early */
+static void test_ttl_zero_kept_for_min_ttl(void **state)
+{
+    est_dns_conf_t c = test_conf(); /* min_ttl 1 s */
+    est_dns_cache_t cache;
+    est_dns_entry_t e;
+    uint64_t gen = 1;
+    static const char *const ips[] = {"10.0.0.1"};
+
+    assert_int_equal(est_dns_cache_init(&cache, 16, 16), 0);
+    init_entry(&e);
+    est_dns_entry_store_answer(&cache, &e, make_result(ips, 1), est_dns_clamp_ttl(&c, 0), 5000, &c, &gen);
+    assert_int_equal(e.expires_at, 6000);
+    for (uint64_t now = 5000; now < 6000; now += 10) {
+        assert_int_equal(est_dns_entry_state(&e, now), EST_DNS_ENTRY_FRESH);
+        if (est_dns_entry_refresh_due(&e, now))
+            fail_msg("refresh due at +%llums", (unsigned long long)(now - 5000));
+    }
+    assert_int_equal(est_dns_entry_state(&e, 6000), EST_DNS_ENTRY_EXPIRED); /* then asked, and waited for */
+
+    /* TTL 3 s: refreshed in its last second, which is past min_ttl */
+    est_dns_entry_store_answer(&cache, &e, make_result(ips, 1), est_dns_clamp_ttl(&c, 3), 10000, &c, &gen);
+    assert_false(est_dns_entry_refresh_due(&e, 11999));
+    assert_true(est_dns_entry_refresh_due(&e, 12000));
+
+    /* a larger min_ttl holds off the early refresh of a short TTL until min_ttl is over */
+    c.min_ttl_ms = 2500;
+    est_dns_entry_store_answer(&cache, &e, make_result(ips, 1), 3000, 20000, &c, &gen);
+    assert_false(est_dns_entry_refresh_due(&e, 22000));
+    assert_false(est_dns_entry_refresh_due(&e, 22499));
+    assert_true(est_dns_entry_refresh_due(&e, 22500));
+
+    est_dns_cache_flush_graveyard(&cache);
+    est_dns_result_release(e.result);
     est_dns_cache_dispose(&cache);
 }
 
@@ -498,6 +537,7 @@ int main(void)
         cmocka_unit_test(test_clamp_ttl),
         cmocka_unit_test(test_refresh_window),
         cmocka_unit_test(test_entry_lifecycle),
+        cmocka_unit_test(test_ttl_zero_kept_for_min_ttl),
         cmocka_unit_test(test_negative_then_answer),
         cmocka_unit_test(test_generation),
         cmocka_unit_test(test_result_sort_dedupe),
