@@ -22,6 +22,8 @@ typedef struct est_services {
     est_upstream_set_t *upstreams;
     /* returns the worker's h2o_timeout_t of this duration (created on first use) */
     h2o_timeout_t *(*get_timeout)(struct est_services *svc, uint64_t ms);
+    /* the worker's client-connection counters (admin/metrics.h: closed[reason]); may be NULL */
+    struct est_conn_counters *conns;
 } est_services_t;
 
 /*

@@ -1,32 +1,60 @@
 /*
  * estuary - streaming reverse proxy.
  *
- * Body relay with backpressure. Zero-copy path: when h2o is not writing anything, the bytes
- * the exchange delivers are sent straight from its input buffer and held there
- * (est_exchange_hold: the upstream is not read meanwhile) until proceed() releases them.
- * Copy path, when h2o is still writing (after the headers-only send below, or for the final
- * delivery): the bytes are copied into `pending`; past PAUSE_AT bytes the exchange is paused
- * (the upstream socket is no longer read, so TCP pushes back on the upstream); proceed()
- * swaps `pending` with `sending`, sends, and resumes. Memory per request is thus bounded by
- * about 2 x PAUSE_AT plus one socket read (itself bounded by the upstream socket's fixed
- * receive buffer, see limit_rcvbuf in upstream/pool.c).
+ * Body relay with a read-ahead buffer and backpressure (SPEC "Client limits", docs/streaming.md).
+ *
+ * proxy.buffer (route->proxy_buffer, B): the backend's reply is read without waiting for the
+ * client while fewer than B bytes are buffered and not yet accepted by the client (the chunk
+ * in flight in h2o plus `pending`). A reply up to B bytes is thus read whole: the exchange
+ * ends and its connection goes back to the pool at once, however slowly the client reads.
+ * Past B unaccepted bytes the exchange is paused (the upstream socket is no longer read, so
+ * TCP pushes back on the backend) until h2o's proceed() shows the client took some.
+ *
+ * Copy path (replies up to B, and whenever h2o is still writing): the bytes are copied into
+ * `pending`; proceed() swaps `pending` with `sending` and sends. Zero-copy path (a reply known
+ * or found to be larger than B, h2o idle): the bytes are sent straight from the exchange's
+ * input buffer and held there (est_exchange_hold: the upstream is not read meanwhile) until
+ * proceed() releases them. Memory per request: B plus one socket read (bounded by the
+ * upstream socket's fixed receive buffer, see limit_rcvbuf in upstream/pool.c).
+ *
+ * client_send_timeout (conf->client_send_timeout_ms): armed at every h2o_send, cleared by
+ * proceed(); after the last send it runs until h2o disposes the request (the final bytes are
+ * written). When it fires the exchange is released and the client's socket is shut down:
+ * h2o then sees the error and disposes the request itself (HTTP/2: the whole connection, as
+ * SPEC says). HTTP/1.1 asks TCP whether the client acknowledged any byte (TCP_INFO
+ * bytes_acked) in the last period, so a client that reads slowly but steadily is not cut in
+ * the middle of a large chunk; the first expiry of a send only samples it (no syscall on the
+ * fast path), so a stalled HTTP/1.1 client is closed after two periods.
  *
  * The head goes out as soon as the upstream's head is parsed: h2o writes the headers with the
  * first h2o_send, so when no body byte came with the head, an empty send is made from a 0 ms
  * timer (the bytes that arrived with the head are delivered right after on_head, in the same
- * read callback, and then travel with the headers). See docs/streaming.md.
+ * read callback, and then travel with the headers).
+ *
+ * h2o may dispose the request (and this object, in its pool) from inside an h2o_send that ends
+ * the response (final or error): every h2o_send here is the last thing its caller does.
  */
 #include "proxy/proxy.h"
 
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <linux/tcp.h>
 
+#include "admin/metrics.h"
 #include "common/log.h"
-#include <h2o/http1.h>
+#include "h1/conn.h"
 #include <h2o/tunnel.h>
 
-#define PAUSE_AT (256 * 1024)
+/*
+ * Read-ahead bytes (`pending` + `sending`) held by the proxy on one worker thread, and their
+ * bound: past it, replies get no read-ahead (as with proxy.buffer 0: each waits for the
+ * client like a large reply does), so that many stalled clients (e.g. HTTP/2 streams with a
+ * zero window, up to 100 per connection) cannot turn proxy.buffer into unbounded memory.
+ */
+#define READ_AHEAD_BUDGET (32 * 1024 * 1024)
+static _Thread_local size_t read_ahead_total;
 
 typedef struct st_proxy_t {
     h2o_generator_t gen; /* first: h2o hands it back to proceed/stop */
@@ -34,28 +62,147 @@ typedef struct st_proxy_t {
     est_exchange_t *x;
     est_upstream_request_t ureq;
     h2o_buffer_t *sending, *pending;
+    size_t buffer;     /* proxy.buffer: unaccepted bytes read ahead of the client */
+    size_t charged;    /* bytes of `pending` + `sending` counted in read_ahead_total */
+    size_t length;     /* the reply's Content-Length, SIZE_MAX when not given */
+    uint64_t received; /* body bytes delivered by the exchange so far */
+    uint64_t acked;    /* HTTP/1.1: the client's TCP bytes_acked at the last send timeout */
+    int acked_valid;   /* `acked` was sampled during the current send */
     int inflight;      /* h2o_send called, proceed not yet */
     int got_final;     /* the upstream body ended cleanly */
     int got_error;     /* the upstream failed after the head */
-    int paused;
+    int paused;        /* est_exchange_pause by us (read-ahead full) */
     int started;       /* h2o_start_response called */
     int finished;      /* the last h2o_send (final or error) was made */
     int sent_any;      /* h2o_send called at least once (the headers are out) */
     int held;          /* the inflight send points into the exchange's buffer (est_exchange_hold) */
-    h2o_timeout_entry_t head_timer; /* 0 ms: sends the headers alone when no body byte came */
+    /* one timer: 0 ms head timer until the first send, then client_send_timeout */
+    h2o_timeout_entry_t timer;
 } proxy_t;
 
-static void cancel_head_timer(proxy_t *p)
+static void cancel_timer(proxy_t *p)
 {
-    if (h2o_timeout_is_linked(&p->head_timer))
-        h2o_timeout_unlink(&p->head_timer);
+    if (h2o_timeout_is_linked(&p->timer))
+        h2o_timeout_unlink(&p->timer);
 }
 
-static void flush(proxy_t *p)
+/* the client's TCP bytes_acked (RFC 4898 tcpEStatsAppHCThruOctetsAcked); -1 when unknown */
+static int tcp_bytes_acked(int fd, uint64_t *out)
 {
-    h2o_req_t *req = p->r->req;
-    if (p->inflight || p->finished)
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 || len < offsetof(struct tcp_info, tcpi_bytes_acked) + 8)
+        return -1;
+    *out = ti.tcpi_bytes_acked;
+    return 0;
+}
+
+static int client_fd(h2o_req_t *req)
+{
+    if (req->conn == NULL || req->conn->callbacks->get_socket == NULL)
+        return -1;
+    h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+    return sock != NULL ? h2o_socket_get_fd(sock) : -1;
+}
+
+static void on_send_timeout(h2o_timeout_entry_t *entry);
+
+static void arm_send_timer(proxy_t *p)
+{
+    cancel_timer(p);
+    uint64_t ms = p->r->conf->client_send_timeout_ms;
+    if (ms == 0)
         return;
+    p->timer.cb = on_send_timeout;
+    h2o_timeout_link(p->r->svc->loop, p->r->svc->get_timeout(p->r->svc, ms), &p->timer);
+}
+
+/*
+ * The client accepted no response byte for client_send_timeout (SPEC "Client limits"): the
+ * upstream exchange is released now and the client's socket shut down; h2o sees the error on
+ * its next read or write and disposes the request (our on_dispose). The fd stays h2o's. With
+ * SO_LINGER 0 its close resets the connection, so the unread bytes do not linger in the kernel.
+ */
+static void on_send_timeout(h2o_timeout_entry_t *entry)
+{
+    proxy_t *p = H2O_STRUCT_FROM_MEMBER(proxy_t, timer, entry);
+    est_request_t *r = p->r;
+    int fd = client_fd(r->req);
+    uint64_t acked;
+    if (fd >= 0 && r->req->version < 0x200 && tcp_bytes_acked(fd, &acked) == 0 && (!p->acked_valid || acked != p->acked)) {
+        /* not sampled yet during this send, or the client acknowledged bytes since: it is
+         * reading, only slower than one chunk per period; look again one period later */
+        p->acked = acked;
+        p->acked_valid = 1;
+        arm_send_timer(p);
+        return;
+    }
+    est_log_debug("proxy: client accepted no response bytes for %llu ms: closing its connection",
+                  (unsigned long long)r->conf->client_send_timeout_ms);
+    if (p->x != NULL) {
+        est_exchange_cancel(p->x);
+        p->x = NULL;
+    }
+    p->finished = 1;
+    if (fd < 0)
+        return; /* no socket to shut (not expected): the upstream is released at least */
+    if (r->svc->conns != NULL)
+        r->svc->conns->closed[EST_CLOSE_SEND_TIMEOUT]++;
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    shutdown(fd, SHUT_RDWR);
+}
+
+/* bytes read from the upstream that the client has not accepted yet (the held ones excepted:
+ * the exchange itself is paused while it holds them) */
+static size_t unaccepted(const proxy_t *p)
+{
+    return p->pending->size + (p->inflight && !p->held ? p->sending->size : 0);
+}
+
+/* keeps read_ahead_total in step with this request's buffers */
+static void charge(proxy_t *p, size_t now)
+{
+    read_ahead_total = read_ahead_total - p->charged + now;
+    p->charged = now;
+}
+
+/* the read-ahead this request may have now: proxy.buffer, or 0 past the worker's budget */
+static size_t read_ahead(const proxy_t *p)
+{
+    return read_ahead_total <= READ_AHEAD_BUDGET ? p->buffer : 0;
+}
+
+/* pauses the exchange when the read-ahead is full, resumes it when there is room again */
+static void update_flow(proxy_t *p)
+{
+    charge(p, p->pending->size + p->sending->size);
+    if (p->x == NULL || p->finished)
+        return;
+    size_t u = unaccepted(p), limit = read_ahead(p);
+    if (!p->paused && p->inflight && u != 0 && u >= limit) {
+        p->paused = 1;
+        est_exchange_pause(p->x);
+    } else if (p->paused && (!p->inflight || u < limit)) {
+        p->paused = 0;
+        est_exchange_resume(p->x);
+    }
+}
+
+/* h2o_send with the send timer armed; the caller must not touch `p` afterwards */
+static void send_chunk(proxy_t *p, h2o_iovec_t *buf, size_t bufcnt, h2o_send_state_t state)
+{
+    p->sent_any = 1;
+    arm_send_timer(p); /* replaces the head timer */
+    h2o_send(p->r->req, buf, bufcnt, state);
+}
+
+/* Sends `pending` when h2o is idle. Returns 1 when it called h2o_send (then `p` may be gone). */
+static int flush(proxy_t *p)
+{
+    if (p->inflight || p->finished)
+        return 0;
     h2o_buffer_t *t = p->sending;
     p->sending = p->pending;
     p->pending = t;
@@ -69,32 +216,29 @@ static void flush(proxy_t *p)
     if (state != H2O_SEND_STATE_IN_PROGRESS)
         p->finished = 1;
     else if (p->sending->size == 0)
-        return; /* nothing to say yet */
+        return 0; /* nothing to say yet */
     h2o_iovec_t buf = h2o_iovec_init(p->sending->bytes, p->sending->size);
     p->inflight = state == H2O_SEND_STATE_IN_PROGRESS;
-    p->sent_any = 1;
-    cancel_head_timer(p);
-    if (p->paused && p->x != NULL && p->pending->size < PAUSE_AT) {
-        p->paused = 0;
-        est_exchange_resume(p->x);
-    }
-    h2o_send(req, &buf, buf.len != 0 ? 1 : 0, state);
+    update_flow(p);
+    send_chunk(p, &buf, buf.len != 0 ? 1 : 0, state);
+    return 1;
 }
 
 static void on_head_timer(h2o_timeout_entry_t *entry)
 {
-    proxy_t *p = H2O_STRUCT_FROM_MEMBER(proxy_t, head_timer, entry);
+    proxy_t *p = H2O_STRUCT_FROM_MEMBER(proxy_t, timer, entry);
     if (p->sent_any || p->inflight || p->finished)
         return;
-    p->sent_any = 1;
     p->inflight = 1;
-    h2o_send(p->r->req, NULL, 0, H2O_SEND_STATE_IN_PROGRESS);
+    send_chunk(p, NULL, 0, H2O_SEND_STATE_IN_PROGRESS);
 }
 
 static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
 {
     proxy_t *p = (proxy_t *)gen;
     p->inflight = 0;
+    p->acked_valid = 0;
+    cancel_timer(p);
     if (p->held) {
         /* the held bytes are written: let the exchange consume them and read on */
         p->held = 0;
@@ -103,11 +247,9 @@ static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
     }
     if (p->sending->size != 0)
         h2o_buffer_consume(&p->sending, p->sending->size);
-    flush(p);
-    if (!p->inflight && p->paused && p->x != NULL) {
-        p->paused = 0;
-        est_exchange_resume(p->x);
-    }
+    if (flush(p))
+        return;
+    update_flow(p);
 }
 
 static void on_stop(h2o_generator_t *gen, h2o_req_t *req)
@@ -115,7 +257,7 @@ static void on_stop(h2o_generator_t *gen, h2o_req_t *req)
     /* the client went away mid-body: release the upstream (closed, not pooled) */
     proxy_t *p = (proxy_t *)gen;
     p->finished = 1;
-    cancel_head_timer(p);
+    cancel_timer(p);
     if (p->x != NULL) {
         est_exchange_cancel(p->x);
         p->x = NULL;
@@ -125,7 +267,8 @@ static void on_stop(h2o_generator_t *gen, h2o_req_t *req)
 static void on_dispose(void *data)
 {
     proxy_t *p = data;
-    cancel_head_timer(p);
+    charge(p, 0);
+    cancel_timer(p);
     if (p->x != NULL)
         est_exchange_cancel(p->x);
     h2o_buffer_dispose(&p->sending);
@@ -246,13 +389,25 @@ static int on_head(est_exchange_t *x, void *data, int status, const struct phr_h
         ws->upstream = upstream;
         p->x = NULL;
         p->finished = 1;
-        h2o_http1_upgrade(req, NULL, 0, on_upgrade_complete, ws);
+        est_h1_upgrade(req, on_upgrade_complete, ws);
         return -1;
     }
     p->started = 1;
+    p->length = req->res.content_length;
     h2o_start_response(req, &p->gen);
-    h2o_timeout_link(p->r->svc->loop, p->r->svc->get_timeout(p->r->svc, 0), &p->head_timer);
+    p->timer.cb = on_head_timer;
+    h2o_timeout_link(p->r->svc->loop, p->r->svc->get_timeout(p->r->svc, 0), &p->timer);
     return 0;
+}
+
+/* a reply known (Content-Length) or found (bytes so far) to be larger than the read-ahead
+ * buffer: it streams with backpressure, so its chunks may be sent without a copy */
+static int is_large(const proxy_t *p, size_t len)
+{
+    size_t limit = read_ahead(p);
+    if (p->length != SIZE_MAX)
+        return p->length > limit;
+    return p->received + len > limit;
 }
 
 static int on_body(est_exchange_t *x, void *data, const char *bytes, size_t len, int is_final)
@@ -260,17 +415,17 @@ static int on_body(est_exchange_t *x, void *data, const char *bytes, size_t len,
     proxy_t *p = data;
     if (p->finished)
         return -1;
-    if (!is_final && len != 0 && !p->inflight && p->pending->size == 0) {
+    if (!is_final && len != 0 && !p->inflight && p->pending->size == 0 && is_large(p, len)) {
         /* zero-copy: send from the exchange's buffer, held until proceed */
+        p->received += len;
         h2o_iovec_t buf = h2o_iovec_init(bytes, len);
         est_exchange_hold(x);
         p->held = 1;
         p->inflight = 1;
-        p->sent_any = 1;
-        cancel_head_timer(p);
-        h2o_send(p->r->req, &buf, 1, H2O_SEND_STATE_IN_PROGRESS);
+        send_chunk(p, &buf, 1, H2O_SEND_STATE_IN_PROGRESS);
         return 0;
     }
+    p->received += len;
     if (len != 0) {
         h2o_iovec_t dst = h2o_buffer_reserve(&p->pending, len);
         memcpy(dst.base, bytes, len);
@@ -280,12 +435,9 @@ static int on_body(est_exchange_t *x, void *data, const char *bytes, size_t len,
         p->x = NULL;
         p->got_final = 1;
     }
-    if (!p->inflight) {
-        flush(p);
-    } else if (!is_final && !p->paused && p->pending->size >= PAUSE_AT) {
-        p->paused = 1;
-        est_exchange_pause(x);
-    }
+    if (flush(p))
+        return 0;
+    update_flow(p);
     return 0;
 }
 
@@ -330,8 +482,10 @@ void est_proxy_handle(est_request_t *r)
     memset(p, 0, sizeof(*p));
     p->gen.proceed = on_proceed;
     p->gen.stop = on_stop;
-    p->head_timer.cb = on_head_timer;
+    p->timer.cb = on_head_timer;
     p->r = r;
+    p->buffer = r->route->proxy_buffer < SIZE_MAX ? (size_t)r->route->proxy_buffer : SIZE_MAX;
+    p->length = SIZE_MAX;
     h2o_buffer_init(&p->sending, &h2o_socket_buffer_prototype);
     h2o_buffer_init(&p->pending, &h2o_socket_buffer_prototype);
 

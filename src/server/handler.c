@@ -12,7 +12,6 @@
 
 #include "aggregate/fanout.h"
 #include "proxy/proxy.h"
-#include "common/asan.h"
 #include "common/jsonutil.h"
 
 /* splitmix64: cheap, good enough to make request ids unique per process */
@@ -34,17 +33,23 @@ static void put_hex64(char *dst, uint64_t v)
     }
 }
 
-static h2o_iovec_t generate_request_id(est_worker_t *w, h2o_mem_pool_t *pool)
+/* 32 hex digits into buf (NUL-terminated: 33 bytes) */
+static void generate_request_id_into(est_worker_t *w, char *buf)
 {
     if (w->rid_state[1] == 0) {
         if (RAND_bytes((unsigned char *)w->rid_state, sizeof(w->rid_state)) != 1)
             w->rid_state[0] = (uint64_t)(uintptr_t)w ^ (uint64_t)time(NULL);
         w->rid_state[1] = 1;
     }
-    char *buf = h2o_mem_alloc_pool(pool, 33);
     put_hex64(buf, next_random(&w->rid_state[0]));
     put_hex64(buf + 16, next_random(&w->rid_state[0]));
     buf[32] = '\0';
+}
+
+static h2o_iovec_t generate_request_id(est_worker_t *w, h2o_mem_pool_t *pool)
+{
+    char *buf = h2o_mem_alloc_pool(pool, 33);
+    generate_request_id_into(w, buf);
     return h2o_iovec_init(buf, 32);
 }
 
@@ -57,6 +62,23 @@ static h2o_iovec_t take_request_id(est_worker_t *w, h2o_req_t *req)
             return v;
     }
     return generate_request_id(w, &req->pool);
+}
+
+size_t est_handler_error_request_id(void *data, h2o_req_t *req, char *buf)
+{
+    est_worker_t *w = data;
+    if (req != NULL) {
+        ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
+        if (i != -1) {
+            h2o_iovec_t v = req->headers.entries[i].value;
+            if (v.len <= EST_H1_REQUEST_ID_MAX && est_request_id_is_valid(v.base, v.len)) {
+                memcpy(buf, v.base, v.len);
+                return v.len;
+            }
+        }
+    }
+    generate_request_id_into(w, buf);
+    return 32;
 }
 
 static void send_method_not_allowed(h2o_req_t *req, unsigned allowed, h2o_iovec_t rid)
@@ -74,12 +96,10 @@ static void send_method_not_allowed(h2o_req_t *req, unsigned allowed, h2o_iovec_
 }
 
 /*
- * A request body over h2o's max_request_entity_size (max_request_body + 1, see setup_h2o) is
- * refused by h2o before any handler runs: HTTP/1.1 at once when Content-Length says so, or
- * when a chunked body crosses the limit (HTTP/2: the stream is refused, no reply). h2o binds
- * such errors to the host's fallback path and sends them as text/plain; this filter on that
- * path rewrites the 413 into SPEC's JSON error (with a request id), so nothing over the limit
- * is ever buffered whole just to be refused. See docs/streaming.md.
+ * An error h2o itself answers before any handler runs (with estuary's own HTTP/1.1 layer,
+ * h1/conn.c, that can only happen on HTTP/2, whose body over max_request_entity_size gets its
+ * stream refused) is bound to the host's fallback path and sent as text/plain; this filter on
+ * that path rewrites a 413 into SPEC's JSON error (with a request id).
  */
 typedef struct st_json_error_ostream_t {
     h2o_ostream_t super;
@@ -134,123 +154,11 @@ void est_handler_setup_fallback(h2o_hostconf_t *host)
     f->on_setup_ostream = on_setup_fallback_ostream;
 }
 
-/*
- * Keeping an HTTP/1 client socket readable while its request is handled.
- *
- * h2o's HTTP/1 server stops reading a connection when a request is complete and starts again
- * once the response is written. libh2o 2.2.5's epoll backend turns that into EPOLL_CTL_DEL and
- * EPOLL_CTL_ADD at the next loop iterations: two syscalls per request, about a third of the
- * syscalls of a proxied request. Restarting the read in the same iteration as h2o's stop (here,
- * inside the handler) leaves the registration as it is, so no syscall is made.
- *
- * What arrives meanwhile (a pipelined request, or the client closing) must not disturb the
- * request: its method, path and headers point into sock->input, and a read may move or
- * reallocate that buffer. So the socket gets a small buffer holding a copy of the same bytes
- * (h2o's HTTP/1 code only keeps offsets into sock->input, which the copy preserves), and the
- * original stays untouched until the request is disposed. Then, if nothing arrived (the usual
- * case), the original goes back to the socket and h2o consumes the request from it as if
- * nothing happened; otherwise the copy, with the new bytes after the request, stays and h2o
- * parses them after the response, as if read then. On an error or end of stream, or past
- * BUSY_READ_MAX bytes, reading stops as h2o would have it (h2o sees the close itself when it
- * reads again). Not done for upgrades (the tunnel takes the socket with its input) nor above
- * HOLD_INPUT_MAX bytes of request (a large body: not worth a copy).
- *
- * The copies come from a per-thread recycle list (each worker is one thread with its own
- * loop; nothing is shared). A copy h2o keeps is freed by h2o: with free() (recycled chunks
- * are plain malloc blocks), or, when its capacity happens to be the socket prototype's, into
- * h2o's own recycle list, whose blocks have that very size.
- */
-#define HOLD_INPUT_MAX 16384
-#define BUSY_READ_MAX 65536
-#define COPY_CAPACITY 512
-
-#ifndef EST_ASAN
-static __thread h2o_mem_recycle_t input_copies = {64};
-#endif
-
-/* under ASan each copy is its own malloc, so a use after its release is reported */
-static h2o_buffer_t *copy_alloc(size_t cap)
-{
-#ifndef EST_ASAN
-    if (cap == COPY_CAPACITY)
-        return h2o_mem_alloc_recycle(&input_copies, offsetof(h2o_buffer_t, _buf) + cap);
-#endif
-    return h2o_mem_alloc(offsetof(h2o_buffer_t, _buf) + cap);
-}
-
-static void copy_free(h2o_buffer_t *copy)
-{
-#ifndef EST_ASAN
-    if (copy->capacity == COPY_CAPACITY) {
-        h2o_mem_free_recycle(&input_copies, copy);
-        return;
-    }
-#endif
-    free(copy);
-}
-
-/*
- * Ends the hold: when nothing arrived since keep_reading (the socket's input, the copy or what
- * h2o's read grew it into, has the original's size), the original goes back to the socket and
- * the copy is freed; else the socket keeps reading into the copy and the original is freed.
- * r->conn is set while an input is held (keep_reading requires it; server.c's on_conn_close
- * releases the hold itself if the connection goes first).
- */
-static void end_hold(est_inflight_t *r)
-{
-    h2o_socket_t *sock = r->conn->sock;
-    if (sock->input->size == r->held_input->size) {
-        if (sock->input == r->input_copy)
-            copy_free(r->input_copy);
-        else
-            h2o_buffer_dispose(&sock->input);
-        sock->input = r->held_input;
-    } else {
-        h2o_buffer_dispose(&r->held_input);
-    }
-    r->held_input = NULL;
-    r->conn->busy = NULL;
-}
-
-static void on_read_while_busy(h2o_socket_t *sock, const char *err)
-{
-    if (err == NULL && sock->input->size <= BUSY_READ_MAX)
-        return;
-    h2o_socket_read_stop(sock);
-    /* end of stream or error with no new bytes: h2o's read made room in the copy first (up to
-     * 8 KiB) for nothing; the original buffer goes back now, not when the request ends */
-    est_client_conn_t *cc = sock->on_close.data;
-    if (err != NULL && cc != NULL && cc->busy != NULL && sock->input->size == cc->busy->held_input->size)
-        end_hold(cc->busy);
-}
-
-static void keep_reading(est_inflight_t *r, h2o_socket_t *sock)
-{
-    h2o_buffer_t *in = sock->input;
-    if (r->conn == NULL || h2o_socket_is_reading(sock) || in->bytes == NULL || in->size > HOLD_INPUT_MAX || in->_fd != -1)
-        return;
-    size_t cap = in->size <= COPY_CAPACITY ? COPY_CAPACITY : in->size;
-    h2o_buffer_t *copy = copy_alloc(cap);
-    copy->size = in->size;
-    copy->bytes = copy->_buf;
-    copy->capacity = cap;
-    copy->_prototype = in->_prototype;
-    copy->_fd = -1;
-    memcpy(copy->_buf, in->bytes, in->size);
-    r->held_input = in;
-    r->input_copy = copy;
-    r->conn->busy = r;
-    sock->input = copy;
-    h2o_socket_read_start(sock, on_read_while_busy);
-}
-
 /* the request's pool is being freed: it no longer uses its generation nor its connection */
 static void on_request_dispose(void *p)
 {
     est_inflight_t *r = p;
     est_run_disposers(&r->disposers);
-    if (r->held_input != NULL) /* h2o consumes the request from sock->input right after */
-        end_hold(r);
     h2o_linklist_unlink(&r->link);
     if (r->conn != NULL)
         --r->conn->inflight;
@@ -284,8 +192,6 @@ static request_record_t *start_request(est_worker_t *w, h2o_req_t *req)
         if (req->version >= 0x200)
             r->conn->is_h2 = 1;
     }
-    if (sock != NULL && req->version < 0x200 && req->upgrade.base == NULL)
-        keep_reading(r, sock);
     if (w->draining && req->version < 0x200)
         req->http1_is_persistent = 0; /* tell the client to go elsewhere */
     rec->r.disposers = &r->disposers;

@@ -38,7 +38,7 @@
 #include "common/log.h"
 #include "common/net.h"
 
-static h2o_timeout_t *get_timeout_w(est_worker_t *w, uint64_t ms)
+h2o_timeout_t *est_worker_timeout(est_worker_t *w, uint64_t ms)
 {
     for (size_t i = 0; i != w->num_timeouts; ++i)
         if (w->timeouts[i]->timeout == ms)
@@ -53,7 +53,7 @@ static h2o_timeout_t *get_timeout_w(est_worker_t *w, uint64_t ms)
 static h2o_timeout_t *get_timeout(est_services_t *svc, uint64_t ms)
 {
     est_worker_gen_t *wg = H2O_STRUCT_FROM_MEMBER(est_worker_gen_t, svc, svc);
-    return get_timeout_w(wg->w, ms);
+    return est_worker_timeout(wg->w, ms);
 }
 
 /* blocking resolution is fine here: main thread, at start or on SIGHUP, off every loop */
@@ -62,45 +62,7 @@ static int open_listener(const est_listen_conf_t *l)
     return est_listen_tcp("listen", l->host, l->port, EST_LISTEN_REUSEPORT | EST_LISTEN_NODELAY, SOMAXCONN);
 }
 
-/* ---- connections ---------------------------------------------------------------------------- */
-
-static void on_conn_close(void *data)
-{
-    est_client_conn_t *cc = data;
-    est_worker_t *w = cc->w;
-    if (cc->busy != NULL) { /* not expected either: the input handler.c held goes with the connection */
-        h2o_buffer_dispose(&cc->busy->held_input);
-        cc->busy->held_input = NULL;
-    }
-    if (cc->inflight != 0) /* not expected (h2o disposes requests first); never leave a dangling pointer */
-        for (h2o_linklist_t *n = w->requests.next; n != &w->requests; n = n->next) {
-            est_inflight_t *r = H2O_STRUCT_FROM_MEMBER(est_inflight_t, link, n);
-            if (r->conn == cc)
-                r->conn = NULL;
-        }
-    h2o_linklist_unlink(&cc->link);
-    free(cc);
-    --w->num_conns;
-}
-
-static void on_accept(h2o_socket_t *listener, const char *err)
-{
-    if (err != NULL)
-        return;
-    h2o_accept_ctx_t *actx = listener->data;
-    est_worker_t *w = (est_worker_t *)actx->ctx;
-    h2o_socket_t *sock;
-    /* bounded batch, so that one busy listener cannot starve the loop */
-    for (int i = 0; i != 64 && (sock = h2o_evloop_socket_accept(listener)) != NULL; ++i) {
-        est_client_conn_t *cc = h2o_mem_alloc(sizeof(*cc));
-        *cc = (est_client_conn_t){.w = w, .sock = sock};
-        h2o_linklist_insert(&w->conns, &cc->link);
-        ++w->num_conns;
-        sock->on_close.cb = on_conn_close;
-        sock->on_close.data = cc;
-        h2o_accept(actx, sock);
-    }
-}
+/* ---- wake-ups ---------------------------------------------------------------------------------- */
 
 static void on_wake(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
 {
@@ -119,14 +81,13 @@ static est_listener_t *listener_open(est_worker_t *w, int fd, SSL_CTX *ssl)
     l->actx.hosts = w->server->h2oconf.hosts;
     l->actx.ssl_ctx = ssl;
     l->sock = h2o_evloop_socket_create(w->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
-    l->sock->data = &l->actx;
-    h2o_socket_read_start(l->sock, on_accept);
+    est_accept_listener_start(w, l);
     return l;
 }
 
 static void listener_close(est_listener_t *l)
 {
-    h2o_socket_read_stop(l->sock);
+    est_accept_listener_stop(l);
     h2o_socket_close(l->sock);
     free(l);
 }
@@ -156,6 +117,7 @@ static est_worker_gen_t *worker_gen_create(est_worker_t *w, est_gen_t *gen)
     wg->svc.loop = w->ctx.loop;
     wg->svc.upstreams = set;
     wg->svc.get_timeout = get_timeout;
+    wg->svc.conns = &w->metrics.conns;
     return wg;
 }
 
@@ -183,7 +145,7 @@ void est_worker_gen_request_done(est_worker_gen_t *wg)
     /* called from a request pool's dispose: destroy later, from the loop, not inside h2o */
     if (--wg->inflight == 0 && wg != wg->w->current && !h2o_timeout_is_linked(&wg->retire_timer)) {
         wg->retire_timer.cb = on_retire_timer;
-        h2o_timeout_link(wg->w->ctx.loop, get_timeout_w(wg->w, 0), &wg->retire_timer);
+        h2o_timeout_link(wg->w->ctx.loop, est_worker_timeout(wg->w, 0), &wg->retire_timer);
     }
 }
 
@@ -241,6 +203,7 @@ static void apply_reload(est_worker_t *w, est_reload_msg_t *msg)
         hand_over_upstreams(H2O_STRUCT_FROM_MEMBER(est_worker_gen_t, link, n), wg);
     est_observe_worker_switch(w, old->gen->conf, gen->conf);
     w->current = wg;
+    est_accept_configure(w, gen->conf); /* client timeouts and body limit of the new generation */
     h2o_linklist_insert(&w->old_gens, &old->link);
     est_log_debug("worker %zu: switched to configuration generation %llu", w->id, (unsigned long long)gen->id);
     if (old->inflight == 0)
@@ -263,42 +226,16 @@ static void on_reload(h2o_multithread_receiver_t *receiver, h2o_linklist_t *mess
 /* ---- drain ------------------------------------------------------------------------------------ */
 
 /*
- * h2o 2.2.5 keeps an idle HTTP/1.1 keep-alive connection open until req_timeout (10 s) even
- * after h2o_context_request_shutdown. A connection with no request in flight and no unread
- * input is idle: shutting down its read side makes h2o read EOF and close it through its
- * own path (the socket stays h2o's). In-flight HTTP/1 requests are marked non-persistent,
- * so h2o closes their connection once the response is sent (with "Connection: close" when
- * the head is not sent yet). HTTP/2 connections get GOAWAY from h2o and are left alone.
+ * HTTP/1.1 connections are estuary's own (h1/conn.h): idle keep-alive ones are closed at once,
+ * requests in flight get `Connection: close` and their connection closes once the response is
+ * written. HTTP/2 connections got GOAWAY from h2o_context_request_shutdown and are left alone.
  */
-/* no unread bytes but empty lines (RFC 7230 3.5: ignored before a request line) */
-static int input_is_blank(h2o_socket_t *sock)
-{
-    if (sock->input == NULL)
-        return 1;
-    for (size_t i = 0; i != sock->input->size; ++i)
-        if (sock->input->bytes[i] != '\r' && sock->input->bytes[i] != '\n')
-            return 0;
-    return 1;
-}
-
 static void close_idle_connections(est_worker_t *w)
 {
-    size_t closed = 0;
-    for (h2o_linklist_t *n = w->requests.next; n != &w->requests; n = n->next) {
-        est_inflight_t *r = H2O_STRUCT_FROM_MEMBER(est_inflight_t, link, n);
-        if (r->req->version < 0x200)
-            r->req->http1_is_persistent = 0;
-    }
-    for (h2o_linklist_t *n = w->conns.next; n != &w->conns; n = n->next) {
-        est_client_conn_t *cc = H2O_STRUCT_FROM_MEMBER(est_client_conn_t, link, n);
-        if (cc->is_h2 || cc->inflight != 0 || !input_is_blank(cc->sock))
-            continue;
-        int fd = h2o_socket_get_fd(cc->sock);
-        if (fd >= 0 && shutdown(fd, SHUT_RD) == 0)
-            ++closed;
-    }
-    if (closed != 0)
-        est_log_debug("worker %zu: drain: closing %zu idle connection(s)", w->id, closed);
+    size_t before = w->num_conns;
+    est_h1_shutdown(&w->h1);
+    if (before != w->num_conns)
+        est_log_debug("worker %zu: drain: closed %zu idle connection(s)", w->id, before - w->num_conns);
 }
 
 static void log_cut_requests(est_worker_t *w)
@@ -402,6 +339,7 @@ static void *worker_main(void *arg)
         abort();
     }
     w->start_gen = NULL;
+    est_accept_worker_init(w, conf);
 
     w->num_listeners = conf->num_listen;
     w->listeners = h2o_mem_alloc(sizeof(*w->listeners) * (conf->num_listen ? conf->num_listen : 1));
@@ -459,27 +397,34 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+static void pass_filter(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
+{
+    h2o_setup_next_ostream(req, slot);
+}
+
 static void setup_h2o(est_server_t *s, const est_config_t *conf)
 {
     h2o_config_init(&s->h2oconf);
-    /* (perf) no server_name: h2o's HTTP/1 writer formats it with its own sprintf per response;
-     * the handler adds the same Server header (EST_SERVER_HEADER) as a plain header instead */
+    /* no server_name: the handler adds the Server header (EST_SERVER_HEADER) as a plain
+     * header, the same for HTTP/1.1 (h1/conn.c) and HTTP/2 */
     s->h2oconf.server_name = h2o_iovec_init(H2O_STRLIT(""));
-    /* h2o buffers each request body whole before the handler runs; its limit is ours, so no
-     * more than max_request_body is ever buffered for one request. h2o refuses a body over it
-     * by itself (HTTP/1.1: 413 from Content-Length at once, or when a chunked body crosses it;
-     * HTTP/2: the stream is refused); est_handler_setup_fallback makes that 413 SPEC's JSON
-     * error. See docs/streaming.md. Fixed at start: a reload that raises max_request_body
-     * above it is logged (takes full effect at the next start); a lowered one is enforced by
-     * the handler. The + 1: h2o 2.2.5 refuses a chunked body when its decoded size reaches
-     * the limit (>=) but a Content-Length only above it (>); with one byte more, a body of
-     * exactly max_request_body passes both ways, and a Content-Length of max_request_body + 1
-     * reaches the handler, which answers the same JSON 413. */
+    /* HTTP/2: h2o buffers each request body whole before the handler runs, refusing a stream
+     * whose body is over this limit, so no more than max_request_body is ever buffered for
+     * one request (HTTP/1.1 is estuary's own, h1/conn.c, with the same limit). Fixed at start:
+     * a reload that raises max_request_body above it is logged (takes full effect at the next
+     * start); a lowered one is enforced by the handler. The + 1 keeps a body of exactly
+     * max_request_body accepted (h2o refuses a chunked-up body when its size reaches the
+     * limit). See docs/streaming.md. */
     uint64_t limit = conf->max_request_body;
     s->h2oconf.max_request_entity_size = limit >= SIZE_MAX ? SIZE_MAX : (size_t)limit + 1;
     h2o_hostconf_t *host = h2o_config_register_host(&s->h2oconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     est_handler_setup_fallback(host);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
+    /* h2o registers its chunked encoder on every path; it only acts on HTTP/1.1, whose
+     * framing is estuary's own (h1/conn.c chunks without sprintf): it is made a no-op, and
+     * kept in the list so that h2o_config_dispose frees it as usual */
+    for (size_t i = 0; i != path->filters.size; ++i)
+        path->filters.entries[i]->on_setup_ostream = pass_filter;
     h2o_handler_t *handler = h2o_create_handler(path, sizeof(*handler));
     handler->on_req = est_handler_on_req;
 }
@@ -501,8 +446,8 @@ static void warn_restart_only(est_server_t *s, const est_config_t *oc, const est
         est_log_warn("reload: \"access_log\" changed; takes effect at the next start");
     uint64_t nb = nc->max_request_body;
     if (nb >= s->h2oconf.max_request_entity_size)
-        est_log_warn("reload: \"max_request_body\" raised above h2o's buffer limit set at start (%zu bytes); larger bodies "
-                     "get h2o's 413 until the next start",
+        est_log_warn("reload: \"max_request_body\" raised above h2o's HTTP/2 buffer limit set at start (%zu bytes); larger "
+                     "HTTP/2 bodies are refused until the next start",
                      s->h2oconf.max_request_entity_size);
 }
 

@@ -23,6 +23,7 @@
 #include "admin/admin.h"
 #include "admin/metrics.h"
 #include "server/gen.h"
+#include "h1/conn.h"
 
 typedef struct est_server est_server_t;
 typedef struct est_worker est_worker_t;
@@ -58,7 +59,6 @@ typedef struct est_client_conn {
     size_t inflight;     /* requests handled and not yet disposed */
     int is_h2;           /* a request came over HTTP/2 (h2o sends GOAWAY; not ours to close) */
     est_conn_peer_t peer; /* see est_conn_peer() */
-    struct est_inflight *busy; /* HTTP/1: the request whose input handler.c holds (keep_reading) */
 } est_client_conn_t;
 
 /* the Server header of responses (added by the handler, not by h2o: see setup_h2o) */
@@ -78,15 +78,15 @@ typedef struct est_inflight {
     h2o_req_t *req;
     h2o_linklist_t link; /* est_worker_t.requests */
     est_disposer_t *disposers; /* the handlers' per-request objects (est_alloc_disposable) */
-    /* HTTP/1 (handler.c keep_reading): the input buffer the request points into, and the copy
-     * the socket reads into meanwhile */
-    h2o_buffer_t *held_input, *input_copy;
 } est_inflight_t;
 
 /* One listening socket of a worker; kept across reloads while its config is unchanged */
 typedef struct est_listener {
-    h2o_socket_t *sock;
-    h2o_accept_ctx_t actx;
+    h2o_socket_t *sock; /* sock->data is the listener */
+    h2o_accept_ctx_t actx; /* ssl_ctx: NULL for a plain listener */
+    est_worker_t *w;
+    h2o_timeout_entry_t retry; /* (accept.c) accepting paused: out of descriptors */
+    uint64_t backoff_ms;
 } est_listener_t;
 
 struct est_worker {
@@ -117,6 +117,11 @@ struct est_worker {
     pthread_mutex_t stats_mu; /* guards stats_open: the admin thread sends to stats_rx only while it is 1 */
     int stats_open;
     est_strbuf_t logline;
+    /* (accept.c) estuary's HTTP/1.1 layer for this worker's connections, and the descriptor
+     * number above which accepting pauses */
+    est_h1_ctx_t h1;
+    int fd_high_water;
+    uint64_t accept_logged_at;
 };
 
 /*
@@ -147,10 +152,25 @@ struct est_server {
     est_accesslog_t *accesslog; /* (observe.c) NULL when "access_log": "off" */
 };
 
+/* (server.c) the worker's h2o_timeout_t of this duration (created on first use, disposed with the worker) */
+h2o_timeout_t *est_worker_timeout(est_worker_t *w, uint64_t ms);
+
+/*
+ * (accept.c) Accepting connections. est_accept_worker_init once the worker's context exists
+ * (before any listener starts), est_accept_configure on each new generation (timeouts, body
+ * limit), est_accept_listener_start / _stop around a listener's life.
+ */
+void est_accept_worker_init(est_worker_t *w, const est_config_t *conf);
+void est_accept_configure(est_worker_t *w, const est_config_t *conf);
+void est_accept_listener_start(est_worker_t *w, est_listener_t *l);
+void est_accept_listener_stop(est_listener_t *l);
+
 /* the request handler (handler.c) */
 int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req);
 /* (server.c) a request that started on `wg` was disposed (its pool is being freed) */
 void est_worker_gen_request_done(est_worker_gen_t *wg);
+/* (handler.c) the request id of the HTTP/1.1 layer's own error replies (est_h1_ctx_t.request_id; data: the worker) */
+size_t est_handler_error_request_id(void *data, h2o_req_t *req, char *buf);
 /* (handler.c) makes the 413 h2o sends itself (body over h2o's limit) SPEC's JSON error */
 void est_handler_setup_fallback(h2o_hostconf_t *host);
 

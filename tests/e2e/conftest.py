@@ -75,6 +75,20 @@ def backend(aio):
 
 
 @pytest.fixture
+def raw_backend():
+    """Factory: raw_backend() -> harness.RawBackend (records every byte; closed at teardown)."""
+    made = []
+
+    def make() -> harness.RawBackend:
+        rb = harness.RawBackend()
+        made.append(rb)
+        return rb
+    yield make
+    for rb in made:
+        rb.close()
+
+
+@pytest.fixture
 def demo_backends(backend):
     users = backend("users")
     users.get("/users/{id}", json_reply(harness.demo_users))

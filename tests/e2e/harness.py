@@ -580,6 +580,7 @@ class Estuary:
         self.env.update(env or {})
         self.proc: Optional[subprocess.Popen] = None
         self.returncode: Optional[int] = None
+        self.prefix: List[str] = []  # a command the binary runs under (e.g. ["prlimit", "--nofile=64:64"])
 
     # ---- addresses
     def _listener(self, tls: bool) -> dict:
@@ -609,7 +610,7 @@ class Estuary:
             raise FileNotFoundError(f"estuary binary not found: {self.binary} (set ESTUARY_BIN)")
         self._err = open(self.stderr_path, "wb")
         self._out = open(self.stdout_path, "wb")
-        self.proc = subprocess.Popen([str(self.binary), "-c", str(self.config_path)],
+        self.proc = subprocess.Popen([*self.prefix, str(self.binary), "-c", str(self.config_path)],
                                      stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
                                      env=self.env, cwd=str(self.workdir))
         try:
@@ -810,6 +811,90 @@ def raw_http(port: int, request: bytes, host: str = "127.0.0.1", timeout: float 
     elif "Content-Length" in headers:
         body = body[:int(headers["Content-Length"])]
     return Response(int(status), CIMultiDictProxy(headers), body, version, time.monotonic() - t0)
+
+
+class RawBackend:
+    """A plain TCP server (thread per connection) that records every byte it receives and
+    answers each request head it sees with a fixed 200 JSON reply (Content-Length, keep-alive).
+    A request head whose path starts with /hang gets no reply. Used to prove that nothing of a
+    refused request reaches a backend (received == b"", connections == 0), and to see when
+    the gateway closes an upstream connection (closed counts connections ended by the peer)."""
+
+    def __init__(self, host: str = "127.0.0.1"):
+        self._lock = threading.Lock()
+        self._data = bytearray()
+        self.connections = 0
+        self.closed = 0
+        self._srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._srv.bind((host, 0))
+        self._srv.listen(64)
+        self.host, self.port = self._srv.getsockname()[:2]
+        self._stop = False
+        self._conns: List[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def received(self) -> bytes:
+        with self._lock:
+            return bytes(self._data)
+
+    def _accept(self):
+        while not self._stop:
+            try:
+                c, _ = self._srv.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+                self._conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c: socket.socket):
+        buf = b""
+        try:
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                with self._lock:
+                    self._data += chunk
+                buf += chunk
+                while b"\r\n\r\n" in buf:
+                    head, _, buf = buf.partition(b"\r\n\r\n")
+                    if head.split(b" ", 2)[1:2] and head.split(b" ", 2)[1].startswith(b"/hang"):
+                        continue
+                    body = b'{"raw": true}'
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                              % (len(body), body))
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self.closed += 1
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._stop = True
+        try:
+            self._srv.close()
+        except OSError:
+            pass
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+                c.close()
+            except OSError:
+                pass
 
 
 def curl(*args: str, timeout: float = 20.0) -> Response:
