@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include "common/jsonutil.h"
+#include "common/sockaddr.h"
 
 const char *est_status_reason(int status)
 {
@@ -161,16 +162,7 @@ static size_t format_peer(h2o_req_t *req, char *buf, size_t bufsz)
     socklen_t sslen = req->conn->callbacks->get_peername(req->conn, (void *)&ss);
     if (sslen == 0)
         return 0;
-    const void *addr = NULL;
-    if (ss.ss_family == AF_INET)
-        addr = &((struct sockaddr_in *)&ss)->sin_addr;
-    else if (ss.ss_family == AF_INET6)
-        addr = &((struct sockaddr_in6 *)&ss)->sin6_addr;
-    else
-        return 0;
-    if (inet_ntop(ss.ss_family, addr, buf, (socklen_t)bufsz) == NULL)
-        return 0;
-    return strlen(buf);
+    return est_sockaddr_ntop(&ss, buf, bufsz);
 }
 
 /* what the forward-headers pass does with one request header */

@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 
 #include "common/log.h"
+#include "common/sockaddr.h"
 
 /*
  * (memory) What the access log needs of a request (timestamps, copies of its id and path, the
@@ -50,26 +51,11 @@ static void format_peer(est_conn_peer_t *p, h2o_req_t *req)
     socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
     if (len == 0 || len > sizeof(ss))
         return;
-    int n = -1;
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
-        if (inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip)) == NULL)
-            return;
-        n = snprintf(p->remote, sizeof(p->remote), "%s:%u", ip, ntohs(sin->sin_port));
-        p->ip_off = 0;
-    } else if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ss;
-        if (inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip)) == NULL)
-            return;
-        n = snprintf(p->remote, sizeof(p->remote), "[%s]:%u", ip, ntohs(sin6->sin6_port));
-        p->ip_off = 1;
-    }
-    if (n < 0 || (size_t)n >= sizeof(p->remote)) {
-        p->remote[0] = '\0';
-        p->ip_off = 0;
+    size_t ip_len = est_sockaddr_ntop(&ss, ip, sizeof(ip));
+    if (ip_len == 0 || est_sockaddr_format(&ss, p->remote, sizeof(p->remote)) == 0)
         return;
-    }
-    p->ip_len = (unsigned char)strlen(ip);
+    p->ip_off = ss.ss_family == AF_INET6; /* "[ip]:port" */
+    p->ip_len = (unsigned char)ip_len;
 }
 
 const est_conn_peer_t *est_conn_peer(est_client_conn_t *cc, h2o_req_t *req)

@@ -27,31 +27,6 @@
 
 static int target_usable(const est_target_t *t, uint64_t now);
 static unsigned target_min_inflight(const est_target_t *t, uint64_t now);
-static void set_port(struct sockaddr_storage *sa, uint16_t port);
-
-/* 1 when a and b are the same address and port (NULL is never equal); used by pool.c too */
-int est_sockaddr_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-    if (a == NULL || b == NULL || a->ss_family != b->ss_family)
-        return 0;
-    if (a->ss_family == AF_INET) {
-        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    if (a->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-        return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
-    }
-    return 0;
-}
-
-static void set_port(struct sockaddr_storage *sa, uint16_t port)
-{
-    if (sa->ss_family == AF_INET)
-        ((struct sockaddr_in *)sa)->sin_port = htons(port);
-    else if (sa->ss_family == AF_INET6)
-        ((struct sockaddr_in6 *)sa)->sin6_port = htons(port);
-}
 
 /* ---------------------------------------------------------------- health */
 
@@ -93,23 +68,24 @@ int est_health_update(est_addr_health_t *h, int ok, uint64_t now)
     return 1;
 }
 
-void est_balance_report(est_exchange_t *x, int ok, uint64_t now)
+void est_balance_report(est_upstream_t *u, est_pick_t *p, int ok, uint64_t now)
 {
-    if (!x->counted_inflight)
+    if (!p->counted_inflight)
         return;
-    est_upstream_t *u = x->u;
-    est_target_t *t = &u->targets[x->target_index];
-    if (t->res == NULL || t->health == NULL || t->res->generation != x->addr_generation || x->addr_index >= t->res->num_addrs)
+    est_target_t *t = &u->targets[p->target_index];
+    if (t->res == NULL || t->health == NULL || t->res->generation != p->addr_generation || p->addr_index >= t->res->num_addrs)
         return;
-    est_addr_health_t *h = &t->health[x->addr_index];
-    if (x->health_trial) {
+    est_addr_health_t *h = &t->health[p->addr_index];
+    if (p->health_trial) {
         h->trial = 0;
-        x->health_trial = 0;
+        p->health_trial = 0;
     }
     if (est_health_update(h, ok, now)) {
         u->stats.ejections++;
-        est_log_info("upstream '%s': %s ejected for %llu ms after %u consecutive connect failures", u->conf->name,
-                     est_exchange_info(x)->address, (unsigned long long)(h->ejected_until - now), h->fails);
+        char addr[64];
+        est_sockaddr_format(&p->sa, addr, sizeof(addr));
+        est_log_info("upstream '%s': %s ejected for %llu ms after %u consecutive connect failures", u->conf->name, addr,
+                     (unsigned long long)(h->ejected_until - now), h->fails);
     }
 }
 
@@ -210,10 +186,9 @@ size_t est_balance_pick_target(est_upstream_t *u, int mode, size_t prev_ti, uint
 
 /* ---------------------------------------------------------------- addresses */
 
-int est_balance_pick_address(est_exchange_t *x, size_t ti, est_dns_result_t *res, int mode,
+int est_balance_pick_address(est_upstream_t *u, est_pick_t *p, size_t ti, est_dns_result_t *res, int mode,
                              const struct sockaddr_storage *avoid, uint64_t now)
 {
-    est_upstream_t *u = x->u;
     est_target_t *t = &u->targets[ti];
     est_target_set_result(u, ti, res);
     res = t->res; /* may have kept the old one on OOM */
@@ -226,7 +201,7 @@ int est_balance_pick_address(est_exchange_t *x, size_t ti, est_dns_result_t *res
     if (avoid != NULL && mode != EST_PICK_FIRST) {
         for (size_t i = 0; i != n && prev == SIZE_MAX; ++i) {
             struct sockaddr_storage sa = res->addrs[i].sa;
-            set_port(&sa, t->conf->port);
+            est_sockaddr_set_port(&sa, t->conf->port);
             if (est_sockaddr_equal(&sa, avoid))
                 prev = i;
         }
@@ -253,35 +228,35 @@ int est_balance_pick_address(est_exchange_t *x, size_t ti, est_dns_result_t *res
             idx = start % n;
     }
 
-    x->sa = res->addrs[idx].sa;
-    x->salen = res->addrs[idx].len;
-    set_port(&x->sa, t->conf->port);
-    x->target_index = ti;
-    x->addr_index = idx;
-    x->addr_generation = res->generation;
+    p->sa = res->addrs[idx].sa;
+    p->salen = res->addrs[idx].len;
+    est_sockaddr_set_port(&p->sa, t->conf->port);
+    p->target_index = ti;
+    p->addr_index = idx;
+    p->addr_generation = res->generation;
     t->inflight[idx]++;
-    x->counted_inflight = 1;
+    p->counted_inflight = 1;
     est_addr_health_t *h = &t->health[idx];
     if (h->ejected_until != 0 && now >= h->ejected_until && !h->trial) {
         h->trial = 1; /* half-open: the other attempts skip it until this one's verdict */
-        x->health_trial = 1;
+        p->health_trial = 1;
     }
     return 0;
 }
 
-void est_balance_done(est_exchange_t *x)
+void est_balance_done(est_upstream_t *u, est_pick_t *p)
 {
-    if (!x->counted_inflight)
+    if (!p->counted_inflight)
         return;
-    x->counted_inflight = 0;
-    est_target_t *t = &x->u->targets[x->target_index];
-    int same = t->res != NULL && t->res->generation == x->addr_generation && x->addr_index < t->res->num_addrs;
-    if (same && t->inflight[x->addr_index] > 0)
-        t->inflight[x->addr_index]--;
-    if (x->health_trial) {
+    p->counted_inflight = 0;
+    est_target_t *t = &u->targets[p->target_index];
+    int same = t->res != NULL && t->res->generation == p->addr_generation && p->addr_index < t->res->num_addrs;
+    if (same && t->inflight[p->addr_index] > 0)
+        t->inflight[p->addr_index]--;
+    if (p->health_trial) {
         /* the trial ended without a connect verdict (pooled connection, TLS error, cancel) */
-        x->health_trial = 0;
+        p->health_trial = 0;
         if (same && t->health != NULL)
-            t->health[x->addr_index].trial = 0;
+            t->health[p->addr_index].trial = 0;
     }
 }

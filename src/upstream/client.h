@@ -35,7 +35,7 @@ typedef enum {
     EST_UERR_TLS,             /* handshake or certificate verification failed */
     EST_UERR_RESET,           /* connection closed or reset before the reply was complete */
     EST_UERR_TIMEOUT,         /* no head within response_timeout, or a body read stalled that long */
-    EST_UERR_BAD_REPLY,       /* unparseable status line, headers, chunking, or too large head */
+    EST_UERR_BAD_REPLY,       /* an invalid or ambiguous reply (h1wire.h): head, framing, chunking, size */
     EST_UERR_OVERLOADED,      /* no pooled connection free within connect_timeout */
     EST_UERR_DEADLINE,        /* the request's deadline passed (route timeout) */
 } est_uerr_t;
@@ -102,7 +102,11 @@ est_upstream_t *est_upstream_set_get(est_upstream_set_t *set, size_t upstream_in
  */
 est_exchange_t *est_exchange_start(est_upstream_t *u, const est_upstream_request_t *req, const est_exchange_cb_t *cb,
                                    void *data);
-/* Aborts a running exchange: no callback follows, its connection is closed (not pooled). */
+/*
+ * Aborts a running exchange: no callback follows. Its connection is closed, or, when the
+ * request was written whole and the rest of the reply is small enough, drained in the
+ * background and pooled (see docs/upstream.md).
+ */
 void est_exchange_cancel(est_exchange_t *x);
 /* Backpressure for streaming: stop / restart reading the body (read timeout paused too). */
 void est_exchange_pause(est_exchange_t *x);

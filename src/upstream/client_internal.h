@@ -1,6 +1,9 @@
 /*
- * estuary - private structures shared by client.c (exchanges, HTTP/1.1), pool.c (connections,
- * idle list, wait queue, TLS) and balancer.c (target x address selection).
+ * estuary - private structures of the upstream client below the exchange: the set and its
+ * upstreams (upstream.c), targets and picks (balancer.c), connections and pool requests
+ * (pool.c), drains (drain.c). The exchange itself is in exchange_internal.h, which pool.c,
+ * balancer.c and drain.c do not include: they hand out connections and indices, and call
+ * back only through est_pool_req_t.
  *
  * Nothing here is part of the API; only the upstream sources and their unit tests include it.
  */
@@ -8,33 +11,13 @@
 #define EST_UPSTREAM_CLIENT_INTERNAL_H
 
 #include <openssl/ssl.h>
+#include "common/sockaddr.h"
+#include "common/wheel.h"
 #include "upstream/client.h"
+#include "upstream/h1wire.h"
+#include "upstream/retry.h"
 
-/*
- * --- timer wheel: variable absolute expiries on one fixed-tick h2o_timeout_t (per set) ---
- * A hashed wheel: an entry sits in the slot of its expiry tick (ceil(at / TICK) modulo
- * EST_WHEEL_SLOTS), and each tick looks only at the slots of the ticks that passed, firing the
- * entries that are due and leaving those of later revolutions. An entry is looked at about
- * once per revolution (EST_WHEEL_SLOTS x TICK = 2.56 s) instead of at every tick: with 5,000
- * requests waiting (S4) a tick used to walk all 5,000 deadlines, 200 times a second.
- */
-
-#define EST_WHEEL_TICK_MS 5
-#define EST_WHEEL_SLOTS 512 /* a power of 2 */
-
-typedef struct est_wheel_entry est_wheel_entry_t;
-typedef void (*est_wheel_cb)(est_wheel_entry_t *e);
-struct est_wheel_entry {
-    uint64_t at; /* absolute h2o_now() ms */
-    est_wheel_cb cb;
-    h2o_linklist_t _link;
-    est_upstream_set_t *_set; /* while counted in _set->wheel_count (linked in a slot) */
-};
-
-void est_wheel_link(est_upstream_set_t *set, est_wheel_entry_t *e, uint64_t at);
-void est_wheel_unlink(est_wheel_entry_t *e);
-
-/* --- passive health and retry budget (figures documented in docs/configuration.md) --- */
+/* --- passive health (figures documented in docs/configuration.md; the retry budget is in retry.h) --- */
 
 /* An address is ejected after this many consecutive connect failures (refused, unreachable,
  * connect timeout; not TLS errors, which are configuration rather than liveness) ... */
@@ -44,10 +27,6 @@ void est_wheel_unlink(est_wheel_entry_t *e);
  * succeeds re-admits it (the backoff starts over), a failure ejects it again. */
 #define EST_EJECT_BASE_MS 1000
 #define EST_EJECT_MAX_MS 30000
-/* Retry budget (as Envoy's retry_budget): concurrent retries per upstream per worker are
- * capped at EST_RETRY_BUDGET_PERCENT of the live exchanges, but at least EST_RETRY_BUDGET_MIN. */
-#define EST_RETRY_BUDGET_PERCENT 20
-#define EST_RETRY_BUDGET_MIN 3
 
 typedef struct est_addr_health {
     unsigned fails;         /* consecutive connect failures */
@@ -67,6 +46,18 @@ typedef struct est_target {
     int is_literal;            /* (perf) host is an IP literal: `res` never changes once set */
 } est_target_t;
 
+/* --- one attempt's target x address (balancer.c) --- */
+
+typedef struct est_pick {
+    size_t target_index;
+    size_t addr_index;        /* in the target's answer of generation addr_generation */
+    uint64_t addr_generation;
+    struct sockaddr_storage sa; /* the address with the target's port */
+    socklen_t salen;
+    unsigned char counted_inflight; /* counted in the target's inflight[addr_index] */
+    unsigned char health_trial;     /* the half-open trial of its address */
+} est_pick_t;
+
 /* --- connections --- */
 
 /* request heads up to this size are built in the connection itself (no malloc) */
@@ -82,7 +73,7 @@ typedef struct est_conn {
     struct sockaddr_storage sa;
     socklen_t salen;
     unsigned requests; /* requests completed on it */
-    est_exchange_t *x; /* while CONNECTING / ACTIVE */
+    struct est_pool_req *req; /* its user while CONNECTING / ACTIVE */
     h2o_linklist_t idle_link;
     h2o_timeout_entry_t idle_timer;
     /*
@@ -95,6 +86,15 @@ typedef struct est_conn {
      * on a closed socket.
      */
     char head_inline[EST_HEAD_INLINE_SIZE];
+    /* (drain.c) reading the rest of a cancelled exchange's reply, to pool the connection */
+    h2o_linklist_t drain_link;    /* in u->draining */
+    h2o_timeout_entry_t drain_timer; /* response_timeout for the whole drain */
+    h2o_timeout_entry_t drain_defer; /* zero timeout: the first look at the bytes already read */
+    est_h1_body_t drain_body;
+    uint64_t drain_bytes;         /* body bytes discarded so far */
+    size_t drain_skip;            /* input bytes to consume before reading on */
+    unsigned char drain_head;     /* the head is still to be read */
+    unsigned char drain_is_head;  /* the request was HEAD */
 } est_conn_t;
 
 struct est_upstream {
@@ -112,7 +112,8 @@ struct est_upstream {
     h2o_linklist_t idle;    /* est_conn_t.idle_link, oldest first */
     size_t num_idle;
     size_t num_slots;       /* exchanges holding a slot (connection in use or connecting) */
-    h2o_linklist_t waiters; /* est_exchange_t._wait_link, FIFO */
+    h2o_linklist_t waiters; /* est_pool_req_t._wait_link, FIFO */
+    h2o_linklist_t draining; /* est_conn_t.drain_link: connections reading a cancelled reply (drain.c) */
     size_t active_requests; /* live exchanges (the retry budget's base) */
     size_t active_retries;  /* live exchanges past their first attempt */
     est_upstream_stats_t stats;
@@ -134,116 +135,71 @@ struct est_upstream_set {
     est_upstream_t *upstreams;
     size_t num_upstreams;
     h2o_timeout_t zero_timeout;
-    h2o_timeout_t tick_timeout;
-    h2o_timeout_entry_t tick_entry;
-    h2o_linklist_t wheel[EST_WHEEL_SLOTS]; /* est_wheel_entry_t, by expiry tick */
-    uint64_t wheel_tick;                   /* the last tick whose slot was looked at */
-    size_t wheel_count;                    /* entries in the slots */
+    est_wheel_t wheel; /* request deadlines and retry backoffs */
     unsigned seed;        /* backoff jitter (rand_r) */
 };
-
-/* --- exchanges --- */
-
-typedef enum {
-    EST_X_DEFERRED,   /* waiting for the start / a wake-up on the zero timer */
-    EST_X_RESOLVING,  /* DNS query running */
-    EST_X_QUEUED,     /* waiting for a pool slot */
-    EST_X_CONNECTING, /* TCP connect or TLS handshake */
-    EST_X_HEAD,       /* request written (or being written), waiting for the head */
-    EST_X_BODY,       /* head delivered, reading the body */
-    EST_X_UPGRADED,   /* 101 delivered, waiting for est_exchange_steal_socket */
-    EST_X_BACKOFF,    /* waiting before the next attempt */
-    EST_X_DONE,
-} est_x_state_t;
-
-typedef enum { EST_BODY_NONE, EST_BODY_LENGTH, EST_BODY_CHUNKED, EST_BODY_CLOSE } est_body_mode_t;
-
-/*
- * (memory) An exchange exists from the request's arrival to its end, and under load most of
- * them wait in the pool's queue (S4: ~4,700 of 5,000), so it is kept small (~560 bytes): the
- * request head lives in the connection (est_conn_t.head_inline), the previous attempt's
- * address is x->sa itself until the next pick overwrites it, and the 0/1 flags are bytes.
- */
-struct est_exchange {
-    est_upstream_t *u;
-    const est_upstream_request_t *req;
-    est_exchange_cb_t cb;
-    void *data;
-    est_x_state_t state;
-    est_body_mode_t body_mode; /* reply framing */
-    est_exchange_info_t info;
-
-    est_conn_t *conn;
-    uint64_t backoff_at;  /* absolute, while EST_X_BACKOFF */
-    uint64_t connect_start;
-
-    /* target / address of the current attempt; between attempts (and until the next pick)
-     * sa is the previous attempt's address, which EST_PICK_RETRY / SAME avoid / reuse */
-    size_t target_index;
-    size_t addr_index;
-    uint64_t addr_generation;
-    struct sockaddr_storage sa;
-    socklen_t salen;
-    unsigned in_cb; /* re-entrancy: inside a user callback */
-    est_dns_query_t *dnsq;
-
-    /* request head: head_buf is conn->head_inline, or a malloc'd buffer for a larger head
-     * (head_is_heap); it is written once per attempt, when the connection is ready */
-    char *head_buf;
-    h2o_iovec_t bufs[2];
-
-    /* reply */
-    uint64_t body_left;
-    struct phr_chunked_decoder chunked;
-    size_t held; /* (est_exchange_hold) input bytes delivered, consumed at est_exchange_release */
-
-    /* flags, 0 or 1 (pick_mode: EST_PICK_*) */
-    unsigned char has_slot;
-    unsigned char force_new_conn;   /* next connection must be a fresh one (after a stale pooled one) */
-    unsigned char sent;             /* request bytes handed to a socket in this attempt */
-    unsigned char write_pending;    /* h2o_socket_write not completed yet */
-    unsigned char got_bytes;        /* response bytes seen in this attempt */
-    unsigned char transparent;      /* next attempt is a transparent retry (not counted) */
-    unsigned char counted_inflight;
-    unsigned char health_trial;     /* this attempt is the half-open trial of its address */
-    unsigned char counted_retry;    /* counted in u->active_retries */
-    unsigned char pick_mode;        /* EST_PICK_* for the current attempt */
-    unsigned char head_is_heap;
-    unsigned char address_stale;    /* (perf) info.address not formatted yet for sa (done in est_exchange_info) */
-    unsigned char is_head_method;
-    unsigned char keepalive;
-    unsigned char paused;
-    unsigned char hold_requested;   /* (est_exchange_hold) asked during the current on_body */
-    unsigned char dead;             /* cancelled / finished while inside a callback; freed when it returns */
-
-    h2o_timeout_entry_t timer;       /* phase: queue wait, connect, response */
-    h2o_timeout_entry_t defer_timer; /* zero timeout: start, wake-up, resume */
-    est_wheel_entry_t wheel;         /* deadline and backoff */
-    h2o_linklist_t _wait_link;
-    est_exchange_t *free_next; /* (perf) u->free_exchanges */
-};
-
-/* balancer.c: 1 when a and b are the same address and port (NULL is never equal) */
-int est_sockaddr_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 
 /* pool.c */
 int est_pool_init_upstream(est_upstream_t *u, char **err);
 void est_pool_dispose_upstream(est_upstream_t *u);
-/* Gets a connection for x->sa: a matching idle one, or a new one (connect started), or queues x.
- * Returns 0 when x has a connection (x->conn set, state CONNECTING or ACTIVE), 1 when queued,
- * -1 on an immediate connect failure (x->conn NULL, slot kept). */
-int est_pool_acquire(est_exchange_t *x);
-/* Gives the connection back after a complete reply: pooled if `reusable`, else closed. */
-void est_pool_release(est_exchange_t *x, int reusable);
-/* Drops the exchange's pool slot (and wakes the first waiter). */
-void est_pool_release_slot(est_exchange_t *x);
-void est_pool_dequeue(est_exchange_t *x);
+
+/*
+ * A request for a connection (as h2o's socketpool: est_pool_connect / est_pool_cancel_connect),
+ * embedded in its user. It holds one of the upstream's pool.max_connections slots from the
+ * moment it gets one until est_pool_release.
+ */
+typedef struct est_pool_req est_pool_req_t;
+struct est_pool_req {
+    /* set by the user before est_pool_connect */
+    size_t target_index;
+    const struct sockaddr_storage *sa; /* the address (with port) to reach; read during the call */
+    socklen_t salen;
+    unsigned char force_new;          /* a fresh connection, not a pooled one (reset once used) */
+    void (*on_slot)(est_pool_req_t *req); /* a queued request got a slot: call est_pool_connect again */
+    /* a new connection is made (conn ACTIVE) or failed (err; tls_stage: in the TLS handshake) */
+    void (*on_connect)(est_pool_req_t *req, const char *err, int tls_stage);
+    /* set by the pool */
+    est_conn_t *conn;
+    unsigned char reused; /* conn came from the idle pool */
+    unsigned char _has_slot;
+    h2o_linklist_t _wait_link;
+};
+
+/*
+ * Gets a connection for req->sa: a matching idle one (returns 0, req->conn ACTIVE), a new one
+ * (returns 0, req->conn CONNECTING, on_connect follows), or queues the request when every slot
+ * is taken (returns 1, on_slot follows). -1: cannot connect now (req->conn NULL, slot kept).
+ */
+int est_pool_connect(est_upstream_t *u, est_pool_req_t *req);
+/* Leaves the wait queue (no on_slot follows); the slot, if held, is kept. */
+void est_pool_cancel_connect(est_upstream_t *u, est_pool_req_t *req);
+/* Ends the request: its connection back (pooled if `reusable` and the pool's rules allow, else
+ * closed; a CONNECTING one is closed), its slot back (to the first waiter), out of the queue. */
+void est_pool_release(est_upstream_t *u, est_pool_req_t *req, int reusable);
+/* Gives one slot of `u` back: to the first waiter, or to the pool. */
+void est_pool_slot_put(est_upstream_t *u);
+/* Gives an ACTIVE connection back after a reply: pooled if `reusable` (and the pool's rules
+ * allow), else closed. No slot is touched. */
+void est_pool_put_conn(est_conn_t *c, int reusable);
 void est_pool_close_conn(est_conn_t *c);
 /* Closes idle connections of target `ti` whose address is not in `res` */
 void est_pool_purge_target(est_upstream_t *u, size_t ti, const est_dns_result_t *res);
-void est_conn_on_connected(est_conn_t *c, const char *err, int tls_stage); /* client.c */
-void est_exchange_wake(est_exchange_t *x);                 /* client.c: a waiter got a slot */
-void est_exchange_queue_timeout(est_exchange_t *x);        /* client.c */
+
+/* drain.c */
+/* Bound of a drain: at most this many body bytes are read and discarded, within response_timeout */
+#define EST_DRAIN_MAX_BODY (64 * 1024)
+/*
+ * Takes an ACTIVE connection whose request was written whole and whose exchange is gone
+ * (cancelled), together with one slot of its upstream: reads the rest of the reply in the
+ * background and discards it, then pools the connection and gives the slot back; closes it
+ * when the reply is invalid, not keep-alive, longer than EST_DRAIN_MAX_BODY or slower than
+ * response_timeout. `body`: the reply's body decoder when the head was read, NULL to read the
+ * head first (`is_head_method`: the request was HEAD). The first `skip` input bytes were
+ * decoded already (they are consumed from the loop: the caller may still be reading them).
+ */
+void est_drain_start(est_conn_t *c, const est_h1_body_t *body, int is_head_method, size_t skip);
+/* Stops a drain (est_pool_close_conn calls it); the slot is not given back. */
+void est_drain_dispose(est_conn_t *c);
 
 /* balancer.c */
 enum {
@@ -260,15 +216,16 @@ enum {
  */
 size_t est_balance_pick_target(est_upstream_t *u, int mode, size_t prev_ti, uint64_t now);
 /* Picks an address of target `ti` from its (fresh) answer `res` by the same rules (`avoid`:
- * the previous attempt's address for RETRY / SAME, else NULL; it may be &x->sa, which is read
- * before it is replaced); fills x->sa / x->addr_index and
- * takes the half-open trial of the address when it is one. Returns 0, or -1 when no address
- * can be used (out of memory). */
-int est_balance_pick_address(est_exchange_t *x, size_t ti, est_dns_result_t *res, int mode,
+ * the previous attempt's address for RETRY / SAME, else NULL; it may be &p->sa, which is read
+ * before it is replaced); fills `p` (indices and address), counts it in flight and takes the
+ * half-open trial of the address when it is one. Returns 0, or -1 when no address can be used
+ * (out of memory). */
+int est_balance_pick_address(est_upstream_t *u, est_pick_t *p, size_t ti, est_dns_result_t *res, int mode,
                              const struct sockaddr_storage *avoid, uint64_t now);
-/* The connect verdict of x's attempt on its address: ok = TCP (and TLS) connection made. */
-void est_balance_report(est_exchange_t *x, int ok, uint64_t now);
-void est_balance_done(est_exchange_t *x);
+/* The connect verdict of the attempt on p's address: ok = TCP (and TLS) connection made. */
+void est_balance_report(est_upstream_t *u, est_pick_t *p, int ok, uint64_t now);
+/* The attempt on p is over: no longer in flight, its half-open trial (if any) given back. */
+void est_balance_done(est_upstream_t *u, est_pick_t *p);
 void est_target_set_result(est_upstream_t *u, size_t ti, est_dns_result_t *res);
 /* Is an address admitted (1) or ejected (0) at `now`? (a half-open one is admitted for one trial) */
 int est_health_usable(const est_addr_health_t *h, uint64_t now);
@@ -277,11 +234,5 @@ int est_health_update(est_addr_health_t *h, int ok, uint64_t now);
 /* Ejection period after the n-th consecutive ejection (n >= 1). */
 uint64_t est_eject_duration_ms(unsigned n);
 
-/* client.c */
-/* The wait before attempt n+1 (n >= 1): random in [d/2, d], d = min(max_ms, base_ms * 2^(n-1)). */
-uint64_t est_retry_backoff_ms(uint64_t base_ms, uint64_t max_ms, unsigned n, unsigned *seed);
-/* May one more retry start, with `active_retries` retries (not counting the asker) among
- * `active_requests` live exchanges? */
-int est_retry_budget_allows(size_t active_requests, size_t active_retries);
 
 #endif

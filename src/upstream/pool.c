@@ -2,10 +2,14 @@
  * estuary - per-upstream connection pool (one per worker).
  *
  * Rules:
- * - A "slot" is held by every exchange whose connection is connecting or in use; at most
- *   pool.max_connections slots per upstream. Exchanges beyond wait FIFO in u->waiters (the
- *   wait is bounded by connect_timeout, enforced in client.c). A released slot is handed
- *   directly to the first waiter, so a newcomer cannot overtake the queue.
+ * - Connections are asked for through a request handle (est_pool_req_t, embedded in its
+ *   user: est_pool_connect / est_pool_cancel_connect / est_pool_release, as h2o's socketpool)
+ *   that calls back on a granted slot and on a made connection; the pool never sees who
+ *   asks. A "slot" is held by every request whose connection is connecting or in use, and by
+ *   every drain (drain.c); at most pool.max_connections slots per upstream. Requests beyond
+ *   wait FIFO in u->waiters (the wait is bounded by connect_timeout, enforced by the
+ *   exchange). A released slot is handed directly to the first waiter, so a newcomer cannot
+ *   overtake the queue.
  * - Idle keep-alive connections are keyed by target (which fixes TLS settings and SNI) and
  *   address; the most recently used one is reused first. At most pool.max_idle are kept
  *   (the oldest is closed beyond), each for at most idle_timeout, and a connection is closed
@@ -77,6 +81,7 @@ int est_pool_init_upstream(est_upstream_t *u, char **err)
     h2o_timeout_init(loop, &u->idle_timeout, u->conf->pool.idle_timeout_ms);
     h2o_linklist_init_anchor(&u->idle);
     h2o_linklist_init_anchor(&u->waiters);
+    h2o_linklist_init_anchor(&u->draining);
 
     int need_tls = 0;
     for (size_t i = 0; i != u->conf->num_targets; ++i)
@@ -163,6 +168,8 @@ void est_pool_dispose_upstream(est_upstream_t *u)
 {
     while (!h2o_linklist_is_empty(&u->idle))
         est_pool_close_conn(H2O_STRUCT_FROM_MEMBER(est_conn_t, idle_link, u->idle.next));
+    while (!h2o_linklist_is_empty(&u->draining))
+        est_pool_close_conn(H2O_STRUCT_FROM_MEMBER(est_conn_t, drain_link, u->draining.next));
     h2o_loop_t *loop = u->set->loop;
     h2o_timeout_dispose(loop, &u->connect_timeout);
     h2o_timeout_dispose(loop, &u->response_timeout);
@@ -186,6 +193,7 @@ void est_pool_close_conn(est_conn_t *c)
     }
     if (h2o_timeout_is_linked(&c->idle_timer))
         h2o_timeout_unlink(&c->idle_timer);
+    est_drain_dispose(c);
     if (c->sock != NULL) {
         c->sock->data = NULL;
         h2o_socket_close(c->sock);
@@ -213,7 +221,7 @@ static void pool_idle(est_conn_t *c)
 {
     est_upstream_t *u = c->u;
     c->state = EST_CONN_IDLE;
-    c->x = NULL;
+    c->req = NULL;
     h2o_linklist_insert(&u->idle, &c->idle_link);
     u->num_idle++;
     u->stats.conns_idle++;
@@ -240,6 +248,18 @@ static void limit_rcvbuf(h2o_socket_t *sock)
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
 }
 
+/* a new connection is made (or failed): its requester is told, or it is closed */
+static void conn_connected(est_conn_t *c, const char *err, int tls_stage)
+{
+    if (c->req == NULL) {
+        est_pool_close_conn(c);
+        return;
+    }
+    if (err == NULL)
+        c->state = EST_CONN_ACTIVE;
+    c->req->on_connect(c->req, err, tls_stage);
+}
+
 static void on_connect(h2o_socket_t *sock, const char *err)
 {
     est_conn_t *c = sock->data;
@@ -252,7 +272,7 @@ static void on_connect(h2o_socket_t *sock, const char *err)
         h2o_socket_ssl_handshake(sock, u->ssl_ctx, name, on_handshake);
         return;
     }
-    est_conn_on_connected(c, err, 0);
+    conn_connected(c, err, 0);
 }
 
 static void on_handshake(h2o_socket_t *sock, const char *err)
@@ -266,54 +286,53 @@ static void on_handshake(h2o_socket_t *sock, const char *err)
         c->u->stats.tls_resumed++;
         est_log_debug("upstream '%s': TLS session resumed", c->u->conf->name);
     }
-    est_conn_on_connected(c, err, 1);
+    conn_connected(c, err, 1);
 }
 
-int est_pool_acquire(est_exchange_t *x)
+int est_pool_connect(est_upstream_t *u, est_pool_req_t *req)
 {
-    est_upstream_t *u = x->u;
-    if (!x->has_slot) {
+    if (!req->_has_slot) {
         size_t max = u->conf->pool.max_connections ? u->conf->pool.max_connections : 1;
         if (u->num_slots >= max || !h2o_linklist_is_empty(&u->waiters)) {
-            h2o_linklist_insert(&u->waiters, &x->_wait_link);
+            h2o_linklist_insert(&u->waiters, &req->_wait_link);
             u->stats.queue_waits++;
             return 1;
         }
         u->num_slots++;
-        x->has_slot = 1;
+        req->_has_slot = 1;
     }
 
     /* the most recently pooled matching connection */
-    if (!x->force_new_conn) {
+    if (!req->force_new) {
         for (h2o_linklist_t *l = u->idle.prev; l != &u->idle; l = l->prev) {
             est_conn_t *c = H2O_STRUCT_FROM_MEMBER(est_conn_t, idle_link, l);
-            if (c->target_index == x->target_index && est_sockaddr_equal(&c->sa, &x->sa)) {
+            if (c->target_index == req->target_index && est_sockaddr_equal(&c->sa, req->sa)) {
                 h2o_linklist_unlink(&c->idle_link);
                 u->num_idle--;
                 u->stats.conns_idle--;
                 h2o_timeout_unlink(&c->idle_timer);
                 h2o_socket_read_stop(c->sock);
                 c->state = EST_CONN_ACTIVE;
-                c->x = x;
-                x->conn = c;
-                x->info.reused = 1;
+                c->req = req;
+                req->conn = c;
+                req->reused = 1;
                 u->stats.conns_reused++;
                 return 0;
             }
         }
     }
-    x->force_new_conn = 0;
+    req->force_new = 0;
 
     est_conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return -1;
     c->u = u;
     c->state = EST_CONN_CONNECTING;
-    c->target_index = x->target_index;
-    c->sa = x->sa;
-    c->salen = x->salen;
+    c->target_index = req->target_index;
+    c->sa = *req->sa;
+    c->salen = req->salen;
     c->idle_timer.cb = on_idle_timeout;
-    if (u->conf->targets[x->target_index].is_tls && u->ssl_ctx == NULL) {
+    if (u->conf->targets[req->target_index].is_tls && u->ssl_ctx == NULL) {
         free(c);
         return -1;
     }
@@ -322,9 +341,9 @@ int est_pool_acquire(est_exchange_t *x)
         return -1;
     }
     c->sock->data = c;
-    c->x = x;
-    x->conn = c;
-    x->info.reused = 0;
+    c->req = req;
+    req->conn = c;
+    req->reused = 0;
     u->stats.conns_created++;
     u->stats.conns_open++;
     return 0;
@@ -370,48 +389,53 @@ void est_upstream_handover(est_upstream_t *from, est_upstream_t *to)
     }
 }
 
-void est_pool_release(est_exchange_t *x, int reusable)
+void est_pool_put_conn(est_conn_t *c, int reusable)
 {
-    est_conn_t *c = x->conn;
-    if (c != NULL) {
-        x->conn = NULL;
-        c->x = NULL;
-        c->requests++;
-        est_upstream_t *u = c->u;
-        const est_dns_result_t *res = u->targets[c->target_index].res;
-        /* an address that left the DNS answer while the request ran is not pooled either */
-        if (reusable && c->state == EST_CONN_ACTIVE && c->requests < u->conf->pool.max_requests && u->conf->pool.max_idle > 0 &&
-            c->sock->input->size == 0 && (res == NULL || in_answer(u, c->target_index, res, &c->sa))) {
-            if (u->handover != NULL) /* (reload) the current set's upstream of the same config takes it */
-                move_conn(c, u->handover);
-            pool_idle(c);
-        } else {
-            est_pool_close_conn(c);
-        }
+    c->req = NULL;
+    c->requests++;
+    est_upstream_t *u = c->u;
+    const est_dns_result_t *res = u->targets[c->target_index].res;
+    /* an address that left the DNS answer while the request ran is not pooled either */
+    if (reusable && c->state == EST_CONN_ACTIVE && c->requests < u->conf->pool.max_requests && u->conf->pool.max_idle > 0 &&
+        c->sock->input->size == 0 && (res == NULL || in_answer(u, c->target_index, res, &c->sa))) {
+        if (u->handover != NULL) /* (reload) the current set's upstream of the same config takes it */
+            move_conn(c, u->handover);
+        pool_idle(c);
+    } else {
+        est_pool_close_conn(c);
     }
-    est_pool_release_slot(x);
 }
 
-void est_pool_release_slot(est_exchange_t *x)
+void est_pool_release(est_upstream_t *u, est_pool_req_t *req, int reusable)
 {
-    if (!x->has_slot)
-        return;
-    est_upstream_t *u = x->u;
-    x->has_slot = 0;
+    est_pool_cancel_connect(u, req);
+    est_conn_t *c = req->conn;
+    if (c != NULL) {
+        req->conn = NULL;
+        est_pool_put_conn(c, reusable);
+    }
+    if (req->_has_slot) {
+        req->_has_slot = 0;
+        est_pool_slot_put(u);
+    }
+}
+
+void est_pool_slot_put(est_upstream_t *u)
+{
     if (!h2o_linklist_is_empty(&u->waiters)) {
-        est_exchange_t *w = H2O_STRUCT_FROM_MEMBER(est_exchange_t, _wait_link, u->waiters.next);
+        est_pool_req_t *w = H2O_STRUCT_FROM_MEMBER(est_pool_req_t, _wait_link, u->waiters.next);
         h2o_linklist_unlink(&w->_wait_link);
-        w->has_slot = 1; /* handed over: num_slots unchanged */
-        est_exchange_wake(w);
+        w->_has_slot = 1; /* handed over: num_slots unchanged */
+        w->on_slot(w);
     } else {
         u->num_slots--;
     }
 }
 
-void est_pool_dequeue(est_exchange_t *x)
+void est_pool_cancel_connect(est_upstream_t *u, est_pool_req_t *req)
 {
-    if (h2o_linklist_is_linked(&x->_wait_link))
-        h2o_linklist_unlink(&x->_wait_link);
+    if (h2o_linklist_is_linked(&req->_wait_link))
+        h2o_linklist_unlink(&req->_wait_link);
 }
 
 void est_pool_purge_target(est_upstream_t *u, size_t ti, const est_dns_result_t *res)
@@ -427,21 +451,11 @@ void est_pool_purge_target(est_upstream_t *u, size_t ti, const est_dns_result_t 
 
 static int in_answer(const est_upstream_t *u, size_t ti, const est_dns_result_t *res, const struct sockaddr_storage *sa)
 {
-    /* as est_sockaddr_equal on the answer's address with the target's port, without copying it */
-    in_port_t port = htons(u->conf->targets[ti].port);
-    for (size_t i = 0; i != res->num_addrs; ++i) {
-        const struct sockaddr_storage *a = &res->addrs[i].sa;
-        if (a->ss_family != sa->ss_family)
-            continue;
-        if (a->ss_family == AF_INET) {
-            const struct sockaddr_in *x = (const void *)a, *y = (const void *)sa;
-            if (y->sin_port == port && x->sin_addr.s_addr == y->sin_addr.s_addr)
-                return 1;
-        } else if (a->ss_family == AF_INET6) {
-            const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)sa;
-            if (y->sin6_port == port && memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0)
-                return 1;
-        }
-    }
+    /* the answer's addresses carry no port: the target's port is compared apart */
+    if (est_sockaddr_port(sa) != u->conf->targets[ti].port)
+        return 0;
+    for (size_t i = 0; i != res->num_addrs; ++i)
+        if (est_sockaddr_equal_addr(&res->addrs[i].sa, sa))
+            return 1;
     return 0;
 }

@@ -64,21 +64,20 @@ static void bfix_dispose(bfix_t *f)
 }
 
 /* One attempt: picks a target and an address like client.c's begin_attempt / on_resolved. */
-static void pick(bfix_t *f, est_exchange_t *x, int mode, uint64_t now)
+static void pick(bfix_t *f, est_pick_t *x, int mode, uint64_t now)
 {
     struct sockaddr_storage prev = x->sa;
     size_t prev_ti = x->target_index;
-    est_balance_done(x);
-    x->u = &f->u;
+    est_balance_done(&f->u, x);
     size_t ti = est_balance_pick_target(&f->u, mode, prev_ti, now);
     assert_true(ti < f->uconf.num_targets);
-    assert_int_equal(est_balance_pick_address(x, ti, f->res[ti], mode, mode == EST_PICK_FIRST ? NULL : &prev, now), 0);
+    assert_int_equal(est_balance_pick_address(&f->u, x, ti, f->res[ti], mode, mode == EST_PICK_FIRST ? NULL : &prev, now), 0);
 }
 
-static void attempt_ends(est_exchange_t *x, int connect_ok, uint64_t now)
+static void attempt_ends(bfix_t *f, est_pick_t *x, int connect_ok, uint64_t now)
 {
-    est_balance_report(x, connect_ok, now);
-    est_balance_done(x);
+    est_balance_report(&f->u, x, connect_ok, now);
+    est_balance_done(&f->u, x);
 }
 
 /* ------------------------------------------------------------------ backoff and budget */
@@ -175,18 +174,18 @@ static void test_round_robin_even_with_retries(void **state)
     bfix_init(&f, 2, addrs, EST_BALANCE_ROUND_ROBIN);
     unsigned first[2] = {0}, load[2] = {0};
     for (int i = 0; i != 1000; ++i) {
-        est_exchange_t x = {0};
+        est_pick_t x = {0};
         pick(&f, &x, EST_PICK_FIRST, NOW);
         first[x.target_index]++;
         load[x.target_index]++;
         /* every third first attempt on target 0 fails (reset) and is retried */
         if (x.target_index == 0 && i % 3 == 0) {
-            attempt_ends(&x, 1, NOW);
+            attempt_ends(&f, &x, 1, NOW);
             pick(&f, &x, EST_PICK_RETRY, NOW);
             assert_int_equal(x.target_index, 1); /* the retry goes to the other target */
             load[x.target_index]++;
         }
-        attempt_ends(&x, 1, NOW);
+        attempt_ends(&f, &x, 1, NOW);
     }
     /* first attempts alternate exactly; a retry does not move the round robin */
     assert_int_equal(first[0], 500);
@@ -202,11 +201,11 @@ static void test_addresses_of_a_name_all_used(void **state)
     bfix_init(&f, 2, addrs, EST_BALANCE_ROUND_ROBIN);
     unsigned per_addr[3] = {0};
     for (int i = 0; i != 60; ++i) {
-        est_exchange_t x = {0};
+        est_pick_t x = {0};
         pick(&f, &x, EST_PICK_FIRST, NOW);
         if (x.target_index == 0)
             per_addr[x.addr_index]++;
-        attempt_ends(&x, 1, NOW);
+        attempt_ends(&f, &x, 1, NOW);
     }
     assert_int_equal(per_addr[0], 10);
     assert_int_equal(per_addr[1], 10);
@@ -220,17 +219,17 @@ static void test_retry_prefers_another_address(void **state)
     size_t addrs[1] = {3};
     bfix_init(&f, 1, addrs, EST_BALANCE_ROUND_ROBIN);
     for (int i = 0; i != 9; ++i) {
-        est_exchange_t x = {0};
+        est_pick_t x = {0};
         pick(&f, &x, EST_PICK_FIRST, NOW);
         size_t a0 = x.addr_index, rr = f.targets[0].rr;
-        attempt_ends(&x, 0, NOW);
+        attempt_ends(&f, &x, 0, NOW);
         pick(&f, &x, EST_PICK_RETRY, NOW);
         assert_int_not_equal(x.addr_index, a0);
         assert_int_equal(x.addr_index, (a0 + 1) % 3);
         assert_int_equal(f.targets[0].rr, rr); /* retries leave the round robin alone */
         pick(&f, &x, EST_PICK_SAME, NOW);    /* a transparent retry stays */
         assert_int_equal(x.addr_index, (a0 + 1) % 3);
-        attempt_ends(&x, 1, NOW);
+        attempt_ends(&f, &x, 1, NOW);
     }
     bfix_dispose(&f);
 }
@@ -240,7 +239,7 @@ static void test_least_request_over_addresses(void **state)
     bfix_t f;
     size_t addrs[1] = {3};
     bfix_init(&f, 1, addrs, EST_BALANCE_LEAST_REQUEST);
-    est_exchange_t x[6];
+    est_pick_t x[6];
     memset(x, 0, sizeof(x));
     /* three in flight: one per address */
     for (int i = 0; i != 3; ++i)
@@ -249,18 +248,18 @@ static void test_least_request_over_addresses(void **state)
     assert_int_equal(f.targets[0].inflight[1], 1);
     assert_int_equal(f.targets[0].inflight[2], 1);
     /* address 1 finishes: the next two go there, then to whichever is least loaded */
-    est_balance_done(&x[1]);
+    est_balance_done(&f.u, &x[1]);
     pick(&f, &x[3], EST_PICK_FIRST, NOW);
     assert_int_equal(x[3].addr_index, 1);
-    est_balance_done(&x[0]);
-    est_balance_done(&x[2]);
+    est_balance_done(&f.u, &x[0]);
+    est_balance_done(&f.u, &x[2]);
     pick(&f, &x[4], EST_PICK_FIRST, NOW);
     assert_int_not_equal(x[4].addr_index, 1);
     pick(&f, &x[5], EST_PICK_FIRST, NOW);
     assert_int_not_equal(x[5].addr_index, 1);
     assert_int_not_equal(x[5].addr_index, x[4].addr_index);
     for (int i = 3; i != 6; ++i)
-        est_balance_done(&x[i]);
+        est_balance_done(&f.u, &x[i]);
     bfix_dispose(&f);
 }
 
@@ -273,15 +272,15 @@ static void test_ejection_and_readmission(void **state)
     /* target 1 refuses connections: after 3 failures it is ejected */
     unsigned to_dead = 0;
     for (int i = 0; i != 20; ++i) {
-        est_exchange_t x = {0};
+        est_pick_t x = {0};
         pick(&f, &x, EST_PICK_FIRST, now);
         if (x.target_index == 1) {
             to_dead++;
-            attempt_ends(&x, 0, now);
+            attempt_ends(&f, &x, 0, now);
             pick(&f, &x, EST_PICK_RETRY, now);
             assert_int_equal(x.target_index, 0);
         }
-        attempt_ends(&x, 1, now);
+        attempt_ends(&f, &x, 1, now);
     }
     assert_int_equal(to_dead, 3);
     assert_int_equal(f.u.stats.ejections, 1);
@@ -289,17 +288,17 @@ static void test_ejection_and_readmission(void **state)
     /* 999 ms later: still ejected */
     now += 999;
     for (int i = 0; i != 10; ++i) {
-        est_exchange_t x = {0};
+        est_pick_t x = {0};
         pick(&f, &x, EST_PICK_FIRST, now);
         assert_int_equal(x.target_index, 0);
-        attempt_ends(&x, 1, now);
+        attempt_ends(&f, &x, 1, now);
     }
     /* 1 s after the ejection: half-open, exactly one trial while it is in flight */
     now += 1;
-    est_exchange_t trial = {0};
+    est_pick_t trial = {0};
     int got_trial = 0;
     for (int i = 0; i != 4; ++i) {
-        est_exchange_t x = {0};
+        est_pick_t x = {0};
         pick(&f, &x, EST_PICK_FIRST, now);
         if (x.target_index == 1) {
             assert_false(got_trial);
@@ -307,36 +306,36 @@ static void test_ejection_and_readmission(void **state)
             assert_true(x.health_trial);
             trial = x;
         } else {
-            attempt_ends(&x, 1, now);
+            attempt_ends(&f, &x, 1, now);
         }
     }
     assert_true(got_trial);
     /* the trial fails: ejected again, for 2 s */
-    attempt_ends(&trial, 0, now);
+    attempt_ends(&f, &trial, 0, now);
     assert_int_equal(f.u.stats.ejections, 2);
     now += 1999;
     for (int i = 0; i != 4; ++i) {
-        est_exchange_t x = {0};
+        est_pick_t x = {0};
         pick(&f, &x, EST_PICK_FIRST, now);
         assert_int_equal(x.target_index, 0);
-        attempt_ends(&x, 1, now);
+        attempt_ends(&f, &x, 1, now);
     }
     /* the next trial connects: target 1 is back in the rotation */
     now += 1;
     int back = 0;
     for (int i = 0; i != 2; ++i) {
-        est_exchange_t x = {0};
+        est_pick_t x = {0};
         pick(&f, &x, EST_PICK_FIRST, now);
         back += x.target_index == 1;
-        attempt_ends(&x, 1, now);
+        attempt_ends(&f, &x, 1, now);
     }
     assert_int_equal(back, 1);
     unsigned per[2] = {0};
     for (int i = 0; i != 10; ++i) {
-        est_exchange_t x = {0};
+        est_pick_t x = {0};
         pick(&f, &x, EST_PICK_FIRST, now);
         per[x.target_index]++;
-        attempt_ends(&x, 1, now);
+        attempt_ends(&f, &x, 1, now);
     }
     assert_int_equal(per[0], 5);
     assert_int_equal(per[1], 5);
@@ -349,23 +348,23 @@ static void test_trial_without_verdict_is_released(void **state)
     size_t addrs[2] = {1, 1};
     bfix_init(&f, 2, addrs, EST_BALANCE_ROUND_ROBIN);
     est_addr_health_t *h;
-    est_exchange_t x = {0};
+    est_pick_t x = {0};
     pick(&f, &x, EST_PICK_FIRST, NOW); /* resolves both targets' health arrays lazily */
-    attempt_ends(&x, 1, NOW);
+    attempt_ends(&f, &x, 1, NOW);
     pick(&f, &x, EST_PICK_FIRST, NOW);
     assert_int_equal(x.target_index, 1);
-    attempt_ends(&x, 1, NOW);
+    attempt_ends(&f, &x, 1, NOW);
     h = &f.targets[1].health[0];
     h->ejected_until = NOW; /* half-open now */
     h->ejections = 1;
-    est_exchange_t t = {0};
+    est_pick_t t = {0};
     pick(&f, &t, EST_PICK_FIRST, NOW);
     assert_int_equal(t.target_index, 0);
-    attempt_ends(&t, 1, NOW);
+    attempt_ends(&f, &t, 1, NOW);
     pick(&f, &t, EST_PICK_FIRST, NOW);
     assert_int_equal(t.target_index, 1);
     assert_true(h->trial);
-    est_balance_done(&t); /* e.g. cancelled while connecting */
+    est_balance_done(&f.u, &t); /* e.g. cancelled while connecting */
     assert_false(h->trial);
     assert_true(est_health_usable(h, NOW));
     bfix_dispose(&f);
@@ -378,17 +377,17 @@ static void test_all_ejected_still_tried(void **state)
     bfix_init(&f, 2, addrs, EST_BALANCE_ROUND_ROBIN);
     /* every address of every target fails until all are ejected */
     for (int i = 0; i != 30; ++i) {
-        est_exchange_t x = {0};
+        est_pick_t x = {0};
         pick(&f, &x, EST_PICK_FIRST, NOW);
-        attempt_ends(&x, 0, NOW);
+        attempt_ends(&f, &x, 0, NOW);
     }
     assert_int_equal(f.u.stats.ejections, 3);
     unsigned per[2] = {0};
     for (int i = 0; i != 10; ++i) {
-        est_exchange_t x = {0};
+        est_pick_t x = {0};
         pick(&f, &x, EST_PICK_FIRST, NOW + 1);
         per[x.target_index]++;
-        attempt_ends(&x, 0, NOW + 1);
+        attempt_ends(&f, &x, 0, NOW + 1);
     }
     /* still balanced over everything */
     assert_int_equal(per[0], 5);
@@ -402,19 +401,19 @@ static void test_least_request_skips_ejected_target(void **state)
     size_t addrs[2] = {1, 1};
     bfix_init(&f, 2, addrs, EST_BALANCE_LEAST_REQUEST);
     for (int i = 0; i != 12; ++i) {
-        est_exchange_t x = {0};
+        est_pick_t x = {0};
         pick(&f, &x, EST_PICK_FIRST, NOW);
-        attempt_ends(&x, x.target_index == 0, NOW);
+        attempt_ends(&f, &x, x.target_index == 0, NOW);
     }
     /* target 1 is ejected: even with requests in flight on target 0, new ones go there */
-    est_exchange_t x[3];
+    est_pick_t x[3];
     memset(x, 0, sizeof(x));
     for (int i = 0; i != 3; ++i) {
         pick(&f, &x[i], EST_PICK_FIRST, NOW);
         assert_int_equal(x[i].target_index, 0);
     }
     for (int i = 0; i != 3; ++i)
-        est_balance_done(&x[i]);
+        est_balance_done(&f.u, &x[i]);
     bfix_dispose(&f);
 }
 

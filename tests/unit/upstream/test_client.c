@@ -49,6 +49,7 @@ enum {
     MODE_HUGE_HEAD,       /* a head over 64 KiB */
     MODE_UPGRADE,         /* 101, then "abc" right after the head */
     MODE_GARBAGE,         /* not HTTP */
+    MODE_BIG_PAUSE,       /* like MODE_BIG, with a 200 ms pause after the first 16 KiB piece */
 };
 
 #define BIG_LEN (1024 * 1024)
@@ -232,14 +233,18 @@ static void *handler_main(void *p)
         case MODE_GARBAGE:
             send_str(fd, "SSH-2.0-OpenSSH\r\n\r\n");
             goto Close;
-        case MODE_BIG: {
+        case MODE_BIG:
+        case MODE_BIG_PAUSE: {
             char head[128];
             int n = snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", BIG_LEN);
             if (send_all(fd, head, (size_t)n) != 0)
                 goto Close;
-            for (size_t sent = 0; sent < BIG_LEN; sent += sizeof(big_piece))
+            for (size_t sent = 0; sent < BIG_LEN; sent += sizeof(big_piece)) {
                 if (send_all(fd, big_piece, sizeof(big_piece)) != 0)
                     goto Close;
+                if (sent == 0 && srv->mode == MODE_BIG_PAUSE)
+                    msleep(200);
+            }
             continue;
         }
         }
@@ -485,25 +490,50 @@ static void start(fixture_t *f, rec_t *r, const est_upstream_request_t *req)
     assert_non_null(r->x);
 }
 
+/* Fixtures by cmocka setup/teardown: the prestate is the scripted server's mode; the test
+ * gets the server and an upstream set on it (fixture_conf defaults) as an env_t. */
+
+typedef struct env {
+    server_t srv;
+    fixture_t f;
+} env_t;
+
+static int env_setup(void **state)
+{
+    int mode = *(int *)*state;
+    env_t *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return -1;
+    server_start(&e->srv, mode);
+    fixture_conf(&e->f, e->srv.port);
+    fixture_start(&e->f);
+    *state = e;
+    return 0;
+}
+
+static int env_teardown(void **state)
+{
+    env_t *e = *state;
+    fixture_stop(&e->f);
+    server_stop(&e->srv);
+    free(e);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ tests */
 
 static void test_content_length(void **state)
 {
-    server_t srv;
-    server_start(&srv, MODE_CL);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    fixture_start(&f);
-
+    env_t *e = *state; /* MODE_CL */
     static h2o_iovec_t name = {H2O_STRLIT("X-Test")};
     h2o_header_t hdrs[] = {{&name, NULL, {H2O_STRLIT("1")}}};
     est_upstream_request_t req = get_request();
     req.headers = hdrs;
     req.num_headers = 1;
     rec_t r;
-    start(&f, &r, &req);
+    start(&e->f, &r, &req);
     assert_int_equal(r.done, 0); /* never synchronous */
-    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_true(run_until_done(&e->f, &r, 1, 3000));
     assert_int_equal(r.errors, 0);
     assert_int_equal(r.status, 200);
     assert_int_equal(r.head_calls, 1);
@@ -511,91 +541,71 @@ static void test_content_length(void **state)
     assert_string_equal(r.body, "hello");
     assert_int_equal(r.info.attempts, 1);
     assert_int_equal(r.info.status, 200);
-    assert_string_equal(r.info.address, f.authority);
+    assert_string_equal(r.info.address, e->f.authority);
     assert_int_equal(r.info.reused, 0);
-    pthread_mutex_lock(&srv.mu);
-    assert_non_null(strstr(srv.last_request, "GET /x?y=1 HTTP/1.1\r\nHost: 127.0.0.1:"));
-    assert_non_null(strstr(srv.last_request, "\r\nX-Test: 1\r\n"));
-    assert_null(strcasestr(srv.last_request, "connection:"));
-    assert_null(strcasestr(srv.last_request, "content-length:"));
-    pthread_mutex_unlock(&srv.mu);
-    assert_int_equal(est_upstream_get_stats(f.u)->conns_idle, 1);
+    pthread_mutex_lock(&e->srv.mu);
+    assert_non_null(strstr(e->srv.last_request, "GET /x?y=1 HTTP/1.1\r\nHost: 127.0.0.1:"));
+    assert_non_null(strstr(e->srv.last_request, "\r\nX-Test: 1\r\n"));
+    assert_null(strcasestr(e->srv.last_request, "connection:"));
+    assert_null(strcasestr(e->srv.last_request, "content-length:"));
+    pthread_mutex_unlock(&e->srv.mu);
+    assert_int_equal(est_upstream_get_stats(e->f.u)->conns_idle, 1);
 
-    fixture_stop(&f);
-    server_stop(&srv);
 }
 
 static void test_chunked_split(void **state)
 {
-    server_t srv;
-    server_start(&srv, MODE_CHUNKED);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_CHUNKED */
     est_upstream_request_t req = get_request();
     rec_t r;
-    start(&f, &r, &req);
-    assert_true(run_until_done(&f, &r, 1, 3000));
+    start(&e->f, &r, &req);
+    assert_true(run_until_done(&e->f, &r, 1, 3000));
     assert_int_equal(r.errors, 0);
     assert_string_equal(r.body, "hello world");
     assert_true(r.body_calls >= 2); /* arrived in pieces */
     assert_int_equal(r.finals, 1);
     /* complete chunked reply: pooled */
-    assert_int_equal(est_upstream_get_stats(f.u)->conns_idle, 1);
+    assert_int_equal(est_upstream_get_stats(e->f.u)->conns_idle, 1);
     rec_t r2;
-    start(&f, &r2, &req);
-    assert_true(run_until_done(&f, &r2, 1, 3000));
+    start(&e->f, &r2, &req);
+    assert_true(run_until_done(&e->f, &r2, 1, 3000));
     assert_string_equal(r2.body, "hello world");
     assert_int_equal(r2.info.reused, 1);
-    assert_int_equal(atomic_load(&srv.conns_total), 1);
-    fixture_stop(&f);
-    server_stop(&srv);
+    assert_int_equal(atomic_load(&e->srv.conns_total), 1);
 }
 
 static void test_close_delimited(void **state)
 {
-    server_t srv;
-    server_start(&srv, MODE_CLOSE_DELIMITED);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_CLOSE_DELIMITED */
     est_upstream_request_t req = get_request();
     rec_t r;
-    start(&f, &r, &req);
-    assert_true(run_until_done(&f, &r, 1, 3000));
+    start(&e->f, &r, &req);
+    assert_true(run_until_done(&e->f, &r, 1, 3000));
     assert_int_equal(r.errors, 0);
     assert_string_equal(r.body, "until-close");
     assert_int_equal(r.finals, 1);
-    assert_int_equal(est_upstream_get_stats(f.u)->conns_idle, 0); /* never pooled */
-    assert_int_equal(est_upstream_get_stats(f.u)->conns_open, 0);
-    fixture_stop(&f);
-    server_stop(&srv);
+    assert_int_equal(est_upstream_get_stats(e->f.u)->conns_idle, 0); /* never pooled */
+    assert_int_equal(est_upstream_get_stats(e->f.u)->conns_open, 0);
 }
 
 static void test_keepalive_reuse(void **state)
 {
-    server_t srv;
-    server_start(&srv, MODE_CL);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_CL */
     est_upstream_request_t req = get_request();
     for (int i = 0; i != 5; ++i) {
         rec_t r;
-        start(&f, &r, &req);
-        assert_true(run_until_done(&f, &r, 1, 3000));
+        start(&e->f, &r, &req);
+        assert_true(run_until_done(&e->f, &r, 1, 3000));
         assert_int_equal(r.status, 200);
         assert_string_equal(r.body, "hello");
         assert_int_equal(r.info.reused, i != 0);
     }
-    assert_int_equal(atomic_load(&srv.conns_total), 1);
-    assert_int_equal(atomic_load(&srv.requests), 5);
-    const est_upstream_stats_t *st = est_upstream_get_stats(f.u);
+    assert_int_equal(atomic_load(&e->srv.conns_total), 1);
+    assert_int_equal(atomic_load(&e->srv.requests), 5);
+    const est_upstream_stats_t *st = est_upstream_get_stats(e->f.u);
     assert_int_equal(st->conns_created, 1);
     assert_int_equal(st->conns_reused, 4);
     assert_int_equal(st->attempts_ok, 5);
-    fixture_stop(&f);
-    server_stop(&srv);
 }
 
 static void test_max_connections_queue(void **state)
@@ -749,22 +759,16 @@ static void test_response_timeout(void **state)
 
 static void test_deadline(void **state)
 {
-    server_t srv;
-    server_start(&srv, MODE_NO_REPLY);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_NO_REPLY */
     est_upstream_request_t req = get_request();
-    req.deadline = h2o_now(f.loop) + 150;
+    req.deadline = h2o_now(e->f.loop) + 150;
     rec_t r;
     uint64_t t0 = now_ms();
-    start(&f, &r, &req);
-    assert_true(run_until_done(&f, &r, 1, 3000));
+    start(&e->f, &r, &req);
+    assert_true(run_until_done(&e->f, &r, 1, 3000));
     uint64_t took = now_ms() - t0;
     assert_int_equal(r.err, EST_UERR_DEADLINE);
     assert_true(took >= 100 && took < 1000);
-    fixture_stop(&f);
-    server_stop(&srv);
 }
 
 static void test_retry_503(void **state)
@@ -848,23 +852,17 @@ static void test_post_not_retried_after_send(void **state)
 
 static void test_post_empty_body_content_length(void **state)
 {
-    server_t srv;
-    server_start(&srv, MODE_CL);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_CL */
     est_upstream_request_t req = get_request();
     req.method = h2o_iovec_init(H2O_STRLIT("POST"));
     req.is_idempotent = 0;
     rec_t r;
-    start(&f, &r, &req);
-    assert_true(run_until_done(&f, &r, 1, 3000));
+    start(&e->f, &r, &req);
+    assert_true(run_until_done(&e->f, &r, 1, 3000));
     assert_int_equal(r.status, 200);
-    pthread_mutex_lock(&srv.mu);
-    assert_non_null(strstr(srv.last_request, "\r\nContent-Length: 0\r\n\r\n"));
-    pthread_mutex_unlock(&srv.mu);
-    fixture_stop(&f);
-    server_stop(&srv);
+    pthread_mutex_lock(&e->srv.mu);
+    assert_non_null(strstr(e->srv.last_request, "\r\nContent-Length: 0\r\n\r\n"));
+    pthread_mutex_unlock(&e->srv.mu);
 }
 
 static void test_pause_resume(void **state)
@@ -913,115 +911,85 @@ static int count_body(est_exchange_t *x, void *data, const char *bytes, size_t l
 
 static void test_big_body_total(void **state)
 {
-    server_t srv;
-    server_start(&srv, MODE_BIG);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_BIG */
     est_upstream_request_t req = get_request();
     big_counter_t b = {0};
     est_exchange_cb_t cbs = {on_head, count_body, on_error};
-    assert_non_null(est_exchange_start(f.u, &req, &cbs, &b));
-    assert_true(run_until_done(&f, &b.r, 1, 5000));
+    assert_non_null(est_exchange_start(e->f.u, &req, &cbs, &b));
+    assert_true(run_until_done(&e->f, &b.r, 1, 5000));
     assert_int_equal(b.total, BIG_LEN);
     assert_int_equal(b.r.errors, 0);
-    fixture_stop(&f);
-    server_stop(&srv);
 }
 
 static void test_cancel_mid_body(void **state)
 {
-    server_t srv;
-    server_start(&srv, MODE_BIG);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_BIG */
     est_upstream_request_t req = get_request();
     rec_t r;
-    start(&f, &r, &req);
+    start(&e->f, &r, &req);
     r.cancel_on_first_body = 1;
-    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_true(run_until_done(&e->f, &r, 1, 3000));
     int calls = r.body_calls;
-    run_for(&f, 100);
+    run_for(&e->f, 100);
     assert_int_equal(r.body_calls, calls);
     assert_int_equal(r.finals, 0);
     assert_int_equal(r.errors, 0);
-    const est_upstream_stats_t *st = est_upstream_get_stats(f.u);
+    const est_upstream_stats_t *st = est_upstream_get_stats(e->f.u);
     assert_int_equal(st->conns_open, 0); /* closed, not pooled */
     assert_int_equal(st->conns_idle, 0);
-    fixture_stop(&f);
-    server_stop(&srv);
 }
 
 static void test_cancel_before_start(void **state)
 {
-    server_t srv;
-    server_start(&srv, MODE_CL);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_CL */
     est_upstream_request_t req = get_request();
     rec_t r;
-    start(&f, &r, &req);
+    start(&e->f, &r, &req);
     est_exchange_cancel(r.x);
-    run_for(&f, 100);
+    run_for(&e->f, 100);
     assert_int_equal(r.head_calls + r.body_calls + r.errors, 0);
-    assert_int_equal(atomic_load(&srv.requests), 0);
-    fixture_stop(&f);
-    server_stop(&srv);
+    assert_int_equal(atomic_load(&e->srv.requests), 0);
 }
 
 
 static void test_no_body_statuses(void **state)
 {
-    server_t srv;
-    server_start(&srv, MODE_204);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_204 */
     est_upstream_request_t req = get_request();
     for (int i = 0; i != 2; ++i) {
         rec_t r;
-        start(&f, &r, &req);
-        assert_true(run_until_done(&f, &r, 1, 3000));
+        start(&e->f, &r, &req);
+        assert_true(run_until_done(&e->f, &r, 1, 3000));
         assert_int_equal(r.status, 204);
         assert_int_equal(r.finals, 1);
         assert_int_equal(r.body_len, 0);
     }
-    assert_int_equal(atomic_load(&srv.conns_total), 1);
-    fixture_stop(&f);
-    server_stop(&srv);
+    assert_int_equal(atomic_load(&e->srv.conns_total), 1);
+    fixture_stop(&e->f);
+    server_stop(&e->srv);
 
     /* HEAD: the Content-Length describes a body that is not sent */
-    server_start(&srv, MODE_CL);
-    fixture_conf(&f, srv.port);
-    fixture_start(&f);
+    server_start(&e->srv, MODE_CL);
+    fixture_conf(&e->f, e->srv.port);
+    fixture_start(&e->f);
     req.method = h2o_iovec_init(H2O_STRLIT("HEAD"));
     rec_t r;
-    start(&f, &r, &req);
-    assert_true(run_until_done(&f, &r, 1, 3000));
+    start(&e->f, &r, &req);
+    assert_true(run_until_done(&e->f, &r, 1, 3000));
     assert_int_equal(r.status, 200);
     assert_int_equal(r.body_len, 0);
-    fixture_stop(&f);
-    server_stop(&srv);
 }
 
 static void test_interim_skipped(void **state)
 {
-    server_t srv;
-    server_start(&srv, MODE_INTERIM);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_INTERIM */
     est_upstream_request_t req = get_request();
     rec_t r;
-    start(&f, &r, &req);
-    assert_true(run_until_done(&f, &r, 1, 3000));
+    start(&e->f, &r, &req);
+    assert_true(run_until_done(&e->f, &r, 1, 3000));
     assert_int_equal(r.head_calls, 1);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, "hello");
-    fixture_stop(&f);
-    server_stop(&srv);
 }
 
 static void test_bad_replies(void **state)
@@ -1060,11 +1028,7 @@ static int steal_on_head(est_exchange_t *x, void *data, int status, const struct
 
 static void test_upgrade_steal(void **state)
 {
-    server_t srv;
-    server_start(&srv, MODE_UPGRADE);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_UPGRADE */
     static h2o_iovec_t upgrade = {H2O_STRLIT("Upgrade")};
     h2o_header_t hdrs[] = {{&upgrade, NULL, {H2O_STRLIT("websocket")}}};
     est_upstream_request_t req = get_request();
@@ -1074,19 +1038,17 @@ static void test_upgrade_steal(void **state)
     est_exchange_cb_t cbs = {steal_on_head, on_body, on_error};
     rec_t r = {0};
     stolen = NULL;
-    assert_non_null(est_exchange_start(f.u, &req, &cbs, &r));
-    assert_true(run_until_done(&f, &r, 1, 3000));
+    assert_non_null(est_exchange_start(e->f.u, &req, &cbs, &r));
+    assert_true(run_until_done(&e->f, &r, 1, 3000));
     assert_int_equal(r.status, 101);
     assert_non_null(stolen);
     assert_int_equal(stolen->input->size, 3);
     assert_memory_equal(stolen->input->bytes, "abc", 3);
-    pthread_mutex_lock(&srv.mu);
-    assert_non_null(strstr(srv.last_request, "\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"));
-    pthread_mutex_unlock(&srv.mu);
-    assert_int_equal(est_upstream_get_stats(f.u)->conns_open, 0);
+    pthread_mutex_lock(&e->srv.mu);
+    assert_non_null(strstr(e->srv.last_request, "\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"));
+    pthread_mutex_unlock(&e->srv.mu);
+    assert_int_equal(est_upstream_get_stats(e->f.u)->conns_open, 0);
     h2o_socket_close(stolen);
-    fixture_stop(&f);
-    server_stop(&srv);
 }
 
 static void test_pool_limits(void **state)
@@ -1479,25 +1441,19 @@ static int abort_on_head(est_exchange_t *x, void *data, int status, const struct
 
 static void test_abort_in_head(void **state)
 {
-    server_t srv;
-    server_start(&srv, MODE_BIG);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_BIG */
     est_upstream_request_t req = get_request();
     est_exchange_cb_t cbs = {abort_on_head, on_body, on_error};
     for (int i = 0; i != 2; ++i) {
         rec_t r = {0};
         r.cancel_on_first_body = i;
-        assert_non_null(est_exchange_start(f.u, &req, &cbs, &r));
-        assert_true(run_until_done(&f, &r, 1, 3000));
-        run_for(&f, 50);
+        assert_non_null(est_exchange_start(e->f.u, &req, &cbs, &r));
+        assert_true(run_until_done(&e->f, &r, 1, 3000));
+        run_for(&e->f, 50);
         assert_int_equal(r.head_calls, 1);
         assert_int_equal(r.body_calls + r.errors, 0);
-        assert_int_equal(est_upstream_get_stats(f.u)->conns_open, 0);
+        assert_int_equal(est_upstream_get_stats(e->f.u)->conns_open, 0);
     }
-    fixture_stop(&f);
-    server_stop(&srv);
 }
 
 static void test_cancel_queued(void **state)
@@ -1553,113 +1509,171 @@ static void test_deadline_covers_body(void **state)
 }
 
 
-/* ---- the timer wheel (client_internal.h): never early, at most a few ticks late, across
- * revolutions (512 x 5 ms = 2.56 s), unlinked entries never fire, due ones fire next tick */
 
-typedef struct wheel_rec {
-    est_wheel_entry_t e;
-    est_upstream_set_t *set;
-    uint64_t fired_at;
-    int fired, relink; /* relink: fires again 20 ms later (a callback linking an entry) */
-} wheel_rec_t;
+/* ---- cancelled exchanges keep their connection when the reply can be drained (drain.c) */
 
-static void on_wheel_fire(est_wheel_entry_t *e)
+static int wait_idle(fixture_t *f, uint64_t n, uint64_t max_ms)
 {
-    wheel_rec_t *r = H2O_STRUCT_FROM_MEMBER(wheel_rec_t, e, e);
-    ++r->fired;
-    r->fired_at = h2o_now(r->set->loop);
-    if (r->relink) {
-        r->relink = 0;
-        est_wheel_link(r->set, &r->e, r->fired_at + 20);
-    }
+    uint64_t until = now_ms() + max_ms;
+    while (est_upstream_get_stats(f->u)->conns_idle != n && now_ms() < until)
+        h2o_evloop_run(f->loop, 10);
+    return est_upstream_get_stats(f->u)->conns_idle == n;
 }
 
-static void test_wheel(void **state)
+/* runs the loop until the scripted server has read n requests */
+static int wait_requests(env_t *e, int n)
 {
-    (void)state;
-    fixture_t f;
-    fixture_conf(&f, 1);
-    fixture_start(&f);
-    enum { N = 600 };
-    static wheel_rec_t recs[N];
-    static uint64_t want[N];
-    srand(11);
-    h2o_evloop_run(f.loop, 0); /* fresh loop time */
-    uint64_t start = h2o_now(f.loop);
-    for (size_t i = 0; i != N; ++i) {
-        memset(&recs[i], 0, sizeof(recs[i]));
-        recs[i].e.cb = on_wheel_fire;
-        recs[i].set = f.set;
-        /* spread over 0..3.2 s (past one revolution), some already due, some on tick edges */
-        uint64_t off = i % 10 == 0 ? 0 : i % 10 == 1 ? (uint64_t)(i % 640) * 5 : (uint64_t)(rand() % 3200);
-        want[i] = i % 25 == 0 ? start - 7 : start + off;
-        recs[i].relink = i % 50 == 3;
-        est_wheel_link(f.set, &recs[i].e, want[i]);
-        if (i % 7 == 0) /* relinked to a later expiry: only that one counts */
-            est_wheel_link(f.set, &recs[i].e, want[i] += 100);
-    }
-    for (size_t i = 5; i < N; i += 40) /* unlinked: must never fire */
-        est_wheel_unlink(&recs[i].e);
-    uint64_t until = now_ms() + 5000;
-    while (f.set->wheel_count != 0 && now_ms() < until)
-        h2o_evloop_run(f.loop, 10);
-    assert_int_equal(f.set->wheel_count, 0);
-    uint64_t worst = 0;
-    for (size_t i = 0; i != N; ++i) {
-        if ((i - 5) % 40 == 0 && i >= 5) {
-            assert_int_equal(recs[i].fired, 0);
-            continue;
-        }
-        assert_int_equal(recs[i].fired, i % 50 == 3 ? 2 : 1);
-        uint64_t due = i % 50 == 3 ? recs[i].fired_at : want[i]; /* (relinked: checked below) */
-        assert_true(recs[i].fired_at >= due);
-        if (i % 50 != 3 && recs[i].fired_at - due > worst)
-            worst = recs[i].fired_at - due;
-    }
-    /* one tick late by design, plus this loop's 10 ms polls on a busy machine */
-    print_message("wheel: %d entries, worst lateness %llu ms\n", N, (unsigned long long)worst);
-    assert_true(worst < 500);
-    fixture_stop(&f);
+    uint64_t until = now_ms() + 3000;
+    while (atomic_load(&e->srv.requests) < n && now_ms() < until)
+        h2o_evloop_run(e->f.loop, 10);
+    h2o_evloop_run(e->f.loop, 0); /* the write completion, reported from the loop */
+    return atomic_load(&e->srv.requests) >= n;
+}
+
+/* the next request on the upstream: 200 "hello" */
+static void next_request_ok(fixture_t *f)
+{
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(f, &r, &req);
+    assert_true(run_until_done(f, &r, 1, 3000));
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.errors, 0);
+}
+
+static void test_cancel_waiting_for_head_drains(void **state)
+{
+    env_t *e = *state;
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(&e->f, &r, &req);
+    assert_true(wait_requests(e, 1)); /* written; the server answers 150 ms after reading it */
+    est_exchange_cancel(r.x);
+    assert_true(wait_idle(&e->f, 1, 2000)); /* the reply was read and discarded, the connection pooled */
+    next_request_ok(&e->f);
+    assert_int_equal(atomic_load(&e->srv.conns_total), 1);
+    assert_int_equal(r.head_calls + r.body_calls + r.errors, 0);
+}
+
+static void test_cancel_in_body_drains(void **state)
+{
+    env_t *e = *state; /* MODE_CHUNKED: the body comes in 4 writes, 30 ms apart */
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(&e->f, &r, &req);
+    r.cancel_on_first_body = 1;
+    assert_true(run_until_done(&e->f, &r, 1, 3000));
+    assert_int_equal(r.finals, 0);
+    assert_true(wait_idle(&e->f, 1, 2000));
+    e->srv.mode = MODE_CL;
+    next_request_ok(&e->f);
+    assert_int_equal(atomic_load(&e->srv.conns_total), 1);
+}
+
+static void test_cancel_big_body_closes(void **state)
+{
+    env_t *e = *state; /* MODE_BIG_PAUSE: 1 MiB, the rest after 16 KiB more than EST_DRAIN_MAX_BODY */
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(&e->f, &r, &req);
+    r.cancel_on_first_body = 1;
+    assert_true(run_until_done(&e->f, &r, 1, 3000));
+    run_for(&e->f, 50);
+    assert_int_equal(est_upstream_get_stats(e->f.u)->conns_idle, 0);
+    assert_int_equal(est_upstream_get_stats(e->f.u)->conns_open, 0);
+    e->srv.mode = MODE_CL;
+    next_request_ok(&e->f);
+    assert_int_equal(atomic_load(&e->srv.conns_total), 2);
+}
+
+static void test_drain_keeps_the_slot(void **state)
+{
+    env_t *e = *state; /* MODE_SLOW, one connection at most */
+    e->f.uconf.pool.max_connections = 1;
+    est_upstream_request_t req = get_request();
+    rec_t r[2];
+    start(&e->f, &r[0], &req);
+    assert_true(wait_requests(e, 1));
+    est_exchange_cancel(r[0].x);
+    /* the drain holds the only slot: the next exchange waits for it, then reuses the connection */
+    start(&e->f, &r[1], &req);
+    assert_true(run_until_done(&e->f, &r[1], 1, 3000));
+    assert_int_equal(r[1].status, 200);
+    assert_int_equal(atomic_load(&e->srv.conns_total), 1);
+    assert_true(atomic_load(&e->srv.conns_max) <= 1);
+    assert_true(r[1].info.reused);
+}
+
+static void test_drain_times_out(void **state)
+{
+    env_t *e = *state; /* MODE_SLOW_600: the reply comes after response_timeout (300 ms) */
+    fixture_stop(&e->f);
+    fixture_conf(&e->f, e->srv.port);
+    e->f.uconf.response_timeout_ms = 300;
+    fixture_start(&e->f);
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(&e->f, &r, &req);
+    assert_true(wait_requests(e, 1));
+    est_exchange_cancel(r.x);
+    run_for(&e->f, 450);
+    assert_int_equal(est_upstream_get_stats(e->f.u)->conns_open, 0); /* closed at response_timeout */
 }
 
 int main(void)
 {
+    /* the scripted server's mode of each env_setup test */
+    static int mode_204 = MODE_204,
+        mode_big = MODE_BIG,
+        mode_big_pause = MODE_BIG_PAUSE,
+        mode_chunked = MODE_CHUNKED,
+        mode_cl = MODE_CL,
+        mode_close_delimited = MODE_CLOSE_DELIMITED,
+        mode_interim = MODE_INTERIM,
+        mode_no_reply = MODE_NO_REPLY,
+        mode_slow = MODE_SLOW,
+        mode_slow_600 = MODE_SLOW_600,
+        mode_upgrade = MODE_UPGRADE;
     signal(SIGPIPE, SIG_IGN);
     est_log_init_from_env();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_content_length),
-        cmocka_unit_test(test_chunked_split),
-        cmocka_unit_test(test_close_delimited),
-        cmocka_unit_test(test_keepalive_reuse),
+        cmocka_unit_test_prestate_setup_teardown(test_content_length, env_setup, env_teardown, &mode_cl),
+        cmocka_unit_test_prestate_setup_teardown(test_chunked_split, env_setup, env_teardown, &mode_chunked),
+        cmocka_unit_test_prestate_setup_teardown(test_close_delimited, env_setup, env_teardown, &mode_close_delimited),
+        cmocka_unit_test_prestate_setup_teardown(test_keepalive_reuse, env_setup, env_teardown, &mode_cl),
         cmocka_unit_test(test_max_connections_queue),
         cmocka_unit_test(test_overloaded),
         cmocka_unit_test(test_server_closes_idle),
         cmocka_unit_test(test_stale_reuse_transparent_retry),
         cmocka_unit_test(test_connection_refused),
         cmocka_unit_test(test_response_timeout),
-        cmocka_unit_test(test_deadline),
+        cmocka_unit_test_prestate_setup_teardown(test_deadline, env_setup, env_teardown, &mode_no_reply),
         cmocka_unit_test(test_retry_503),
         cmocka_unit_test(test_retry_503_exhausted_delivers_last),
         cmocka_unit_test(test_post_not_retried_after_send),
-        cmocka_unit_test(test_post_empty_body_content_length),
+        cmocka_unit_test_prestate_setup_teardown(test_post_empty_body_content_length, env_setup, env_teardown, &mode_cl),
         cmocka_unit_test(test_pause_resume),
-        cmocka_unit_test(test_big_body_total),
-        cmocka_unit_test(test_cancel_mid_body),
-        cmocka_unit_test(test_cancel_before_start),
-        cmocka_unit_test(test_no_body_statuses),
-        cmocka_unit_test(test_interim_skipped),
+        cmocka_unit_test_prestate_setup_teardown(test_big_body_total, env_setup, env_teardown, &mode_big),
+        cmocka_unit_test_prestate_setup_teardown(test_cancel_mid_body, env_setup, env_teardown, &mode_big),
+        cmocka_unit_test_prestate_setup_teardown(test_cancel_before_start, env_setup, env_teardown, &mode_cl),
+        cmocka_unit_test_prestate_setup_teardown(test_no_body_statuses, env_setup, env_teardown, &mode_204),
+        cmocka_unit_test_prestate_setup_teardown(test_interim_skipped, env_setup, env_teardown, &mode_interim),
         cmocka_unit_test(test_bad_replies),
-        cmocka_unit_test(test_upgrade_steal),
+        cmocka_unit_test_prestate_setup_teardown(test_upgrade_steal, env_setup, env_teardown, &mode_upgrade),
         cmocka_unit_test(test_pool_limits),
         cmocka_unit_test(test_two_targets),
         cmocka_unit_test(test_least_request),
         cmocka_unit_test(test_retry_budget_caps_retries),
         cmocka_unit_test(test_retry_budget_minimum),
         cmocka_unit_test(test_tls),
-        cmocka_unit_test(test_abort_in_head),
+        cmocka_unit_test_prestate_setup_teardown(test_abort_in_head, env_setup, env_teardown, &mode_big),
         cmocka_unit_test(test_cancel_queued),
         cmocka_unit_test(test_deadline_covers_body),
-        cmocka_unit_test(test_wheel),
+        cmocka_unit_test_prestate_setup_teardown(test_cancel_waiting_for_head_drains, env_setup, env_teardown, &mode_slow),
+        cmocka_unit_test_prestate_setup_teardown(test_cancel_in_body_drains, env_setup, env_teardown, &mode_chunked),
+        cmocka_unit_test_prestate_setup_teardown(test_cancel_big_body_closes, env_setup, env_teardown, &mode_big_pause),
+        cmocka_unit_test_prestate_setup_teardown(test_drain_keeps_the_slot, env_setup, env_teardown, &mode_slow),
+        cmocka_unit_test_prestate_setup_teardown(test_drain_times_out, env_setup, env_teardown, &mode_slow_600),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
