@@ -22,6 +22,7 @@
 #include <h2o/http2.h>
 
 #include "common/log.h"
+#include "h2/attach.h"
 
 #define BACKOFF_MIN_MS 10
 #define BACKOFF_MAX_MS 1000
@@ -65,7 +66,10 @@ static void accept_h2(void *data, h2o_socket_t *sock, struct timeval connected_a
     if (cc != NULL)
         cc->is_h2 = 1;
     h2o_accept_ctx_t actx = {.ctx = &w->ctx, .hosts = w->server->h2oconf.hosts};
-    h2o_http2_accept(&actx, sock, connected_at);
+    /* libh2o's HTTP/2 server behind the frame guard (SPEC "HTTP/2 protections", docs/http2.md) */
+    est_h2_limits_t lim;
+    est_h2_limits_from_config(&lim, w->current->gen->conf);
+    est_h2_accept(&actx, sock, connected_at, &lim, &w->metrics.conns, cc != NULL ? &cc->inflight : NULL);
 }
 
 typedef struct st_handshake_t {
