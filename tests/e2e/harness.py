@@ -618,6 +618,12 @@ class Estuary:
                 host = ln.get("host", "127.0.0.1")
                 host = "127.0.0.1" if host in ("0.0.0.0", "") else host
                 wait_for_port(host, ln["port"], timeout, self.proc)
+            # the admin listener runs on its own thread and may come up after the workers' ports
+            admin = self.config.get("admin")
+            if isinstance(admin, dict) and "port" in admin:
+                host = admin.get("host", "127.0.0.1")
+                host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+                wait_for_port(host, admin["port"], timeout, self.proc)
         except Exception as e:
             self.stop()
             raise RuntimeError(f"estuary did not start: {e}\n--- stderr ---\n{self.stderr()}") from e
