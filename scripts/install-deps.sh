@@ -9,7 +9,7 @@ PACKAGES=(
   libh2o-evloop-dev libc-ares-dev libjansson-dev libssl-dev libcmocka-dev
   python3-pytest python3-aiohttp python3-dnslib python3-yaml
   curl openssl nghttp2-client ca-certificates
-  clang libclang-rt-14-dev python3-h2 python3-hyperframe python3-hpack util-linux
+  clang clang-format-14 libclang-rt-14-dev python3-h2 python3-hyperframe python3-hpack util-linux
   python3-jwt python3-cryptography
 )
 

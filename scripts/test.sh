@@ -65,6 +65,7 @@ run_ctest() {
 
 step "install dependencies" "$ROOT/scripts/install-deps.sh"
 step "build (build/)" "$ROOT/scripts/build.sh"
+step "format (scripts/format-check.sh)" "$ROOT/scripts/format-check.sh"
 step "unit tests (build/)" run_ctest "$ROOT/build"
 step "fuzz (30 s per driver)" scripts/fuzz.sh 30
 step "e2e tests (build/estuary)" run_e2e "$ROOT/build/estuary"

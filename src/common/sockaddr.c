@@ -17,7 +17,7 @@ int est_sockaddr_equal_addr(const struct sockaddr_storage *a, const struct socka
     }
     if (a->ss_family == AF_INET6) {
         const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-        return memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+        return memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0 && x->sin6_scope_id == y->sin6_scope_id;
     }
     return 0;
 }
@@ -77,4 +77,59 @@ size_t est_sockaddr_format(const struct sockaddr_storage *sa, char *buf, size_t 
         return 0;
     }
     return (size_t)n;
+}
+
+int est_sockaddr_is_ip(const char *s, int family)
+{
+    unsigned char buf[16];
+    return ((family == AF_INET || family == AF_UNSPEC) && inet_pton(AF_INET, s, buf) == 1) ||
+           ((family == AF_INET6 || family == AF_UNSPEC) && inet_pton(AF_INET6, s, buf) == 1);
+}
+
+int est_sockaddr_parse_ip(const char *s, struct sockaddr_storage *out, socklen_t *out_len)
+{
+    char buf[INET6_ADDRSTRLEN + 2];
+    size_t len = strlen(s);
+
+    memset(out, 0, sizeof(*out));
+    struct sockaddr_in *sin = (struct sockaddr_in *)(void *)out;
+    if (inet_pton(AF_INET, s, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        *out_len = sizeof(*sin);
+        return 0;
+    }
+    if (len >= 2 && s[0] == '[' && s[len - 1] == ']') {
+        s += 1;
+        len -= 2;
+    }
+    if (len >= sizeof(buf))
+        return -1;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)(void *)out;
+    if (inet_pton(AF_INET6, buf, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        *out_len = sizeof(*sin6);
+        return 0;
+    }
+    memset(out, 0, sizeof(*out));
+    return -1;
+}
+
+int est_sockaddr_copy_addr(const struct sockaddr *sa, socklen_t len, struct sockaddr_storage *out, socklen_t *out_len)
+{
+    if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+        memcpy(out, sa, sizeof(struct sockaddr_in));
+        ((struct sockaddr_in *)(void *)out)->sin_port = 0;
+        *out_len = sizeof(struct sockaddr_in);
+        return 0;
+    }
+    if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+        memcpy(out, sa, sizeof(struct sockaddr_in6));
+        ((struct sockaddr_in6 *)(void *)out)->sin6_port = 0;
+        ((struct sockaddr_in6 *)(void *)out)->sin6_flowinfo = 0;
+        *out_len = sizeof(struct sockaddr_in6);
+        return 0;
+    }
+    return -1;
 }

@@ -9,11 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include "common/sockaddr.h"
 
 int est_cv_is_ip_literal(const char *s)
 {
-    unsigned char buf[16];
-    return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+    return est_sockaddr_is_ip(s, AF_UNSPEC);
 }
 
 /* a DNS name: labels of [A-Za-z0-9_-] separated by dots, optionally a final dot */
@@ -87,8 +87,7 @@ const char *est_cv_parse_target(const char *url, est_target_conf_t *t)
         h = est_cv_xmalloc((size_t)(host_end - host) + 1);
         memcpy(h, host, (size_t)(host_end - host));
         h[host_end - host] = '\0';
-        unsigned char buf[16];
-        if (inet_pton(AF_INET6, h, buf) != 1) {
+        if (!est_sockaddr_is_ip(h, AF_INET6)) {
             free(h);
             return "bad IPv6 address";
         }
@@ -103,8 +102,7 @@ const char *est_cv_parse_target(const char *url, est_target_conf_t *t)
         memcpy(h, host, (size_t)(host_end - host));
         h[host_end - host] = '\0';
         if (strspn(h, "0123456789.") == strlen(h)) {
-            unsigned char buf[4];
-            if (inet_pton(AF_INET, h, buf) != 1) {
+            if (!est_sockaddr_is_ip(h, AF_INET)) {
                 free(h);
                 return "bad IPv4 address";
             }
@@ -143,14 +141,13 @@ int est_cv_parse_dns_server(const char *s)
 {
     char host[64];
     const char *port = NULL;
-    unsigned char buf[16];
     if (s[0] == '[') {
         const char *close = strchr(s, ']');
         if (close == NULL || (size_t)(close - s - 1) >= sizeof(host))
             return -1;
         memcpy(host, s + 1, (size_t)(close - s - 1));
         host[close - s - 1] = '\0';
-        if (inet_pton(AF_INET6, host, buf) != 1)
+        if (!est_sockaddr_is_ip(host, AF_INET6))
             return -1;
         if (close[1] == '\0')
             return 0;
@@ -158,7 +155,7 @@ int est_cv_parse_dns_server(const char *s)
             return -1;
         port = close + 2;
     } else if (strchr(s, ':') != NULL && strchr(s, ':') != strrchr(s, ':')) {
-        return inet_pton(AF_INET6, s, buf) == 1 ? 0 : -1; /* bare IPv6, no port */
+        return est_sockaddr_is_ip(s, AF_INET6) ? 0 : -1; /* bare IPv6, no port */
     } else {
         const char *colon = strchr(s, ':');
         size_t hl = colon ? (size_t)(colon - s) : strlen(s);
@@ -166,7 +163,7 @@ int est_cv_parse_dns_server(const char *s)
             return -1;
         memcpy(host, s, hl);
         host[hl] = '\0';
-        if (inet_pton(AF_INET, host, buf) != 1)
+        if (!est_sockaddr_is_ip(host, AF_INET))
             return -1;
         if (colon == NULL)
             return 0;

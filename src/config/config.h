@@ -15,24 +15,11 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <jansson.h>
+#include "common/method.h"
 
-/* HTTP methods, as a bit set */
-enum {
-    EST_METHOD_GET = 1 << 0,
-    EST_METHOD_HEAD = 1 << 1,
-    EST_METHOD_POST = 1 << 2,
-    EST_METHOD_PUT = 1 << 3,
-    EST_METHOD_PATCH = 1 << 4,
-    EST_METHOD_DELETE = 1 << 5,
-    EST_METHOD_OPTIONS = 1 << 6,
-};
-#define EST_METHOD__COUNT 7
+/* HTTP methods, as a bit set (common/method.h: EST_METHOD_*, est_method_name, est_method_from_request) */
 /* bit for a method name in the config (case-insensitive), 0 if unknown */
 unsigned est_method_from_name(const char *name, size_t len);
-/* bit for a request's method (case-sensitive, RFC 9110 9.1: "get" is not GET), 0 if unknown */
-unsigned est_method_from_request(const char *name, size_t len);
-/* canonical upper-case name of a single bit */
-const char *est_method_name(unsigned bit);
 
 /* retry.on conditions (the statuses are kept separately) */
 enum {

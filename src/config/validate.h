@@ -119,5 +119,9 @@ int est_cv_parse_dns_server(const char *s); /* "IP", "IP:PORT", "[IPv6]", "[IPv6
 
 /* schema.c: validates the whole document `root` (borrowed) into c->conf, with SPEC defaults */
 void est_cv_load_root(vctx_t *c, json_t *root);
+/* schema_upstreams.c, schema_routes.c: one section of `root` (an object), for est_cv_load_root;
+ * the routes come after the upstreams they name */
+void est_cv_load_upstreams(vctx_t *c, json_t *root);
+void est_cv_load_routes(vctx_t *c, json_t *root);
 
 #endif

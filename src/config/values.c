@@ -1,5 +1,5 @@
 /*
- * estuary - value syntaxes of the config file: methods, durations, sizes; the error list.
+ * estuary - value syntaxes of the config file: method names, durations, sizes; the error list.
  */
 #include "config/config.h"
 
@@ -9,31 +9,14 @@
 #include <string.h>
 #include <strings.h>
 
-static const char *const method_names[EST_METHOD__COUNT] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"};
-
 unsigned est_method_from_name(const char *name, size_t len)
 {
-    for (unsigned i = 0; i < EST_METHOD__COUNT; i++)
-        if (strlen(method_names[i]) == len && strncasecmp(method_names[i], name, len) == 0)
+    for (unsigned i = 0; i < EST_METHOD__COUNT; i++) {
+        const char *n = est_method_name(1u << i);
+        if (strlen(n) == len && strncasecmp(n, name, len) == 0)
             return 1u << i;
+    }
     return 0;
-}
-
-unsigned est_method_from_request(const char *name, size_t len)
-{
-    for (unsigned i = 0; i < EST_METHOD__COUNT; i++)
-        if (method_names[i][0] == (len != 0 ? name[0] : '\0') && strlen(method_names[i]) == len &&
-            memcmp(method_names[i], name, len) == 0)
-            return 1u << i;
-    return 0;
-}
-
-const char *est_method_name(unsigned bit)
-{
-    for (unsigned i = 0; i < EST_METHOD__COUNT; i++)
-        if (bit == 1u << i)
-            return method_names[i];
-    return NULL;
 }
 
 /*

@@ -10,21 +10,12 @@
  * Depends on libc only, so the fuzz driver can build it alone.
  */
 #include "h1/parse.h"
+#include "h1/parse_internal.h"
+#include "common/fieldvalue.h"
 
 #include <string.h>
 
-/* byte classes */
-enum {
-    C_TCHAR = 1,  /* token character (RFC 9110 5.6.2) */
-    C_VALUE = 2,  /* allowed in a field value: HTAB, SP, VCHAR, obs-text (RFC 9110 5.5) */
-    C_TARGET = 4, /* allowed in a request target: 0x21-0x7e but '#': a fragment is no part of a
-                   * request target (RFC 9112 3.2), and a hop that cut the target there would
-                   * route a path other than ours */
-    C_HOST = 8,   /* allowed in a reg-name host: ALPHA DIGIT - . _ ~ */
-    C_HEX = 16,   /* HEXDIG */
-};
-
-static const unsigned char ctype[256] = {
+const unsigned char est_h1_ctype[256] = {
     0,  0,  0,  0,  0,  0,  0,  0,  0,  2,  0,  0,  0,  0,  0,  0,  /* 0x00 */
     0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  /* 0x10 */
     2,  7,  6,  3,  7,  7,  7,  7,  6,  6,  7,  7,  6,  15, 15, 6,  /* 0x20 */
@@ -42,8 +33,6 @@ static const unsigned char ctype[256] = {
     2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  /* 0xe0 */
     2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  /* 0xf0 */
 };
-
-#define CHUNK_LINE_MAX 4096 /* bytes of extensions on one chunk-size line */
 
 /* --- word-at-a-time scanning (8 bytes per step on the long runs: target and values) --- */
 
@@ -118,21 +107,6 @@ static inline uint64_t target_stop(uint64_t x)
     return has_less(x, 0x21) | has_byte(x, 0x7f) | has_byte(x, '#') | (x & HIGHS);
 }
 
-/* --- errors: fixed text only, never request bytes --- */
-
-static int fail(est_h1_error_t *err, int status, const char *code, const char *message)
-{
-    err->status = status;
-    err->code = code;
-    err->message = message;
-    return -1;
-}
-
-static int bad(est_h1_error_t *err, const char *message)
-{
-    return fail(err, 400, "bad_request", message);
-}
-
 /* --- helpers --- */
 
 /* n[0..n_len) equals the lowercase literal lit, case-insensitively. lit holds only letters,
@@ -154,31 +128,14 @@ static inline int lit_eq(const unsigned char *n, size_t n_len, const char *lit, 
 
 #define LIT_EQ(n, n_len, lit) lit_eq((n), (n_len), lit, sizeof(lit) - 1)
 
-static int is_ows(unsigned char c)
+/* est_list_next (common/fieldvalue.h) over the parser's unsigned bytes */
+static inline int list_next(const unsigned char **cur, const unsigned char *end, const unsigned char **el, size_t *el_len)
 {
-    return c == ' ' || c == '\t';
-}
-
-/* One element of a comma-separated list (RFC 9110 5.6.1), OWS trimmed, possibly empty.
- * *cur walks the list and becomes NULL after the last element. */
-static int list_next(const unsigned char **cur, const unsigned char *end, const unsigned char **el,
-                     size_t *el_len)
-{
-    const unsigned char *p = *cur, *s, *e;
-    if (p == NULL)
-        return 0;
-    while (p < end && is_ows(*p))
-        ++p;
-    s = p;
-    while (p < end && *p != ',')
-        ++p;
-    e = p;
-    while (e > s && is_ows(e[-1]))
-        --e;
-    *cur = p < end ? p + 1 : NULL;
-    *el = s;
-    *el_len = (size_t)(e - s);
-    return 1;
+    const char *c = (const char *)*cur, *e;
+    int r = est_list_next(&c, (const char *)end, &e, el_len);
+    *cur = (const unsigned char *)c;
+    *el = (const unsigned char *)e;
+    return r;
 }
 
 /*
@@ -195,7 +152,7 @@ static int valid_authority(const unsigned char *a, size_t n)
         return 0;
     if (a[0] == '[') {
         for (i = 1; i < n && a[i] != ']'; ++i)
-            if (!((ctype[a[i]] & C_HEX) || a[i] == ':' || a[i] == '.'))
+            if (!((est_h1_ctype[a[i]] & C_HEX) || a[i] == ':' || a[i] == '.'))
                 return 0;
         if (i == n || i < 3) /* no ']', or fewer than 2 characters inside */
             return 0;
@@ -209,7 +166,7 @@ static int valid_authority(const unsigned char *a, size_t n)
             }
             i += 8;
         }
-        while (i < n && (ctype[a[i]] & C_HOST))
+        while (i < n && (est_h1_ctype[a[i]] & C_HOST))
             ++i;
         if (i == 0)
             return 0;
@@ -228,31 +185,6 @@ static int valid_authority(const unsigned char *a, size_t n)
         port = port * 10 + (unsigned)(a[i] - '0');
     }
     return port <= 65535;
-}
-
-/* Content-Length = 1*DIGIT, possibly sent as a list of identical values (RFC 9112 6.3 item 5).
- * Returns 0 with *out set, -1 when not digits (or over 2^64-1), -2 when the values differ. */
-static int parse_content_length(const unsigned char *v, size_t n, uint64_t *out)
-{
-    const unsigned char *cur = v, *el;
-    size_t el_len;
-    int seen = 0;
-    while (list_next(&cur, v + n, &el, &el_len)) {
-        uint64_t x = 0;
-        if (el_len == 0)
-            return -1;
-        for (size_t i = 0; i < el_len; ++i) {
-            unsigned d = (unsigned)el[i] - '0';
-            if (d > 9 || x > (UINT64_MAX - d) / 10)
-                return -1;
-            x = x * 10 + d;
-        }
-        if (seen && x != *out)
-            return -2;
-        *out = x;
-        seen = 1;
-    }
-    return 0;
 }
 
 struct head_state {
@@ -279,23 +211,23 @@ static int on_transfer_encoding(struct head_state *st, const unsigned char *v, s
         size_t i = 0;
         if (el_len == 0)
             continue; /* empty list elements are ignored (RFC 9110 5.6.1) */
-        while (i < el_len && (ctype[el[i]] & C_TCHAR))
+        while (i < el_len && (est_h1_ctype[el[i]] & C_TCHAR))
             ++i;
         if (i == 0)
-            return bad(err, "invalid Transfer-Encoding");
+            return est_h1_bad(err, "invalid Transfer-Encoding");
         if (LIT_EQ(el, i, "chunked")) {
             if (i != el_len)
-                return bad(err, "invalid Transfer-Encoding"); /* chunked takes no parameters */
+                return est_h1_bad(err, "invalid Transfer-Encoding"); /* chunked takes no parameters */
             if (st->te_chunked)
-                return bad(err, "chunked transfer coding applied twice");
+                return est_h1_bad(err, "chunked transfer coding applied twice");
             st->te_chunked = 1;
             st->te_last_chunked = 1;
         } else {
             /* transfer-coding = token *( OWS ";" OWS transfer-parameter ) */
-            while (i < el_len && is_ows(el[i]))
+            while (i < el_len && est_h1_is_ows(el[i]))
                 ++i;
             if (i != el_len && el[i] != ';')
-                return bad(err, "invalid Transfer-Encoding");
+                return est_h1_bad(err, "invalid Transfer-Encoding");
             st->te_unknown = 1;
             st->te_last_chunked = 0;
         }
@@ -348,9 +280,9 @@ static int on_field(struct head_state *st, est_h1_request_t *req, const unsigned
     case 4:
         if (LIT_EQ(name, name_len, "host")) {
             if (++st->host_count > 1)
-                return bad(err, "multiple Host fields");
+                return est_h1_bad(err, "multiple Host fields");
             if (!valid_authority(v, n))
-                return bad(err, "invalid Host field");
+                return est_h1_bad(err, "invalid Host field");
             st->host = v;
             st->host_len = n;
         }
@@ -370,11 +302,11 @@ static int on_field(struct head_state *st, est_h1_request_t *req, const unsigned
     case 14:
         if (LIT_EQ(name, name_len, "content-length")) {
             uint64_t cl = 0;
-            int r = parse_content_length(v, n, &cl);
+            int r = est_parse_content_length((const char *)v, n, &cl);
             if (r == -1)
-                return bad(err, "invalid Content-Length");
+                return est_h1_bad(err, "invalid Content-Length");
             if (r == -2 || (st->cl_seen && cl != req->content_length))
-                return bad(err, "conflicting Content-Length values");
+                return est_h1_bad(err, "conflicting Content-Length values");
             st->cl_seen = 1;
             req->content_length = cl;
         }
@@ -401,7 +333,7 @@ static int classify_target(est_h1_request_t *req, est_h1_error_t *err)
     }
     if (n == 1 && t[0] == '*') {
         if (!(req->method_len == 7 && memcmp(req->method, "OPTIONS", 7) == 0))
-            return bad(err, "asterisk-form target is only allowed for OPTIONS");
+            return est_h1_bad(err, "asterisk-form target is only allowed for OPTIONS");
         req->form = EST_H1_FORM_ASTERISK;
         req->path = req->target;
         req->path_len = 1;
@@ -416,13 +348,13 @@ static int classify_target(est_h1_request_t *req, est_h1_error_t *err)
         skip = 8;
         req->is_https = 1;
     } else {
-        return bad(err, "invalid request target");
+        return est_h1_bad(err, "invalid request target");
     }
     const unsigned char *a = t + skip, *end = t + n, *slash;
     if ((slash = memchr(a, '/', (size_t)(end - a))) == NULL)
         slash = end;
     if (!valid_authority(a, (size_t)(slash - a)))
-        return bad(err, "invalid authority in request target");
+        return est_h1_bad(err, "invalid authority in request target");
     req->form = EST_H1_FORM_ABSOLUTE;
     req->authority = (const char *)a;
     req->authority_len = (size_t)(slash - a);
@@ -454,10 +386,10 @@ int est_h1_parse_request(const char *buf, size_t len, est_h1_request_t *req, est
             if (p + 1 == end)
                 goto Incomplete;
             if (p[1] != '\n')
-                return bad(err, "invalid line ending");
+                return est_h1_bad(err, "invalid line ending");
             p += 2;
         } else if (*p == '\n') {
-            return bad(err, "bare LF line ending");
+            return est_h1_bad(err, "bare LF line ending");
         } else {
             break;
         }
@@ -465,12 +397,12 @@ int est_h1_parse_request(const char *buf, size_t len, est_h1_request_t *req, est
 
     /* request-line = method SP request-target SP HTTP-version CRLF (RFC 9112 3) */
     tok = p;
-    while (p < end && (ctype[*p] & C_TCHAR))
+    while (p < end && (est_h1_ctype[*p] & C_TCHAR))
         ++p;
     if (p == end)
         goto Incomplete;
     if (*p != ' ' || p == tok)
-        return bad(err, p == tok || *p < 0x21 ? "malformed request line" : "invalid method");
+        return est_h1_bad(err, p == tok || *p < 0x21 ? "malformed request line" : "invalid method");
     req->method = (const char *)tok;
     req->method_len = (size_t)(p - tok);
 
@@ -486,15 +418,15 @@ int est_h1_parse_request(const char *buf, size_t len, est_h1_request_t *req, est
             }
             p += 8;
         }
-        while (p < tend && (ctype[*p] & C_TARGET))
+        while (p < tend && (est_h1_ctype[*p] & C_TARGET))
             ++p;
         if ((size_t)(p - tok) > EST_H1_MAX_TARGET)
-            return fail(err, 414, "uri_too_long", "request target too long");
+            return est_h1_fail(err, 414, "uri_too_long", "request target too long");
         if (p == end)
             goto Incomplete;
     }
     if (*p != ' ' || p == tok)
-        return bad(err, p == tok || *p == '\r' || *p == '\n' ? "malformed request line" : "invalid byte in request target");
+        return est_h1_bad(err, p == tok || *p == '\r' || *p == '\n' ? "malformed request line" : "invalid byte in request target");
     req->target = (const char *)tok;
     req->target_len = (size_t)(p - tok);
     ++p;
@@ -511,18 +443,18 @@ int est_h1_parse_request(const char *buf, size_t len, est_h1_request_t *req, est
                 goto Incomplete;
             int ok = tmpl[i] == '0' ? (p[i] >= '0' && p[i] <= '9') : p[i] == (unsigned char)tmpl[i];
             if (!ok)
-                return bad(err, i >= 8 ? "malformed request line" : "malformed HTTP version");
+                return est_h1_bad(err, i >= 8 ? "malformed request line" : "malformed HTTP version");
         }
         major = p[5] - '0';
         minor = p[7] - '0';
         p += sizeof(tmpl) - 1;
     }
     if (major != 1 || minor > 1)
-        return fail(err, 505, "http_version_not_supported", "HTTP version not supported");
+        return est_h1_fail(err, 505, "http_version_not_supported", "HTTP version not supported");
     req->minor_version = (int)minor;
     /* authority-form is for CONNECT only (RFC 9112 3.2.3), which a gateway does not tunnel */
     if (req->method_len == 7 && memcmp(req->method, "CONNECT", 7) == 0)
-        return fail(err, 501, "not_implemented", "CONNECT is not supported");
+        return est_h1_fail(err, 501, "not_implemented", "CONNECT is not supported");
     req->authority = NULL;
     req->authority_len = 0;
     req->is_https = 0;
@@ -541,16 +473,16 @@ int est_h1_parse_request(const char *buf, size_t len, est_h1_request_t *req, est
             if (p + 1 == end)
                 goto Incomplete;
             if (p[1] != '\n')
-                return bad(err, "invalid line ending");
+                return est_h1_bad(err, "invalid line ending");
             p += 2;
             break;
         }
         if (*p == '\n')
-            return bad(err, "bare LF line ending");
-        if (is_ows(*p))
-            return bad(err, "obsolete line folding"); /* RFC 9112 5.2, 2.2 */
+            return est_h1_bad(err, "bare LF line ending");
+        if (est_h1_is_ows(*p))
+            return est_h1_bad(err, "obsolete line folding"); /* RFC 9112 5.2, 2.2 */
         if (nf == EST_H1_MAX_FIELDS)
-            return fail(err, 431, "headers_too_large", "too many header fields");
+            return est_h1_fail(err, 431, "headers_too_large", "too many header fields");
 
         name = p;
         for (;;) {
@@ -564,22 +496,22 @@ int est_h1_parse_request(const char *buf, size_t len, est_h1_request_t *req, est
             }
             if (p == end)
                 goto Incomplete;
-            if (!(ctype[*p] & C_TCHAR))
+            if (!(est_h1_ctype[*p] & C_TCHAR))
                 break;
             ++p; /* a tchar other than ALPHA DIGIT '-', or a byte of the short tail */
         }
         if (*p != ':') {
-            if (is_ows(*p))
-                return bad(err, "whitespace between field name and colon"); /* RFC 9112 5.1 */
+            if (est_h1_is_ows(*p))
+                return est_h1_bad(err, "whitespace between field name and colon"); /* RFC 9112 5.1 */
             if (*p == '\r' || *p == '\n')
-                return bad(err, "field line without a colon");
-            return bad(err, "invalid field name");
+                return est_h1_bad(err, "field line without a colon");
+            return est_h1_bad(err, "invalid field name");
         }
         if (p == name)
-            return bad(err, "empty field name");
+            return est_h1_bad(err, "empty field name");
         name_len = (size_t)(p - name);
         ++p;
-        while (p < end && is_ows(*p))
+        while (p < end && est_h1_is_ows(*p))
             ++p;
         value = p;
         for (;;) {
@@ -593,21 +525,21 @@ int est_h1_parse_request(const char *buf, size_t len, est_h1_request_t *req, est
             }
             if (p == end)
                 goto Incomplete;
-            if (!(ctype[*p] & C_VALUE))
+            if (!(est_h1_ctype[*p] & C_VALUE))
                 break;
             ++p; /* HTAB, or a byte of the short tail */
         }
         if (*p != '\r') {
             if (*p == '\n')
-                return bad(err, "bare LF line ending");
-            return bad(err, "invalid character in field value");
+                return est_h1_bad(err, "bare LF line ending");
+            return est_h1_bad(err, "invalid character in field value");
         }
         if (p + 1 == end)
             goto Incomplete;
         if (p[1] != '\n')
-            return bad(err, "invalid line ending");
+            return est_h1_bad(err, "invalid line ending");
         vend = p;
-        while (vend > value && is_ows(vend[-1]))
+        while (vend > value && est_h1_is_ows(vend[-1]))
             --vend;
         p += 2;
 
@@ -623,7 +555,7 @@ int est_h1_parse_request(const char *buf, size_t len, est_h1_request_t *req, est
 
     /* the head is complete: checks that need all of it */
     if (minor == 1 && st.host_count == 0)
-        return bad(err, "missing Host field"); /* RFC 9112 3.2 */
+        return est_h1_bad(err, "missing Host field"); /* RFC 9112 3.2 */
     if (req->form != EST_H1_FORM_ABSOLUTE && st.host_count != 0) {
         req->authority = (const char *)st.host;
         req->authority_len = st.host_len;
@@ -632,20 +564,20 @@ int est_h1_parse_request(const char *buf, size_t len, est_h1_request_t *req, est
         /* RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing; with Content-Length
          * it is the classic smuggling vector; chunked must be final (RFC 9112 6.3 item 4) */
         if (minor == 0)
-            return bad(err, "Transfer-Encoding in an HTTP/1.0 request");
+            return est_h1_bad(err, "Transfer-Encoding in an HTTP/1.0 request");
         if (st.cl_seen)
-            return bad(err, "both Transfer-Encoding and Content-Length");
+            return est_h1_bad(err, "both Transfer-Encoding and Content-Length");
         if (!st.te_last_chunked)
-            return bad(err, "final transfer coding is not chunked");
+            return est_h1_bad(err, "final transfer coding is not chunked");
         if (st.te_unknown)
-            return fail(err, 501, "not_implemented", "transfer coding not supported");
+            return est_h1_fail(err, 501, "not_implemented", "transfer coding not supported");
         req->body = EST_H1_BODY_CHUNKED;
     } else {
         req->body = st.cl_seen ? EST_H1_BODY_LENGTH : EST_H1_BODY_NONE;
     }
     /* Expect and Upgrade are ignored in HTTP/1.0 requests (RFC 9110 10.1.1, 7.8) */
     if (minor == 1 && st.expect_other)
-        return fail(err, 417, "expectation_failed", "unsupported expectation");
+        return est_h1_fail(err, 417, "expectation_failed", "unsupported expectation");
     req->expect_continue = minor == 1 && st.expect_continue;
     req->upgrade = minor == 1 && st.has_upgrade && st.conn_upgrade;
     /* RFC 9112 9.3 */
@@ -655,186 +587,6 @@ int est_h1_parse_request(const char *buf, size_t len, est_h1_request_t *req, est
 
 Incomplete:
     if (at_limit)
-        return fail(err, 431, "headers_too_large", "request head too large");
+        return est_h1_fail(err, 431, "headers_too_large", "request head too large");
     return -2;
-}
-
-/* --- chunked transfer coding (RFC 9112 7.1) --- */
-
-enum {
-    CH_SIZE = 0, /* chunk-size hex digits; _line_len counts them */
-    CH_EXT,      /* after ';' up to CR; _line_len counts the extension bytes */
-    CH_SIZE_LF,
-    CH_DATA,
-    CH_DATA_CR,
-    CH_DATA_LF,
-    CH_TR_START, /* at the start of a trailer line or the final CRLF */
-    CH_TR_NAME,  /* _line_len counts the name */
-    CH_TR_VALUE,
-    CH_TR_LF,
-    CH_FINAL_LF,
-    CH_DONE,
-    CH_ERROR,
-};
-
-void est_h1_chunked_init(est_h1_chunked_t *d)
-{
-    memset(d, 0, sizeof(*d));
-    d->_state = CH_SIZE;
-}
-
-int64_t est_h1_decode_chunked(est_h1_chunked_t *d, char *buf, size_t *len, est_h1_error_t *err)
-{
-    unsigned char *const out0 = (unsigned char *)buf, *out = out0, *p = out0, *const end = out0 + *len;
-    const char *msg;
-
-    if (d->_state == CH_DONE) {
-        *len = 0;
-        return (int64_t)(end - p);
-    }
-    if (d->_state == CH_ERROR) {
-        *len = 0;
-        return bad(err, "malformed chunked body");
-    }
-
-    while (p < end) {
-        unsigned char c;
-        if (d->_state == CH_DATA) {
-            size_t n = (size_t)(end - p);
-            if (d->_remaining < n)
-                n = (size_t)d->_remaining;
-            if (out != p)
-                memmove(out, p, n);
-            out += n;
-            p += n;
-            d->_remaining -= n;
-            d->decoded += n;
-            if (d->_remaining == 0)
-                d->_state = CH_DATA_CR;
-            continue;
-        }
-        c = *p++;
-        switch (d->_state) {
-        case CH_SIZE:
-            if (ctype[c] & C_HEX) {
-                if (d->_line_len == 16) {
-                    msg = "chunk size too large";
-                    goto Error;
-                }
-                d->_remaining = (d->_remaining << 4) | (uint64_t)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
-                ++d->_line_len;
-            } else if (d->_line_len == 0) {
-                msg = "invalid chunk size";
-                goto Error;
-            } else if (c == ';') {
-                d->_line_len = 0;
-                d->_state = CH_EXT;
-            } else if (c == '\r') {
-                d->_state = CH_SIZE_LF;
-            } else {
-                msg = "invalid chunk size";
-                goto Error;
-            }
-            break;
-        case CH_EXT:
-            /* chunk-ext = *( ";" name [ "=" value ] ): skipped, bounded, no CTL but HTAB */
-            if (c == '\r') {
-                d->_state = CH_SIZE_LF;
-            } else if (!(ctype[c] & C_VALUE)) {
-                msg = "invalid chunk extension";
-                goto Error;
-            } else if (++d->_line_len > CHUNK_LINE_MAX) {
-                msg = "chunk extension too long";
-                goto Error;
-            }
-            break;
-        case CH_SIZE_LF:
-            if (c != '\n') {
-                msg = "invalid chunk line ending";
-                goto Error;
-            }
-            d->_line_len = 0;
-            d->_state = d->_remaining != 0 ? CH_DATA : CH_TR_START;
-            break;
-        case CH_DATA_CR:
-            if (c != '\r') {
-                msg = "missing CRLF after chunk data";
-                goto Error;
-            }
-            d->_state = CH_DATA_LF;
-            break;
-        case CH_DATA_LF:
-            if (c != '\n') {
-                msg = "missing CRLF after chunk data";
-                goto Error;
-            }
-            d->_state = CH_SIZE;
-            d->_remaining = 0;
-            d->_line_len = 0;
-            break;
-        default:
-            /* trailer section (RFC 9112 7.1.2): field lines like the head's, bounded in all */
-            if (++d->_trailer_len > EST_H1_MAX_HEAD) {
-                msg = "trailer section too large";
-                goto Error;
-            }
-            switch (d->_state) {
-            case CH_TR_START:
-                if (c == '\r') {
-                    d->_state = CH_FINAL_LF;
-                } else if (ctype[c] & C_TCHAR) {
-                    d->_line_len = 1;
-                    d->_state = CH_TR_NAME;
-                } else {
-                    msg = is_ows(c) ? "obsolete line folding in trailer" : "invalid trailer field";
-                    goto Error;
-                }
-                break;
-            case CH_TR_NAME:
-                if (ctype[c] & C_TCHAR) {
-                    ++d->_line_len;
-                } else if (c == ':') {
-                    d->_state = CH_TR_VALUE;
-                } else {
-                    msg = "invalid trailer field";
-                    goto Error;
-                }
-                break;
-            case CH_TR_VALUE:
-                if (c == '\r') {
-                    d->_state = CH_TR_LF;
-                } else if (!(ctype[c] & C_VALUE)) {
-                    msg = "invalid trailer field";
-                    goto Error;
-                }
-                break;
-            case CH_TR_LF:
-                if (c != '\n') {
-                    msg = "invalid line ending in trailer";
-                    goto Error;
-                }
-                d->_state = CH_TR_START;
-                break;
-            case CH_FINAL_LF:
-                if (c != '\n') {
-                    msg = "invalid line ending in trailer";
-                    goto Error;
-                }
-                d->_state = CH_DONE;
-                *len = (size_t)(out - out0);
-                return (int64_t)(end - p);
-            default:
-                msg = "malformed chunked body";
-                goto Error;
-            }
-            break;
-        }
-    }
-    *len = (size_t)(out - out0);
-    return -2;
-
-Error:
-    d->_state = CH_ERROR;
-    *len = (size_t)(out - out0);
-    return bad(err, msg);
 }

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include "common/fieldvalue.h"
 #include "common/jsonutil.h"
 #include "common/sockaddr.h"
 
@@ -69,24 +70,6 @@ int est_request_id_is_valid(const char *s, size_t len)
     return 1;
 }
 
-/* 1 when `name` is one of the comma-separated tokens of `list` (case-insensitive) */
-static int list_has_token(const h2o_iovec_t *list, const char *name, size_t len)
-{
-    const char *p = list->base, *end = list->base + list->len;
-    while (p < end) {
-        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
-            ++p;
-        const char *tok = p;
-        while (p < end && *p != ',' && *p != ' ' && *p != '\t')
-            ++p;
-        if ((size_t)(p - tok) == len && strncasecmp(tok, name, len) == 0)
-            return 1;
-        while (p < end && *p != ',')
-            ++p;
-    }
-    return 0;
-}
-
 /* `len` bytes of `name` equal the lower-case `lit` (ASCII case-insensitive) */
 static int name_is(const char *name, const char *lit, size_t len)
 {
@@ -120,7 +103,7 @@ int est_is_hop_by_hop(const char *name, size_t len, const h2o_iovec_t *connectio
         return 1;
     if (len >= 6 && name_is(name, "proxy-", 6))
         return 1;
-    if (connection_value != NULL && connection_value->len != 0 && list_has_token(connection_value, name, len))
+    if (connection_value != NULL && connection_value->len != 0 && est_list_has_token(connection_value->base, connection_value->len, name, len))
         return 1;
     return 0;
 }

@@ -1,9 +1,11 @@
 /*
  * estuary - glue between the front end and the admin subsystem: per-request accounting
  * (metrics + access log when the request's pool is freed), the worker side of the metrics
- * snapshot protocol, and the admin thread / access log writer lifecycle. See worker.h.
+ * snapshot protocol, and the admin thread / access log writer lifecycle. See observe.h.
  */
+#include "server/observe.h"
 #include "server/worker.h"
+#include "server/worker_gen.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -13,6 +15,8 @@
 
 #include "common/log.h"
 #include "common/sockaddr.h"
+#include "admin/accesslog.h"
+#include "admin/admin.h"
 
 /*
  * (memory) What the access log needs of a request (timestamps, copies of its id and path, the

@@ -9,7 +9,7 @@
  * the sockets of the listeners that are new (one per worker, SO_REUSEPORT) and send each
  * worker an est_reload_msg_t. The worker switches on its own loop: it builds a new upstream
  * set, hands the pools of unchanged upstreams over to it, swaps its listeners and makes the
- * new view current. Requests keep the view they started on (handler.c); an old view is
+ * new view current (worker_gen.c). Requests keep the view they pin as they start; an old view is
  * destroyed, and its generation reference dropped, once its last request is disposed.
  *
  * SIGTERM/SIGINT: /readyz turns 503, the workers close their listeners, ask h2o to shut
@@ -19,6 +19,11 @@
  */
 #include "server/server.h"
 #include "server/worker.h"
+#include "server/accept.h"
+#include "server/handler.h"
+#include "server/observe.h"
+#include "server/reload.h"
+#include "server/worker_gen.h"
 
 #include <errno.h>
 #include <semaphore.h>
@@ -48,18 +53,6 @@ h2o_timeout_t *est_worker_timeout(est_worker_t *w, uint64_t ms)
     w->timeouts = h2o_mem_realloc(w->timeouts, sizeof(*w->timeouts) * (w->num_timeouts + 1));
     w->timeouts[w->num_timeouts++] = t;
     return t;
-}
-
-static h2o_timeout_t *get_timeout(est_services_t *svc, uint64_t ms)
-{
-    est_worker_gen_t *wg = H2O_STRUCT_FROM_MEMBER(est_worker_gen_t, svc, svc);
-    return est_worker_timeout(wg->w, ms);
-}
-
-/* blocking resolution is fine here: main thread, at start or on SIGHUP, off every loop */
-static int open_listener(const est_listen_conf_t *l)
-{
-    return est_listen_tcp("listen", l->host, l->port, EST_LISTEN_REUSEPORT | EST_LISTEN_NODELAY, SOMAXCONN);
 }
 
 /* ---- wake-ups ---------------------------------------------------------------------------------- */
@@ -102,69 +95,12 @@ static void close_listeners(est_worker_t *w)
     w->num_listeners = 0;
 }
 
-/* ---- generations (worker side) -------------------------------------------------------------- */
-
-static est_worker_gen_t *worker_gen_create(est_worker_t *w, est_gen_t *gen)
-{
-    est_upstream_set_t *set = est_upstream_set_create(w->ctx.loop, w->dns, gen->conf);
-    if (set == NULL)
-        return NULL;
-    est_worker_gen_t *wg = h2o_mem_alloc(sizeof(*wg));
-    memset(wg, 0, sizeof(*wg));
-    wg->w = w;
-    wg->gen = gen;
-    wg->upstreams = set;
-    wg->svc.loop = w->ctx.loop;
-    wg->svc.upstreams = set;
-    wg->svc.get_timeout = get_timeout;
-    wg->svc.conns = &w->metrics.conns;
-    return wg;
-}
-
-static void worker_gen_retire(est_worker_gen_t *wg)
-{
-    if (h2o_linklist_is_linked(&wg->link))
-        h2o_linklist_unlink(&wg->link);
-    if (h2o_timeout_is_linked(&wg->retire_timer))
-        h2o_timeout_unlink(&wg->retire_timer);
-    est_log_debug("worker %zu: configuration generation %llu released", wg->w->id, (unsigned long long)wg->gen->id);
-    est_upstream_set_destroy(wg->upstreams); /* no exchange runs: every request on it is gone */
-    est_gen_release(wg->gen);
-    free(wg);
-}
-
-static void on_retire_timer(h2o_timeout_entry_t *entry)
-{
-    est_worker_gen_t *wg = H2O_STRUCT_FROM_MEMBER(est_worker_gen_t, retire_timer, entry);
-    if (wg->inflight == 0 && wg != wg->w->current)
-        worker_gen_retire(wg);
-}
-
-void est_worker_gen_request_done(est_worker_gen_t *wg)
-{
-    /* called from a request pool's dispose: destroy later, from the loop, not inside h2o */
-    if (--wg->inflight == 0 && wg != wg->w->current && !h2o_timeout_is_linked(&wg->retire_timer)) {
-        wg->retire_timer.cb = on_retire_timer;
-        h2o_timeout_link(wg->w->ctx.loop, est_worker_timeout(wg->w, 0), &wg->retire_timer);
-    }
-}
-
-/* points every upstream of `old` at the upstream of the same, unchanged config in `cur` (or at none) */
-static void hand_over_upstreams(est_worker_gen_t *old, est_worker_gen_t *cur)
-{
-    const est_config_t *oc = old->gen->conf, *nc = cur->gen->conf;
-    for (size_t i = 0; i != oc->num_upstreams; ++i) {
-        const est_upstream_conf_t *nu = est_config_find_upstream(nc, oc->upstreams[i].name);
-        est_upstream_t *to = nu != NULL && est_upstream_conf_equal(oc->upstreams + i, nu) ? est_upstream_set_get(cur->upstreams, nu->index)
-                                                                                            : NULL;
-        est_upstream_handover(est_upstream_set_get(old->upstreams, i), to);
-    }
-}
+/* ---- reload (worker side; the main thread's is in reload.c) --------------------------------- */
 
 static void apply_reload(est_worker_t *w, est_reload_msg_t *msg)
 {
     est_gen_t *gen = msg->gen;
-    est_worker_gen_t *wg = w->draining ? NULL : worker_gen_create(w, gen);
+    est_worker_gen_t *wg = w->draining ? NULL : est_worker_gen_create(w, gen);
     if (wg == NULL) {
         if (!w->draining)
             est_log_error("worker %zu: cannot build the upstreams of configuration generation %llu; keeping generation %llu",
@@ -196,18 +132,8 @@ static void apply_reload(est_worker_t *w, est_reload_msg_t *msg)
     w->listeners = nl;
     w->num_listeners = msg->num_listen;
 
-    /* upstream pools: the current view and every older one still in use hand over to the new one */
-    est_worker_gen_t *old = w->current;
-    hand_over_upstreams(old, wg);
-    for (h2o_linklist_t *n = w->old_gens.next; n != &w->old_gens; n = n->next)
-        hand_over_upstreams(H2O_STRUCT_FROM_MEMBER(est_worker_gen_t, link, n), wg);
-    est_observe_worker_switch(w, old->gen->conf, gen->conf);
-    w->current = wg;
     est_accept_configure(w, gen->conf); /* client timeouts and body limit of the new generation */
-    h2o_linklist_insert(&w->old_gens, &old->link);
-    est_log_debug("worker %zu: switched to configuration generation %llu", w->id, (unsigned long long)gen->id);
-    if (old->inflight == 0)
-        worker_gen_retire(old);
+    est_worker_gen_switch(w, wg);
 }
 
 static void on_reload(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
@@ -334,7 +260,7 @@ static void *worker_main(void *arg)
     est_observe_worker_init(w); /* (admin) metrics, snapshot receiver: answers before /readyz says ready */
     pthread_barrier_wait(&s->ready);
     w->dns = est_dns_create(w->ctx.loop, &conf->dns);
-    if ((w->current = worker_gen_create(w, gen)) == NULL) {
+    if ((w->current = est_worker_gen_create(w, gen)) == NULL) {
         est_log_error("worker %zu: cannot build the upstreams", w->id);
         abort();
     }
@@ -379,10 +305,10 @@ static void *worker_main(void *arg)
 
     est_observe_worker_close(w); /* (admin) before the queue goes away */
     while (!h2o_linklist_is_empty(&w->old_gens))
-        worker_gen_retire(H2O_STRUCT_FROM_MEMBER(est_worker_gen_t, link, w->old_gens.next));
+        est_worker_gen_retire(H2O_STRUCT_FROM_MEMBER(est_worker_gen_t, link, w->old_gens.next));
     est_worker_gen_t *cur = w->current;
     w->current = NULL;
-    worker_gen_retire(cur);
+    est_worker_gen_retire(cur);
     est_dns_destroy(w->dns);
     for (size_t i = 0; i != w->num_timeouts; ++i) {
         h2o_timeout_dispose(w->ctx.loop, w->timeouts[i]);
@@ -429,131 +355,6 @@ static void setup_h2o(est_server_t *s, const est_config_t *conf)
     handler->on_req = est_handler_on_req;
 }
 
-/* ---- reload (main thread) ------------------------------------------------------------------- */
-
-static void warn_restart_only(est_server_t *s, const est_config_t *oc, const est_config_t *nc)
-{
-    const est_config_t *sc = s->start_conf;
-    if (nc->workers != sc->workers)
-        est_log_warn("reload: \"workers\" changed (%u -> %u); takes effect at the next start", sc->workers, nc->workers);
-    if (!est_dns_conf_equal(&oc->dns, &nc->dns))
-        est_log_warn("reload: \"dns\" settings changed; they take effect at the next start (the resolver and its cache are kept)");
-    if (!est_admin_conf_equal(oc->admin, nc->admin) && (oc->admin == NULL || nc->admin == NULL))
-        est_log_warn("reload: \"admin\" was turned %s; takes effect at the next start", nc->admin != NULL ? "on" : "off");
-    if (oc->access_log_off != nc->access_log_off ||
-        (oc->access_log == NULL) != (nc->access_log == NULL) ||
-        (oc->access_log != NULL && strcmp(oc->access_log, nc->access_log) != 0))
-        est_log_warn("reload: \"access_log\" changed; takes effect at the next start");
-    uint64_t nb = nc->max_request_body;
-    if (nb >= s->h2oconf.max_request_entity_size)
-        est_log_warn("reload: \"max_request_body\" raised above h2o's HTTP/2 buffer limit set at start (%zu bytes); larger "
-                     "HTTP/2 bodies are refused until the next start",
-                     s->h2oconf.max_request_entity_size);
-}
-
-/* a new admin address: the admin thread moves to it (a bind error keeps the old one) */
-static void apply_admin(est_server_t *s, const est_config_t *oc, const est_config_t *nc)
-{
-    if (s->admin == NULL || oc->admin == NULL || nc->admin == NULL || est_admin_conf_equal(oc->admin, nc->admin))
-        return;
-    if (est_admin_rebind(s->admin, nc->admin) != 0)
-        est_log_warn("reload: the admin listener keeps its address %s:%u", oc->admin->host, oc->admin->port);
-}
-
-static void reload(est_server_t *s)
-{
-    const char *file = s->gen->conf->file;
-    est_log_info("SIGHUP: reloading %s", file);
-    est_errors_t errs = {0};
-    est_config_t *conf = est_config_load(file, &errs);
-    if (conf == NULL) {
-        for (size_t i = 0; i != errs.count; ++i)
-            est_log_error("%s", errs.items[i]);
-        est_errors_clear(&errs);
-        est_log_error("reload failed: keeping configuration generation %llu", (unsigned long long)s->gen->id);
-        est_admin_count_reload(s->admin, 0);
-        return;
-    }
-    est_gen_t *gen = est_gen_create(conf, s->gen->id + 1);
-    if (gen == NULL) {
-        est_log_error("reload failed: keeping configuration generation %llu", (unsigned long long)s->gen->id);
-        est_admin_count_reload(s->admin, 0);
-        return;
-    }
-    const est_config_t *oc = s->gen->conf, *nc = gen->conf;
-
-    /* which listeners are kept (by equal config), which are opened */
-    size_t n = nc->num_listen, added = 0, kept = 0;
-    int *keep = malloc(sizeof(int) * (n ? n : 1));
-    char *used = calloc(oc->num_listen ? oc->num_listen : 1, 1);
-    int **fds = calloc(s->num_workers, sizeof(*fds));
-    for (size_t j = 0; j != n; ++j) {
-        keep[j] = -1;
-        for (size_t i = 0; i != oc->num_listen; ++i)
-            if (!used[i] && est_listen_conf_equal(oc->listen + i, nc->listen + j)) {
-                keep[j] = (int)i;
-                used[i] = 1;
-                ++kept;
-                break;
-            }
-        added += keep[j] < 0;
-    }
-    int ok = 1;
-    for (size_t w = 0; w != s->num_workers; ++w) {
-        fds[w] = malloc(sizeof(int) * (n ? n : 1));
-        for (size_t j = 0; j != n; ++j)
-            fds[w][j] = -1;
-        for (size_t j = 0; ok && j != n; ++j)
-            if (keep[j] < 0 && (fds[w][j] = open_listener(nc->listen + j)) == -1)
-                ok = 0;
-    }
-    if (!ok) {
-        for (size_t w = 0; w != s->num_workers; ++w) {
-            for (size_t j = 0; j != n; ++j)
-                if (fds[w][j] != -1)
-                    close(fds[w][j]);
-            free(fds[w]);
-        }
-        free(fds);
-        free(keep);
-        free(used);
-        est_gen_release(gen);
-        est_log_error("reload failed: keeping configuration generation %llu", (unsigned long long)s->gen->id);
-        est_admin_count_reload(s->admin, 0);
-        return;
-    }
-    warn_restart_only(s, oc, nc);
-    apply_admin(s, oc, nc);
-    for (size_t j = 0; j != n; ++j)
-        if (keep[j] < 0)
-            est_log_info("listening on %s://%s:%u", nc->listen[j].tls ? "https" : "http", nc->listen[j].host, nc->listen[j].port);
-    for (size_t i = 0; i != oc->num_listen; ++i)
-        if (!used[i])
-            est_log_info("no longer listening on %s:%u", oc->listen[i].host, oc->listen[i].port);
-    size_t removed = oc->num_listen - kept;
-
-    for (size_t w = 0; w != s->num_workers; ++w) {
-        est_reload_msg_t *msg = calloc(1, sizeof(*msg));
-        est_gen_addref(gen);
-        msg->gen = gen;
-        msg->num_listen = n;
-        msg->keep = malloc(sizeof(int) * (n ? n : 1));
-        memcpy(msg->keep, keep, sizeof(int) * n);
-        msg->fds = fds[w];
-        h2o_multithread_send_message(&s->workers[w].reload_rx, &msg->super);
-    }
-    free(fds);
-    free(keep);
-    free(used);
-    est_admin_set_config(s->admin, nc);
-    est_admin_count_reload(s->admin, 1);
-    est_log_info("reloaded %s: configuration generation %llu, %zu route(s), %zu upstream(s), listeners: %zu kept, %zu added, "
-                 "%zu removed",
-                 file, (unsigned long long)gen->id, nc->num_routes, nc->num_upstreams, kept, added, removed);
-    est_gen_release(s->gen); /* the workers hold the old one until its last request ends */
-    s->gen = gen;
-}
-
 /* ---- main ------------------------------------------------------------------------------------ */
 
 int est_server_run(est_config_t *conf)
@@ -576,7 +377,7 @@ int est_server_run(est_config_t *conf)
         for (size_t i = 0; i != conf->num_listen; ++i)
             s.listen_fds[w][i] = -1;
         for (size_t i = 0; i != conf->num_listen; ++i)
-            if ((s.listen_fds[w][i] = open_listener(conf->listen + i)) == -1)
+            if ((s.listen_fds[w][i] = est_reload_open_listener(conf->listen + i)) == -1)
                 goto Exit;
     }
 
@@ -625,7 +426,7 @@ int est_server_run(est_config_t *conf)
                          (unsigned long long)s.gen->conf->shutdown_timeout_ms);
             break;
         } else if (sig == SIGHUP) {
-            reload(&s);
+            est_server_reload(&s);
         }
     }
     est_observe_server_draining(&s); /* (admin) /readyz answers 503 from now on */

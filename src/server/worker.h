@@ -3,6 +3,9 @@
  * its loop, except `server` (its fields used by workers are fixed while they run), the
  * receivers other threads send to (wake, reload_rx, stats_rx) and the generations, which are
  * shared read-only and refcounted (gen.h).
+ *
+ * Only the types every server file needs; each file's API is in its own header: accept.h,
+ * handler.h, observe.h, worker_gen.h (a worker's view of a generation), reload.h.
  */
 #ifndef EST_SERVER_WORKER_H
 #define EST_SERVER_WORKER_H
@@ -11,38 +14,18 @@
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <netinet/in.h>
-#include <arpa/inet.h>
-#include <openssl/ssl.h>
 #include <h2o.h>
-#include "config/config.h"
-#include "router/router.h"
-#include "http/request.h"
-#include "upstream/dns.h"
-#include "upstream/client.h"
-#include "admin/accesslog.h"
-#include "admin/admin.h"
-#include "admin/metrics.h"
-#include "server/gen.h"
-#include "h1/conn.h"
+#include "admin/metrics.h" /* est_worker_metrics_t, est_strbuf_t */
+#include "h1/conn.h"       /* est_h1_ctx_t */
 
 typedef struct est_server est_server_t;
 typedef struct est_worker est_worker_t;
-
-/*
- * A worker's view of one generation: its upstream set (built on the worker's loop, with the
- * unchanged upstreams' pools handed over from the previous set) and the services handed to
- * handlers. Requests count themselves in `inflight` (handler.c); a view that is no longer
- * current is destroyed, and its generation reference dropped, when that count reaches 0.
- */
-typedef struct est_worker_gen {
-    est_worker_t *w;
-    est_gen_t *gen; /* one reference */
-    est_upstream_set_t *upstreams;
-    est_services_t svc;
-    size_t inflight;
-    h2o_linklist_t link;             /* est_worker_t.old_gens, while not current */
-    h2o_timeout_entry_t retire_timer; /* deferred destruction, on the worker's 0 ms timeout */
-} est_worker_gen_t;
+typedef struct est_worker_gen est_worker_gen_t; /* worker_gen.h */
+typedef struct est_gen est_gen_t;               /* gen.h */
+typedef struct est_dns est_dns_t;               /* upstream/dns.h */
+typedef struct est_admin est_admin_t;           /* admin/admin.h */
+typedef struct est_accesslog est_accesslog_t;   /* admin/accesslog.h */
+typedef struct est_disposer est_disposer_t;     /* http/request.h */
 
 /* The client's address, formatted once per connection (X-Forwarded-For, access log) */
 typedef struct est_conn_peer {
@@ -63,13 +46,6 @@ typedef struct est_client_conn {
 
 /* the Server header of responses (added by the handler, not by h2o: see setup_h2o) */
 #define EST_SERVER_HEADER "estuary/" ESTUARY_VERSION
-
-/*
- * (observe.c) The client's address of `req`: cached in `cc` (formatted on its first request),
- * or formatted into a per-worker scratch slot when the connection is not tracked (cc NULL; the
- * result is then valid until the next call on this thread).
- */
-const est_conn_peer_t *est_conn_peer(est_client_conn_t *cc, h2o_req_t *req);
 
 /* One request in flight (in its pool; released by the pool's dispose callback) */
 typedef struct est_inflight {
@@ -99,7 +75,7 @@ struct est_worker {
     est_dns_t *dns;                /* kept across reloads (its cache too) */
     est_worker_gen_t *current;     /* new requests use it */
     h2o_linklist_t old_gens;       /* est_worker_gen_t still used by in-flight requests */
-    h2o_multithread_receiver_t reload_rx; /* est_reload_msg_t from main */
+    h2o_multithread_receiver_t reload_rx; /* est_reload_msg_t from main (reload.h) */
     h2o_linklist_t conns;          /* est_client_conn_t */
     h2o_linklist_t requests;       /* est_inflight_t */
     int draining;
@@ -124,18 +100,6 @@ struct est_worker {
     uint64_t accept_logged_at;
 };
 
-/*
- * Main -> worker: switch to `gen`. Listener j of the new config is the worker's old listener
- * keep[j] (>= 0), or a new socket on fds[j] (keep[j] == -1). Old listeners not kept are closed.
- */
-typedef struct est_reload_msg {
-    h2o_multithread_message_t super;
-    est_gen_t *gen; /* one reference, taken over by the worker */
-    size_t num_listen;
-    int *keep;
-    int *fds;
-} est_reload_msg_t;
-
 struct est_server {
     est_gen_t *gen;       /* the current generation (main's reference); main thread only */
     est_gen_t *first_gen; /* the one the process started with (a reference): workers, admin, access log */
@@ -154,53 +118,5 @@ struct est_server {
 
 /* (server.c) the worker's h2o_timeout_t of this duration (created on first use, disposed with the worker) */
 h2o_timeout_t *est_worker_timeout(est_worker_t *w, uint64_t ms);
-
-/*
- * (accept.c) Accepting connections. est_accept_worker_init once the worker's context exists
- * (before any listener starts), est_accept_configure on each new generation (timeouts, body
- * limit), est_accept_listener_start / _stop around a listener's life.
- */
-void est_accept_worker_init(est_worker_t *w, const est_config_t *conf);
-void est_accept_configure(est_worker_t *w, const est_config_t *conf);
-void est_accept_listener_start(est_worker_t *w, est_listener_t *l);
-void est_accept_listener_stop(est_listener_t *l);
-
-/* the request handler (handler.c) */
-int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req);
-/* (server.c) a request that started on `wg` was disposed (its pool is being freed) */
-void est_worker_gen_request_done(est_worker_gen_t *wg);
-/* (handler.c) the request id of the HTTP/1.1 layer's own error replies (est_h1_ctx_t.request_id; data: the worker) */
-size_t est_handler_error_request_id(void *data, h2o_req_t *req, char *buf);
-/* (handler.c) makes the 413 h2o sends itself (body over h2o's limit) SPEC's JSON error */
-void est_handler_setup_fallback(h2o_hostconf_t *host);
-
-/*
- * (observe.c) admin listener, metrics and access log glue.
- *
- * Main thread: est_observe_server_start before the workers start (opens the admin listener
- * and the access log; 0 or -1, logged), est_observe_server_ready once every listener is up,
- * est_observe_server_draining when the drain starts, est_observe_server_reopen_log on
- * SIGUSR1, est_observe_server_stop after the workers stopped (-1: the admin loop could not be
- * torn down; exit without further cleanup).
- * Worker thread: est_observe_worker_init once its upstreams exist, est_observe_worker_close
- * after the drain (before the context is disposed), est_observe_worker_dispose at the end.
- * Request path: est_observe_request_start as the handler starts (counts and logs the
- * request when its pool is freed), est_observe_request_matched once the route is known.
- */
-typedef struct est_reqlog est_reqlog_t;
-int est_observe_server_start(est_server_t *s);
-void est_observe_server_ready(est_server_t *s);
-void est_observe_server_draining(est_server_t *s);
-void est_observe_server_reopen_log(est_server_t *s);
-int est_observe_server_stop(est_server_t *s);
-void est_observe_worker_init(est_worker_t *w);
-void est_observe_worker_close(est_worker_t *w);
-void est_observe_worker_dispose(est_worker_t *w);
-est_reqlog_t *est_observe_request_start(est_worker_t *w, h2o_req_t *req, h2o_iovec_t request_id, const est_conn_peer_t *peer,
-                                        est_disposer_t **disposers);
-/* (reload) worker thread: the route counters move from `from`'s routes to `to`'s (by path) */
-void est_observe_worker_switch(est_worker_t *w, const est_config_t *from, const est_config_t *to);
-/* returns the trace handlers fill (est_request_t.trace) */
-est_request_trace_t *est_observe_request_matched(est_reqlog_t *rl, const est_route_conf_t *route);
 
 #endif

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 #include "upstream/dns_cache.h"
+#include "common/sockaddr.h"
 
 /* -- results -- */
 
@@ -33,37 +34,13 @@ est_dns_result_t *est_dns_result_new(size_t n)
     return r;
 }
 
-static int addr_equal(const est_dns_addr_t *a, const est_dns_addr_t *b)
-{
-    if (a->sa.ss_family != b->sa.ss_family)
-        return 0;
-    if (a->sa.ss_family == AF_INET)
-        return memcmp(&((const struct sockaddr_in *)&a->sa)->sin_addr, &((const struct sockaddr_in *)&b->sa)->sin_addr,
-                      sizeof(struct in_addr)) == 0;
-    if (a->sa.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)&a->sa, *y = (const struct sockaddr_in6 *)&b->sa;
-        return memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(struct in6_addr)) == 0 && x->sin6_scope_id == y->sin6_scope_id;
-    }
-    return 0;
-}
-
 int est_dns_result_add(est_dns_result_t *r, const struct sockaddr *sa, socklen_t len)
 {
     est_dns_addr_t a = {0};
-    if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
-        memcpy(&a.sa, sa, sizeof(struct sockaddr_in));
-        ((struct sockaddr_in *)&a.sa)->sin_port = 0;
-        a.len = sizeof(struct sockaddr_in);
-    } else if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
-        memcpy(&a.sa, sa, sizeof(struct sockaddr_in6));
-        ((struct sockaddr_in6 *)&a.sa)->sin6_port = 0;
-        ((struct sockaddr_in6 *)&a.sa)->sin6_flowinfo = 0;
-        a.len = sizeof(struct sockaddr_in6);
-    } else {
+    if (est_sockaddr_copy_addr(sa, len, &a.sa, &a.len) != 0)
         return 0;
-    }
     for (size_t i = 0; i != r->num_addrs; ++i)
-        if (addr_equal(&r->addrs[i], &a))
+        if (est_sockaddr_equal_addr(&r->addrs[i].sa, &a.sa))
             return 0;
     r->addrs[r->num_addrs++] = a;
     return 1;
@@ -93,7 +70,7 @@ int est_dns_result_same_addrs(const est_dns_result_t *a, const est_dns_result_t 
     for (size_t i = 0; i != a->num_addrs; ++i) {
         size_t j;
         for (j = 0; j != b->num_addrs; ++j)
-            if (addr_equal(&a->addrs[i], &b->addrs[j]))
+            if (est_sockaddr_equal_addr(&a->addrs[i].sa, &b->addrs[j].sa))
                 break;
         if (j == b->num_addrs)
             return 0;
@@ -103,32 +80,8 @@ int est_dns_result_same_addrs(const est_dns_result_t *a, const est_dns_result_t 
 
 int est_dns_parse_literal(const char *name, est_dns_addr_t *out)
 {
-    char buf[INET6_ADDRSTRLEN + 2];
-    size_t len = strlen(name);
-
     memset(out, 0, sizeof(*out));
-    struct sockaddr_in *sin = (struct sockaddr_in *)&out->sa;
-    if (inet_pton(AF_INET, name, &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-        out->len = sizeof(*sin);
-        return 0;
-    }
-    if (len >= 2 && name[0] == '[' && name[len - 1] == ']') {
-        name += 1;
-        len -= 2;
-    }
-    if (len >= sizeof(buf))
-        return -1;
-    memcpy(buf, name, len);
-    buf[len] = '\0';
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->sa;
-    if (inet_pton(AF_INET6, buf, &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        out->len = sizeof(*sin6);
-        return 0;
-    }
-    memset(out, 0, sizeof(*out));
-    return -1;
+    return est_sockaddr_parse_ip(name, &out->sa, &out->len);
 }
 
 int est_dns_name_is_valid(const char *name)

@@ -63,8 +63,7 @@ static int on_verify(int ok, X509_STORE_CTX *store)
         X509_STORE_CTX_set_error(store, X509_V_ERR_HOSTNAME_MISMATCH);
         return 0;
     }
-    unsigned char tmp[16];
-    int is_ip = inet_pton(AF_INET, name, tmp) == 1 || inet_pton(AF_INET6, name, tmp) == 1;
+    int is_ip = est_sockaddr_is_ip(name, AF_UNSPEC);
     int match = is_ip ? X509_check_ip_asc(cert, name, 0) : X509_check_host(cert, name, strlen(name), 0, NULL);
     if (match != 1) {
         X509_STORE_CTX_set_error(store, is_ip ? X509_V_ERR_IP_ADDRESS_MISMATCH : X509_V_ERR_HOSTNAME_MISMATCH);

@@ -33,6 +33,7 @@
 /* ------------------------------------------------------------------ scripted server */
 
 enum {
+    MODE_NONE = -1,       /* no server: the upstream's port is one nobody listens on */
     MODE_CL,              /* 200, Content-Length body "hello", keep-alive */
     MODE_CHUNKED,         /* 200, chunked "hello world", split across several writes */
     MODE_CLOSE_DELIMITED, /* 200, no length, body ends with the connection */
@@ -375,10 +376,13 @@ static void fixture_start(fixture_t *f)
     assert_non_null(f->u);
 }
 
+/* also after a fixture_conf without fixture_start (a test that failed before starting) */
 static void fixture_stop(fixture_t *f)
 {
-    est_upstream_set_destroy(f->set);
-    est_dns_destroy(f->dns);
+    if (f->set != NULL)
+        est_upstream_set_destroy(f->set);
+    if (f->dns != NULL)
+        est_dns_destroy(f->dns);
     for (int i = 0; i != 5; ++i)
         h2o_evloop_run(f->loop, 0); /* let closed sockets be freed */
     h2o_evloop_destroy(f->loop);
@@ -490,32 +494,83 @@ static void start(fixture_t *f, rec_t *r, const est_upstream_request_t *req)
     assert_non_null(r->x);
 }
 
-/* Fixtures by cmocka setup/teardown: the prestate is the scripted server's mode; the test
- * gets the server and an upstream set on it (fixture_conf defaults) as an env_t. */
+/*
+ * Fixtures by cmocka setup/teardown, around the one scripted server: the prestate is the
+ * server's mode (MODE_NONE: no server, a closed port). env_setup gives the test the server and
+ * an upstream set on it (fixture_conf defaults) as an env_t; env_setup_conf stops before the
+ * set is built, so the test adjusts e->f.uconf and calls env_start. env_teardown stops
+ * whatever was started, also when the test failed half-way.
+ */
 
 typedef struct env {
     server_t srv;
+    int has_srv;
     fixture_t f;
+    /* env_add_target: a second target, on a second scripted server (srv2) or a closed port */
+    server_t srv2;
+    int has_srv2;
+    est_target_conf_t targets[2];
+    char authority2[64];
 } env_t;
 
-static int env_setup(void **state)
+static int env_setup_conf(void **state)
 {
     int mode = *(int *)*state;
     env_t *e = calloc(1, sizeof(*e));
     if (e == NULL)
         return -1;
-    server_start(&e->srv, mode);
-    fixture_conf(&e->f, e->srv.port);
-    fixture_start(&e->f);
     *state = e;
+    if (mode != MODE_NONE) {
+        server_start(&e->srv, mode);
+        e->has_srv = 1;
+    }
+    fixture_conf(&e->f, e->has_srv ? e->srv.port : closed_port());
+    return 0;
+}
+
+/* before env_start: the upstream gets a second target, a server in `mode` (MODE_NONE: a port
+ * nobody listens on) */
+static void env_add_target(env_t *e, int mode)
+{
+    uint16_t port;
+    if (mode != MODE_NONE) {
+        server_start(&e->srv2, mode);
+        e->has_srv2 = 1;
+        port = e->srv2.port;
+    } else {
+        port = closed_port();
+    }
+    e->targets[0] = e->targets[1] = e->f.target;
+    snprintf(e->authority2, sizeof(e->authority2), "127.0.0.1:%u", port);
+    e->targets[1].port = port;
+    e->targets[1].authority = e->authority2;
+    e->targets[1].url = e->authority2;
+    e->f.uconf.targets = e->targets;
+    e->f.uconf.num_targets = 2;
+}
+
+static void env_start(env_t *e)
+{
+    fixture_start(&e->f);
+}
+
+static int env_setup(void **state)
+{
+    if (env_setup_conf(state) != 0)
+        return -1;
+    env_start(*state);
     return 0;
 }
 
 static int env_teardown(void **state)
 {
     env_t *e = *state;
-    fixture_stop(&e->f);
-    server_stop(&e->srv);
+    if (e->f.loop != NULL)
+        fixture_stop(&e->f);
+    if (e->has_srv)
+        server_stop(&e->srv);
+    if (e->has_srv2)
+        server_stop(&e->srv2);
     free(e);
     return 0;
 }
@@ -610,151 +665,134 @@ static void test_keepalive_reuse(void **state)
 
 static void test_max_connections_queue(void **state)
 {
-    server_t srv;
-    server_start(&srv, MODE_SLOW);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    f.uconf.pool.max_connections = 2;
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_SLOW */
+    fixture_t *f = &e->f;
+    server_t *srv = &e->srv;
+    f->uconf.pool.max_connections = 2;
+    env_start(e);
     est_upstream_request_t req = get_request();
     rec_t r[5];
     for (int i = 0; i != 5; ++i)
-        start(&f, &r[i], &req);
-    assert_true(run_until_done(&f, r, 5, 5000));
+        start(f, &r[i], &req);
+    assert_true(run_until_done(f, r, 5, 5000));
     for (int i = 0; i != 5; ++i) {
         assert_int_equal(r[i].errors, 0);
         assert_int_equal(r[i].status, 200);
     }
-    assert_true(atomic_load(&srv.conns_max) <= 2);
-    assert_true(atomic_load(&srv.conns_total) <= 2);
-    assert_int_equal(atomic_load(&srv.requests), 5);
-    assert_true(est_upstream_get_stats(f.u)->queue_waits >= 3);
-    fixture_stop(&f);
-    server_stop(&srv);
+    assert_true(atomic_load(&srv->conns_max) <= 2);
+    assert_true(atomic_load(&srv->conns_total) <= 2);
+    assert_int_equal(atomic_load(&srv->requests), 5);
+    assert_true(est_upstream_get_stats(f->u)->queue_waits >= 3);
 }
 
 static void test_overloaded(void **state)
 {
-    server_t srv;
-    server_start(&srv, MODE_SLOW_600);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    f.uconf.pool.max_connections = 1;
-    f.uconf.connect_timeout_ms = 200;
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_SLOW_600 */
+    fixture_t *f = &e->f;
+    server_t *srv = &e->srv;
+    f->uconf.pool.max_connections = 1;
+    f->uconf.connect_timeout_ms = 200;
+    env_start(e);
     est_upstream_request_t req = get_request();
     rec_t r[2];
-    start(&f, &r[0], &req);
-    start(&f, &r[1], &req);
+    start(f, &r[0], &req);
+    start(f, &r[1], &req);
     uint64_t t0 = now_ms();
-    assert_true(run_until_done(&f, &r[1], 1, 3000));
+    assert_true(run_until_done(f, &r[1], 1, 3000));
     uint64_t waited = now_ms() - t0;
     assert_int_equal(r[1].errors, 1);
     assert_int_equal(r[1].err, EST_UERR_OVERLOADED);
     assert_true(waited >= 150 && waited < 550);
     assert_int_equal(r[0].done, 0);
-    assert_true(run_until_done(&f, &r[0], 1, 3000));
+    assert_true(run_until_done(f, &r[0], 1, 3000));
     assert_int_equal(r[0].status, 200);
-    assert_int_equal(atomic_load(&srv.requests), 1);
-    fixture_stop(&f);
-    server_stop(&srv);
+    assert_int_equal(atomic_load(&srv->requests), 1);
 }
 
 static void test_server_closes_idle(void **state)
 {
-    server_t srv;
-    server_start(&srv, MODE_CLOSE_IDLE);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    f.uconf.retry.attempts = 1; /* success must not depend on a counted retry */
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_CLOSE_IDLE */
+    fixture_t *f = &e->f;
+    server_t *srv = &e->srv;
+    f->uconf.retry.attempts = 1; /* success must not depend on a counted retry */
+    env_start(e);
     est_upstream_request_t req = get_request();
     rec_t r;
-    start(&f, &r, &req);
-    assert_true(run_until_done(&f, &r, 1, 3000));
+    start(f, &r, &req);
+    assert_true(run_until_done(f, &r, 1, 3000));
     assert_int_equal(r.status, 200);
     /* the pooled connection sees the server's FIN while idle and is closed at once */
     uint64_t until = now_ms() + 2000;
-    while (est_upstream_get_stats(f.u)->conns_open != 0 && now_ms() < until)
-        h2o_evloop_run(f.loop, 10);
-    assert_int_equal(est_upstream_get_stats(f.u)->conns_open, 0);
-    start(&f, &r, &req);
-    assert_true(run_until_done(&f, &r, 1, 3000));
+    while (est_upstream_get_stats(f->u)->conns_open != 0 && now_ms() < until)
+        h2o_evloop_run(f->loop, 10);
+    assert_int_equal(est_upstream_get_stats(f->u)->conns_open, 0);
+    start(f, &r, &req);
+    assert_true(run_until_done(f, &r, 1, 3000));
     assert_int_equal(r.errors, 0);
     assert_int_equal(r.status, 200);
     assert_int_equal(r.info.reused, 0);
-    assert_int_equal(atomic_load(&srv.conns_total), 2);
-    fixture_stop(&f);
-    server_stop(&srv);
+    assert_int_equal(atomic_load(&srv->conns_total), 2);
 }
 
 static void test_stale_reuse_transparent_retry(void **state)
 {
     /* the server closes a kept-alive connection when the next request arrives: the
      * exchange goes on over a fresh connection without a counted retry */
-    server_t srv;
-    server_start(&srv, MODE_CLOSE_AFTER_ONE);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    f.uconf.retry.attempts = 1;
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_CLOSE_AFTER_ONE */
+    fixture_t *f = &e->f;
+    server_t *srv = &e->srv;
+    f->uconf.retry.attempts = 1;
+    env_start(e);
     est_upstream_request_t req = get_request();
     rec_t r;
-    start(&f, &r, &req);
-    assert_true(run_until_done(&f, &r, 1, 3000));
+    start(f, &r, &req);
+    assert_true(run_until_done(f, &r, 1, 3000));
     assert_int_equal(r.status, 200);
-    start(&f, &r, &req);
-    assert_true(run_until_done(&f, &r, 1, 3000));
+    start(f, &r, &req);
+    assert_true(run_until_done(f, &r, 1, 3000));
     assert_int_equal(r.errors, 0);
     assert_int_equal(r.status, 200);
     assert_int_equal(r.info.attempts, 1);
     assert_int_equal(r.info.reused, 0);
-    assert_int_equal(atomic_load(&srv.conns_total), 2);
-    fixture_stop(&f);
-    server_stop(&srv);
+    assert_int_equal(atomic_load(&srv->conns_total), 2);
 }
 
 static void test_connection_refused(void **state)
 {
-    fixture_t f;
-    fixture_conf(&f, closed_port());
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_NONE */
+    fixture_t *f = &e->f;
+    env_start(e);
     est_upstream_request_t req = get_request();
     rec_t r;
-    start(&f, &r, &req);
-    assert_true(run_until_done(&f, &r, 1, 3000));
+    start(f, &r, &req);
+    assert_true(run_until_done(f, &r, 1, 3000));
     assert_int_equal(r.errors, 1);
     assert_int_equal(r.err, EST_UERR_CONNECT);
     assert_int_equal(r.info.attempts, 2);
     assert_int_equal(r.head_calls, 0);
-    const est_upstream_stats_t *st = est_upstream_get_stats(f.u);
+    const est_upstream_stats_t *st = est_upstream_get_stats(f->u);
     assert_int_equal(st->attempts_failed[EST_UERR_CONNECT], 2);
     assert_int_equal(st->retries, 1);
     assert_int_equal(st->conns_open, 0);
-    fixture_stop(&f);
 }
 
 static void test_response_timeout(void **state)
 {
-    server_t srv;
-    server_start(&srv, MODE_NO_REPLY);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    f.uconf.response_timeout_ms = 200;
-    f.uconf.retry.attempts = 1;
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_NO_REPLY */
+    fixture_t *f = &e->f;
+    f->uconf.response_timeout_ms = 200;
+    f->uconf.retry.attempts = 1;
+    env_start(e);
     est_upstream_request_t req = get_request();
     rec_t r;
     uint64_t t0 = now_ms();
-    start(&f, &r, &req);
-    assert_true(run_until_done(&f, &r, 1, 3000));
+    start(f, &r, &req);
+    assert_true(run_until_done(f, &r, 1, 3000));
     uint64_t took = now_ms() - t0;
     assert_int_equal(r.errors, 1);
     assert_int_equal(r.err, EST_UERR_TIMEOUT);
     assert_true(est_uerr_is_timeout(r.err));
     assert_true(took >= 180 && took < 1000);
-    fixture_stop(&f);
-    server_stop(&srv);
 }
 
 static void test_deadline(void **state)
@@ -773,81 +811,70 @@ static void test_deadline(void **state)
 
 static void test_retry_503(void **state)
 {
-    server_t srv;
-    server_start(&srv, MODE_503_THEN_200);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    f.statuses[0] = 503;
-    f.uconf.retry.num_statuses = 1;
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_503_THEN_200 */
+    fixture_t *f = &e->f;
+    f->statuses[0] = 503;
+    f->uconf.retry.num_statuses = 1;
+    env_start(e);
     est_upstream_request_t req = get_request();
     rec_t r;
-    start(&f, &r, &req);
-    assert_true(run_until_done(&f, &r, 1, 3000));
+    start(f, &r, &req);
+    assert_true(run_until_done(f, &r, 1, 3000));
     assert_int_equal(r.errors, 0);
     assert_int_equal(r.status, 200);
     assert_int_equal(r.head_calls, 1);
     assert_string_equal(r.body, "hello");
     assert_int_equal(r.info.attempts, 2);
-    assert_int_equal(est_upstream_get_stats(f.u)->retries, 1);
-    fixture_stop(&f);
-    server_stop(&srv);
+    assert_int_equal(est_upstream_get_stats(f->u)->retries, 1);
 }
 
 static void test_retry_503_exhausted_delivers_last(void **state)
 {
-    server_t srv;
-    server_start(&srv, MODE_503_THEN_200);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    f.statuses[0] = 503;
-    f.uconf.retry.num_statuses = 1;
-    f.uconf.retry.attempts = 1;
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_503_THEN_200 */
+    fixture_t *f = &e->f;
+    f->statuses[0] = 503;
+    f->uconf.retry.num_statuses = 1;
+    f->uconf.retry.attempts = 1;
+    env_start(e);
     est_upstream_request_t req = get_request();
     rec_t r;
-    start(&f, &r, &req);
-    assert_true(run_until_done(&f, &r, 1, 3000));
+    start(f, &r, &req);
+    assert_true(run_until_done(f, &r, 1, 3000));
     assert_int_equal(r.errors, 0);
     assert_int_equal(r.status, 503);
     assert_string_equal(r.body, "busy");
-    fixture_stop(&f);
-    server_stop(&srv);
 }
 
 static void test_post_not_retried_after_send(void **state)
 {
-    server_t srv;
-    server_start(&srv, MODE_RESET);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    f.uconf.retry.attempts = 3;
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_RESET */
+    fixture_t *f = &e->f;
+    server_t *srv = &e->srv;
+    f->uconf.retry.attempts = 3;
+    env_start(e);
     est_upstream_request_t req = get_request();
     req.method = h2o_iovec_init(H2O_STRLIT("POST"));
     req.body = h2o_iovec_init(H2O_STRLIT("{\"a\":1}"));
     req.has_body = 1;
     req.is_idempotent = 0;
     rec_t r;
-    start(&f, &r, &req);
-    assert_true(run_until_done(&f, &r, 1, 3000));
+    start(f, &r, &req);
+    assert_true(run_until_done(f, &r, 1, 3000));
     assert_int_equal(r.errors, 1);
     assert_int_equal(r.err, EST_UERR_RESET);
     assert_int_equal(r.info.attempts, 1);
-    assert_int_equal(atomic_load(&srv.requests), 1);
-    pthread_mutex_lock(&srv.mu);
-    assert_non_null(strstr(srv.last_request, "POST /x?y=1 HTTP/1.1\r\n"));
-    assert_non_null(strstr(srv.last_request, "\r\nContent-Length: 7\r\n\r\n{\"a\":1}"));
-    pthread_mutex_unlock(&srv.mu);
+    assert_int_equal(atomic_load(&srv->requests), 1);
+    pthread_mutex_lock(&srv->mu);
+    assert_non_null(strstr(srv->last_request, "POST /x?y=1 HTTP/1.1\r\n"));
+    assert_non_null(strstr(srv->last_request, "\r\nContent-Length: 7\r\n\r\n{\"a\":1}"));
+    pthread_mutex_unlock(&srv->mu);
 
     /* the same with GET is retried (reset is in retry.on) */
     est_upstream_request_t get = get_request();
-    start(&f, &r, &get);
-    assert_true(run_until_done(&f, &r, 1, 3000));
+    start(f, &r, &get);
+    assert_true(run_until_done(f, &r, 1, 3000));
     assert_int_equal(r.err, EST_UERR_RESET);
     assert_int_equal(r.info.attempts, 3);
-    fixture_stop(&f);
-    server_stop(&srv);
 }
 
 static void test_post_empty_body_content_length(void **state)
@@ -867,32 +894,28 @@ static void test_post_empty_body_content_length(void **state)
 
 static void test_pause_resume(void **state)
 {
-    server_t srv;
-    server_start(&srv, MODE_BIG);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    f.uconf.response_timeout_ms = 300; /* the pause is longer: the read timer must be paused too */
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_BIG */
+    fixture_t *f = &e->f;
+    f->uconf.response_timeout_ms = 300; /* the pause is longer: the read timer must be paused too */
+    env_start(e);
     est_upstream_request_t req = get_request();
     rec_t r;
-    start(&f, &r, &req);
+    start(f, &r, &req);
     r.pause_on_first_body = 1;
     uint64_t until = now_ms() + 3000;
     while (!r.paused_now && !r.done && now_ms() < until)
-        h2o_evloop_run(f.loop, 10);
+        h2o_evloop_run(f->loop, 10);
     assert_int_equal(r.paused_now, 1);
     int calls = r.body_calls;
-    run_for(&f, 500);
+    run_for(f, 500);
     assert_int_equal(r.body_calls, calls); /* nothing while paused */
     assert_int_equal(r.done, 0);
     est_exchange_resume(r.x);
     assert_int_equal(r.body_calls, calls); /* not synchronous */
-    assert_true(run_until_done(&f, &r, 1, 5000));
+    assert_true(run_until_done(f, &r, 1, 5000));
     assert_int_equal(r.errors, 0);
     assert_int_equal(r.finals, 1);
     assert_int_equal(r.body_len, sizeof(r.body) - 1); /* truncated copy, but all delivered */
-    fixture_stop(&f);
-    server_stop(&srv);
 }
 
 typedef struct big_counter {
@@ -992,25 +1015,17 @@ static void test_interim_skipped(void **state)
     assert_string_equal(r.body, "hello");
 }
 
+/* run once per bad mode: MODE_HUGE_HEAD, MODE_GARBAGE */
 static void test_bad_replies(void **state)
 {
-    int modes[] = {MODE_HUGE_HEAD, MODE_GARBAGE};
-    for (size_t i = 0; i != 2; ++i) {
-        server_t srv;
-        server_start(&srv, modes[i]);
-        fixture_t f;
-        fixture_conf(&f, srv.port);
-        fixture_start(&f);
-        est_upstream_request_t req = get_request();
-        rec_t r;
-        start(&f, &r, &req);
-        assert_true(run_until_done(&f, &r, 1, 3000));
-        assert_int_equal(r.errors, 1);
-        assert_int_equal(r.err, EST_UERR_BAD_REPLY);
-        assert_int_equal(r.info.attempts, 1); /* not retried */
-        fixture_stop(&f);
-        server_stop(&srv);
-    }
+    env_t *e = *state;
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(&e->f, &r, &req);
+    assert_true(run_until_done(&e->f, &r, 1, 3000));
+    assert_int_equal(r.errors, 1);
+    assert_int_equal(r.err, EST_UERR_BAD_REPLY);
+    assert_int_equal(r.info.attempts, 1); /* not retried */
 }
 
 static h2o_socket_t *stolen;
@@ -1051,187 +1066,159 @@ static void test_upgrade_steal(void **state)
     h2o_socket_close(stolen);
 }
 
-static void test_pool_limits(void **state)
+static void test_pool_max_idle(void **state)
 {
-    server_t srv;
-    server_start(&srv, MODE_SLOW);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    f.uconf.pool.max_idle = 1;
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_SLOW */
+    fixture_t *f = &e->f;
+    f->uconf.pool.max_idle = 1;
+    env_start(e);
     est_upstream_request_t req = get_request();
     rec_t r[3];
     for (int i = 0; i != 3; ++i)
-        start(&f, &r[i], &req);
-    assert_true(run_until_done(&f, r, 3, 3000));
-    assert_int_equal(atomic_load(&srv.conns_total), 3);
-    const est_upstream_stats_t *st = est_upstream_get_stats(f.u);
+        start(f, &r[i], &req);
+    assert_true(run_until_done(f, r, 3, 3000));
+    assert_int_equal(atomic_load(&e->srv.conns_total), 3);
+    const est_upstream_stats_t *st = est_upstream_get_stats(f->u);
     assert_int_equal(st->conns_idle, 1); /* the others were closed */
     assert_int_equal(st->conns_open, 1);
-    fixture_stop(&f);
-    server_stop(&srv);
-
-    /* max_requests: a connection serves at most 2 requests */
-    server_start(&srv, MODE_CL);
-    fixture_conf(&f, srv.port);
-    f.uconf.pool.max_requests = 2;
-    fixture_start(&f);
-    for (int i = 0; i != 5; ++i) {
-        start(&f, &r[0], &req);
-        assert_true(run_until_done(&f, r, 1, 3000));
-        assert_int_equal(r[0].status, 200);
-    }
-    assert_int_equal(atomic_load(&srv.conns_total), 3);
-    fixture_stop(&f);
-    server_stop(&srv);
-
-    /* idle_timeout */
-    server_start(&srv, MODE_CL);
-    fixture_conf(&f, srv.port);
-    f.uconf.pool.idle_timeout_ms = 100;
-    fixture_start(&f);
-    start(&f, &r[0], &req);
-    assert_true(run_until_done(&f, r, 1, 3000));
-    assert_int_equal(est_upstream_get_stats(f.u)->conns_idle, 1);
-    uint64_t until = now_ms() + 1000;
-    while (est_upstream_get_stats(f.u)->conns_idle != 0 && now_ms() < until)
-        h2o_evloop_run(f.loop, 10);
-    assert_int_equal(est_upstream_get_stats(f.u)->conns_idle, 0);
-    assert_int_equal(est_upstream_get_stats(f.u)->conns_open, 0);
-    fixture_stop(&f);
-    server_stop(&srv);
 }
 
-static void test_two_targets(void **state)
+/* max_requests: a connection serves at most 2 requests */
+static void test_pool_max_requests(void **state)
 {
-    server_t a, b;
-    server_start(&a, MODE_CL);
-    server_start(&b, MODE_CL);
-    fixture_t f;
-    fixture_conf(&f, a.port);
-    est_target_conf_t targets[2] = {f.target, f.target};
-    char auth_b[64];
-    snprintf(auth_b, sizeof(auth_b), "127.0.0.1:%u", b.port);
-    targets[1].port = b.port;
-    targets[1].authority = auth_b;
-    targets[1].url = auth_b;
-    f.uconf.targets = targets;
-    f.uconf.num_targets = 2;
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_CL */
+    fixture_t *f = &e->f;
+    f->uconf.pool.max_requests = 2;
+    env_start(e);
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    for (int i = 0; i != 5; ++i) {
+        start(f, &r, &req);
+        assert_true(run_until_done(f, &r, 1, 3000));
+        assert_int_equal(r.status, 200);
+    }
+    assert_int_equal(atomic_load(&e->srv.conns_total), 3);
+}
+
+static void test_pool_idle_timeout(void **state)
+{
+    env_t *e = *state; /* MODE_CL */
+    fixture_t *f = &e->f;
+    f->uconf.pool.idle_timeout_ms = 100;
+    env_start(e);
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(f, &r, &req);
+    assert_true(run_until_done(f, &r, 1, 3000));
+    assert_int_equal(est_upstream_get_stats(f->u)->conns_idle, 1);
+    uint64_t until = now_ms() + 1000;
+    while (est_upstream_get_stats(f->u)->conns_idle != 0 && now_ms() < until)
+        h2o_evloop_run(f->loop, 10);
+    assert_int_equal(est_upstream_get_stats(f->u)->conns_idle, 0);
+    assert_int_equal(est_upstream_get_stats(f->u)->conns_open, 0);
+}
+
+static void test_two_targets_round_robin(void **state)
+{
+    env_t *e = *state; /* MODE_CL, and a second target in MODE_CL */
+    env_add_target(e, MODE_CL);
+    env_start(e);
     est_upstream_request_t req = get_request();
     for (int i = 0; i != 4; ++i) {
         rec_t r;
-        start(&f, &r, &req);
-        assert_true(run_until_done(&f, &r, 1, 3000));
+        start(&e->f, &r, &req);
+        assert_true(run_until_done(&e->f, &r, 1, 3000));
         assert_int_equal(r.status, 200);
     }
-    assert_int_equal(atomic_load(&a.requests), 2); /* round robin */
-    assert_int_equal(atomic_load(&b.requests), 2);
-    fixture_stop(&f);
-    server_stop(&b);
+    assert_int_equal(atomic_load(&e->srv.requests), 2);
+    assert_int_equal(atomic_load(&e->srv2.requests), 2);
+}
 
-    /* b is gone: connect failures move on to a (the attempt is counted) */
-    f.uconf.targets = targets;
-    fixture_conf(&f, a.port);
-    targets[0] = f.target;
-    targets[1].port = closed_port();
-    f.uconf.targets = targets;
-    f.uconf.num_targets = 2;
-    fixture_start(&f);
+/* the second target is down: connect failures move on to the first (the attempt is counted) */
+static void test_two_targets_one_down(void **state)
+{
+    env_t *e = *state; /* MODE_CL, and a second target nobody listens on */
+    env_add_target(e, MODE_NONE);
+    env_start(e);
+    est_upstream_request_t req = get_request();
     unsigned retried = 0;
     for (int i = 0; i != 4; ++i) {
         rec_t r;
-        start(&f, &r, &req);
-        assert_true(run_until_done(&f, &r, 1, 3000));
+        start(&e->f, &r, &req);
+        assert_true(run_until_done(&e->f, &r, 1, 3000));
         assert_int_equal(r.errors, 0);
         assert_int_equal(r.status, 200);
         assert_true(r.info.attempts == 1 || r.info.attempts == 2);
-        assert_string_equal(r.info.address, f.authority);
+        assert_string_equal(r.info.address, e->f.authority);
         retried += r.info.attempts == 2;
     }
     assert_true(retried >= 2);
-    fixture_stop(&f);
-    server_stop(&a);
 }
 
 /* the retry budget: 20 concurrent failing requests with 3 attempts each do not make 40 retries */
 static void test_retry_budget_caps_retries(void **state)
 {
-    fixture_t f;
-    fixture_conf(&f, closed_port());
-    f.uconf.retry.attempts = 3;
-    f.uconf.retry.backoff_ms = 10;
-    f.uconf.retry.max_backoff_ms = 20;
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_NONE */
+    fixture_t *f = &e->f;
+    f->uconf.retry.attempts = 3;
+    f->uconf.retry.backoff_ms = 10;
+    f->uconf.retry.max_backoff_ms = 20;
+    env_start(e);
     est_upstream_request_t req = get_request();
     rec_t r[20];
     for (int i = 0; i != 20; ++i)
-        start(&f, &r[i], &req);
-    assert_true(run_until_done(&f, r, 20, 5000));
-    const est_upstream_stats_t *st = est_upstream_get_stats(f.u);
+        start(f, &r[i], &req);
+    assert_true(run_until_done(f, r, 20, 5000));
+    const est_upstream_stats_t *st = est_upstream_get_stats(f->u);
     for (int i = 0; i != 20; ++i)
         assert_int_equal(r[i].errors, 1);
     /* 20% of 20 live requests = 4 concurrent retries; fewer once requests finish (minimum 3) */
     assert_true(st->retries >= 3);
     assert_true(st->retries <= 8);
     assert_true(st->retries_budget_exceeded >= 12);
-    assert_int_equal(f.u->active_requests, 0);
-    assert_int_equal(f.u->active_retries, 0);
-    fixture_stop(&f);
+    assert_int_equal(f->u->active_requests, 0);
+    assert_int_equal(f->u->active_retries, 0);
 }
 
 /* a lone request is never refused a retry by the budget (minimum 3) */
 static void test_retry_budget_minimum(void **state)
 {
-    fixture_t f;
-    fixture_conf(&f, closed_port());
-    f.uconf.retry.attempts = 3;
-    f.uconf.retry.backoff_ms = 1;
-    f.uconf.retry.max_backoff_ms = 2;
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_NONE */
+    fixture_t *f = &e->f;
+    f->uconf.retry.attempts = 3;
+    f->uconf.retry.backoff_ms = 1;
+    f->uconf.retry.max_backoff_ms = 2;
+    env_start(e);
     est_upstream_request_t req = get_request();
     rec_t r;
-    start(&f, &r, &req);
-    assert_true(run_until_done(&f, &r, 1, 3000));
+    start(f, &r, &req);
+    assert_true(run_until_done(f, &r, 1, 3000));
     assert_int_equal(r.info.attempts, 3);
-    assert_int_equal(est_upstream_get_stats(f.u)->retries, 2);
-    assert_int_equal(est_upstream_get_stats(f.u)->retries_budget_exceeded, 0);
-    fixture_stop(&f);
+    assert_int_equal(est_upstream_get_stats(f->u)->retries, 2);
+    assert_int_equal(est_upstream_get_stats(f->u)->retries_budget_exceeded, 0);
 }
 
 static void test_least_request(void **state)
 {
-    server_t a, b;
-    server_start(&a, MODE_SLOW_600);
-    server_start(&b, MODE_CL);
-    fixture_t f;
-    fixture_conf(&f, a.port);
-    est_target_conf_t targets[2] = {f.target, f.target};
-    char auth_b[64];
-    snprintf(auth_b, sizeof(auth_b), "127.0.0.1:%u", b.port);
-    targets[1].port = b.port;
-    targets[1].authority = auth_b;
-    f.uconf.targets = targets;
-    f.uconf.num_targets = 2;
-    f.uconf.balance = EST_BALANCE_LEAST_REQUEST;
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_SLOW_600, and a second target in MODE_CL */
+    fixture_t *f = &e->f;
+    env_add_target(e, MODE_CL);
+    f->uconf.balance = EST_BALANCE_LEAST_REQUEST;
+    env_start(e);
     est_upstream_request_t req = get_request();
     rec_t slow[2], fast;
-    start(&f, &slow[0], &req);
-    start(&f, &slow[1], &req);
-    run_for(&f, 50); /* both started: one per target */
-    /* while a's request is in flight, fast requests go to b */
+    start(f, &slow[0], &req);
+    start(f, &slow[1], &req);
+    run_for(f, 50); /* both started: one per target */
+    /* while the slow target's request is in flight, fast requests go to the other */
     for (int i = 0; i != 3; ++i) {
-        start(&f, &fast, &req);
-        assert_true(run_until_done(&f, &fast, 1, 3000));
+        start(f, &fast, &req);
+        assert_true(run_until_done(f, &fast, 1, 3000));
         assert_int_equal(fast.status, 200);
     }
-    assert_true(run_until_done(&f, slow, 2, 3000));
-    assert_int_equal(atomic_load(&a.requests), 1);
-    assert_int_equal(atomic_load(&b.requests), 4);
-    fixture_stop(&f);
-    server_stop(&a);
-    server_stop(&b);
+    assert_true(run_until_done(f, slow, 2, 3000));
+    assert_int_equal(atomic_load(&e->srv.requests), 1);
+    assert_int_equal(atomic_load(&e->srv2.requests), 4);
 }
 
 /* ------------------------------------------------------------------ TLS */
@@ -1458,54 +1445,47 @@ static void test_abort_in_head(void **state)
 
 static void test_cancel_queued(void **state)
 {
-    server_t srv;
-    server_start(&srv, MODE_SLOW);
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    f.uconf.pool.max_connections = 1;
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_SLOW */
+    fixture_t *f = &e->f;
+    server_t *srv = &e->srv;
+    f->uconf.pool.max_connections = 1;
+    env_start(e);
     est_upstream_request_t req = get_request();
     rec_t r[3];
     for (int i = 0; i != 3; ++i)
-        start(&f, &r[i], &req);
-    run_for(&f, 30); /* r[0] connecting/sent, r[1] and r[2] queued */
+        start(f, &r[i], &req);
+    run_for(f, 30); /* r[0] connecting/sent, r[1] and r[2] queued */
     est_exchange_cancel(r[1].x);
     r[1].done = 1;
-    assert_true(run_until_done(&f, r, 3, 3000));
+    assert_true(run_until_done(f, r, 3, 3000));
     assert_int_equal(r[0].status, 200);
     assert_int_equal(r[2].status, 200);
     assert_int_equal(r[1].head_calls + r[1].errors, 0);
-    assert_int_equal(atomic_load(&srv.requests), 2);
-    assert_int_equal(atomic_load(&srv.conns_total), 1);
-    fixture_stop(&f);
-    server_stop(&srv);
+    assert_int_equal(atomic_load(&srv->requests), 2);
+    assert_int_equal(atomic_load(&srv->conns_total), 1);
 }
 
 static void test_deadline_covers_body(void **state)
 {
     /* a body slower than the deadline: cut when the deadline covers the body, not otherwise */
-    server_t srv;
-    server_start(&srv, MODE_CHUNKED); /* body takes ~90 ms after the head */
-    fixture_t f;
-    fixture_conf(&f, srv.port);
-    fixture_start(&f);
+    env_t *e = *state; /* MODE_CHUNKED: the body takes ~90 ms after the head */
+    fixture_t *f = &e->f;
+    env_start(e);
     est_upstream_request_t req = get_request();
     rec_t r;
-    req.deadline = h2o_now(f.loop) + 40;
+    req.deadline = h2o_now(f->loop) + 40;
     req.deadline_covers_body = 1;
-    start(&f, &r, &req);
-    assert_true(run_until_done(&f, &r, 1, 3000));
+    start(f, &r, &req);
+    assert_true(run_until_done(f, &r, 1, 3000));
     assert_int_equal(r.head_calls, 1);
     assert_int_equal(r.err, EST_UERR_DEADLINE);
-    h2o_evloop_run(f.loop, 0);
-    req.deadline = h2o_now(f.loop) + 40;
+    h2o_evloop_run(f->loop, 0);
+    req.deadline = h2o_now(f->loop) + 40;
     req.deadline_covers_body = 0;
-    start(&f, &r, &req);
-    assert_true(run_until_done(&f, &r, 1, 3000));
+    start(f, &r, &req);
+    assert_true(run_until_done(f, &r, 1, 3000));
     assert_int_equal(r.errors, 0);
     assert_string_equal(r.body, "hello world");
-    fixture_stop(&f);
-    server_stop(&srv);
 }
 
 
@@ -1622,8 +1602,15 @@ static void test_drain_times_out(void **state)
 
 int main(void)
 {
-    /* the scripted server's mode of each env_setup test */
-    static int mode_204 = MODE_204,
+    /* the scripted server's mode of each env_setup / env_setup_conf test */
+    static int mode_none = MODE_NONE,
+        mode_204 = MODE_204,
+        mode_503_then_200 = MODE_503_THEN_200,
+        mode_close_after_one = MODE_CLOSE_AFTER_ONE,
+        mode_close_idle = MODE_CLOSE_IDLE,
+        mode_reset = MODE_RESET,
+        mode_huge_head = MODE_HUGE_HEAD,
+        mode_garbage = MODE_GARBAGE,
         mode_big = MODE_BIG,
         mode_big_pause = MODE_BIG_PAUSE,
         mode_chunked = MODE_CHUNKED,
@@ -1641,34 +1628,38 @@ int main(void)
         cmocka_unit_test_prestate_setup_teardown(test_chunked_split, env_setup, env_teardown, &mode_chunked),
         cmocka_unit_test_prestate_setup_teardown(test_close_delimited, env_setup, env_teardown, &mode_close_delimited),
         cmocka_unit_test_prestate_setup_teardown(test_keepalive_reuse, env_setup, env_teardown, &mode_cl),
-        cmocka_unit_test(test_max_connections_queue),
-        cmocka_unit_test(test_overloaded),
-        cmocka_unit_test(test_server_closes_idle),
-        cmocka_unit_test(test_stale_reuse_transparent_retry),
-        cmocka_unit_test(test_connection_refused),
-        cmocka_unit_test(test_response_timeout),
+        cmocka_unit_test_prestate_setup_teardown(test_max_connections_queue, env_setup_conf, env_teardown, &mode_slow),
+        cmocka_unit_test_prestate_setup_teardown(test_overloaded, env_setup_conf, env_teardown, &mode_slow_600),
+        cmocka_unit_test_prestate_setup_teardown(test_server_closes_idle, env_setup_conf, env_teardown, &mode_close_idle),
+        cmocka_unit_test_prestate_setup_teardown(test_stale_reuse_transparent_retry, env_setup_conf, env_teardown, &mode_close_after_one),
+        cmocka_unit_test_prestate_setup_teardown(test_connection_refused, env_setup_conf, env_teardown, &mode_none),
+        cmocka_unit_test_prestate_setup_teardown(test_response_timeout, env_setup_conf, env_teardown, &mode_no_reply),
         cmocka_unit_test_prestate_setup_teardown(test_deadline, env_setup, env_teardown, &mode_no_reply),
-        cmocka_unit_test(test_retry_503),
-        cmocka_unit_test(test_retry_503_exhausted_delivers_last),
-        cmocka_unit_test(test_post_not_retried_after_send),
+        cmocka_unit_test_prestate_setup_teardown(test_retry_503, env_setup_conf, env_teardown, &mode_503_then_200),
+        cmocka_unit_test_prestate_setup_teardown(test_retry_503_exhausted_delivers_last, env_setup_conf, env_teardown, &mode_503_then_200),
+        cmocka_unit_test_prestate_setup_teardown(test_post_not_retried_after_send, env_setup_conf, env_teardown, &mode_reset),
         cmocka_unit_test_prestate_setup_teardown(test_post_empty_body_content_length, env_setup, env_teardown, &mode_cl),
-        cmocka_unit_test(test_pause_resume),
+        cmocka_unit_test_prestate_setup_teardown(test_pause_resume, env_setup_conf, env_teardown, &mode_big),
         cmocka_unit_test_prestate_setup_teardown(test_big_body_total, env_setup, env_teardown, &mode_big),
         cmocka_unit_test_prestate_setup_teardown(test_cancel_mid_body, env_setup, env_teardown, &mode_big),
         cmocka_unit_test_prestate_setup_teardown(test_cancel_before_start, env_setup, env_teardown, &mode_cl),
         cmocka_unit_test_prestate_setup_teardown(test_no_body_statuses, env_setup, env_teardown, &mode_204),
         cmocka_unit_test_prestate_setup_teardown(test_interim_skipped, env_setup, env_teardown, &mode_interim),
-        cmocka_unit_test(test_bad_replies),
+        cmocka_unit_test_prestate_setup_teardown(test_bad_replies, env_setup, env_teardown, &mode_huge_head),
+        cmocka_unit_test_prestate_setup_teardown(test_bad_replies, env_setup, env_teardown, &mode_garbage),
         cmocka_unit_test_prestate_setup_teardown(test_upgrade_steal, env_setup, env_teardown, &mode_upgrade),
-        cmocka_unit_test(test_pool_limits),
-        cmocka_unit_test(test_two_targets),
-        cmocka_unit_test(test_least_request),
-        cmocka_unit_test(test_retry_budget_caps_retries),
-        cmocka_unit_test(test_retry_budget_minimum),
+        cmocka_unit_test_prestate_setup_teardown(test_pool_max_idle, env_setup_conf, env_teardown, &mode_slow),
+        cmocka_unit_test_prestate_setup_teardown(test_pool_max_requests, env_setup_conf, env_teardown, &mode_cl),
+        cmocka_unit_test_prestate_setup_teardown(test_pool_idle_timeout, env_setup_conf, env_teardown, &mode_cl),
+        cmocka_unit_test_prestate_setup_teardown(test_two_targets_round_robin, env_setup_conf, env_teardown, &mode_cl),
+        cmocka_unit_test_prestate_setup_teardown(test_two_targets_one_down, env_setup_conf, env_teardown, &mode_cl),
+        cmocka_unit_test_prestate_setup_teardown(test_least_request, env_setup_conf, env_teardown, &mode_slow_600),
+        cmocka_unit_test_prestate_setup_teardown(test_retry_budget_caps_retries, env_setup_conf, env_teardown, &mode_none),
+        cmocka_unit_test_prestate_setup_teardown(test_retry_budget_minimum, env_setup_conf, env_teardown, &mode_none),
         cmocka_unit_test(test_tls),
         cmocka_unit_test_prestate_setup_teardown(test_abort_in_head, env_setup, env_teardown, &mode_big),
-        cmocka_unit_test(test_cancel_queued),
-        cmocka_unit_test(test_deadline_covers_body),
+        cmocka_unit_test_prestate_setup_teardown(test_cancel_queued, env_setup_conf, env_teardown, &mode_slow),
+        cmocka_unit_test_prestate_setup_teardown(test_deadline_covers_body, env_setup_conf, env_teardown, &mode_chunked),
         cmocka_unit_test_prestate_setup_teardown(test_cancel_waiting_for_head_drains, env_setup, env_teardown, &mode_slow),
         cmocka_unit_test_prestate_setup_teardown(test_cancel_in_body_drains, env_setup, env_teardown, &mode_chunked),
         cmocka_unit_test_prestate_setup_teardown(test_cancel_big_body_closes, env_setup, env_teardown, &mode_big_pause),
