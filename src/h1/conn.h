@@ -42,6 +42,15 @@ typedef struct est_h1_ctx {
     h2o_timeout_t *idle_timeout;   /* client_idle_timeout */
     h2o_timeout_t *linger_timeout; /* how long a closing connection's input is drained */
     uint64_t max_request_body;     /* over it: 413 and close */
+    /*
+     * Asked at the head of a request with a body (not an upgrade): 1 when its body is to be
+     * streamed (the handler then runs at once and pulls the body with est_h1_body_start /
+     * est_h1_body_proceed), 0 when it is buffered whole before the handler runs (as with a NULL
+     * callback). *max_body is preset to max_request_body; the callback may set the route's own
+     * (used for a streamed body). See docs/streaming.md.
+     */
+    int (*body_policy)(void *data, h2o_req_t *req, uint64_t *max_body);
+    void *body_policy_data;
     const char *server_name;       /* the Server field of this layer's own replies; NULL: none */
     /*
      * The request id of this layer's own error replies (body and x-request-id), written to
@@ -90,5 +99,32 @@ int est_h1_is_h1_request(h2o_req_t *req);
  */
 typedef void (*est_h1_upgrade_cb)(void *data, h2o_socket_t *sock, size_t reqsize);
 int est_h1_upgrade(h2o_req_t *req, est_h1_upgrade_cb cb, void *data);
+
+/*
+ * Streamed request bodies (SPEC "Proxy routes"). The bytes given to the callback are the next
+ * ones of the body (chunk framing removed), never empty unless `is_final`; they stay valid
+ * until est_h1_body_proceed or the request's disposal. While the consumer holds them the
+ * client is not read (backpressure). An error of the client's (a bad chunk, a body over the
+ * limit, client_body_timeout, the client leaving) is answered by this layer (400/413/408 when
+ * no response head was sent yet) and disposes the request: the consumer learns it from its
+ * dispose callback, never from this one.
+ */
+typedef void (*est_h1_body_cb)(void *data, const char *bytes, size_t len, int is_final);
+
+/*
+ * Whether `req` has a streamed body (req->entity is then empty); *length is its
+ * Content-Length, or UINT64_MAX when it is chunked; *expect_continue is 1 when the client
+ * waits for `100 Continue` (sent by est_h1_body_start) before it sends the body.
+ */
+int est_h1_body_is_streamed(h2o_req_t *req, uint64_t *length, int *expect_continue);
+/*
+ * Starts reading a streamed body: writes `100 Continue` first when the client asked for it
+ * (RFC 9110 10.1.1; call this once the body has somewhere to go), then calls cb with the first
+ * bytes (possibly from inside this call). Once per request.
+ */
+void est_h1_body_start(h2o_req_t *req, est_h1_body_cb cb, void *data);
+/* The bytes of the last callback are used: reads on (cb is called with the next ones). After
+ * the final delivery this only releases them. */
+void est_h1_body_proceed(h2o_req_t *req);
 
 #endif

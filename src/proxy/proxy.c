@@ -76,6 +76,12 @@ typedef struct st_proxy_t {
     int finished;      /* the last h2o_send (final or error) was made */
     int sent_any;      /* h2o_send called at least once (the headers are out) */
     int held;          /* the inflight send points into the exchange's buffer (est_exchange_hold) */
+    /* streamed request body (HTTP/1.1, docs/streaming.md) */
+    int body_begun;      /* est_h1_body_start called */
+    int exchange_begun;  /* est_exchange_start called */
+    int have_first;      /* `first` (the first delivery) waits for the exchange's first on_send_ready */
+    int first_final;
+    h2o_iovec_t first;
     /* one timer: 0 ms head timer until the first send, then client_send_timeout */
     h2o_timeout_entry_t timer;
 } proxy_t;
@@ -475,6 +481,55 @@ static void on_error(est_exchange_t *x, void *data, est_uerr_t err, const char *
 
 static const est_exchange_cb_t exchange_cb = {on_head, on_body, on_error};
 
+/*
+ * Streamed request body (HTTP/1.1 on a proxy route, docs/streaming.md): one delivery at a
+ * time travels from the client's connection to the backend's. The client is read only when
+ * the exchange has written the previous bytes (on_send_ready), and the exchange writes only
+ * what the client sent, so both sides push back and memory stays at one socket read.
+ *
+ * Order: the body's first bytes are read (and their framing checked) before the exchange
+ * starts, so that a body malformed from its start never reaches a backend (SPEC "Request
+ * framing"); they are written once the exchange's connection is ready. A client that sent
+ * `Expect: 100-continue` sends nothing before its 100, which is sent only once a backend
+ * connection is ready (SPEC "Proxy routes"): for it the exchange starts first, and its first
+ * on_send_ready starts the body.
+ */
+static void start_exchange(proxy_t *p);
+
+static void on_client_body(void *data, const char *bytes, size_t len, int is_final)
+{
+    proxy_t *p = data;
+    if (!p->exchange_begun) {
+        p->first = h2o_iovec_init(bytes, len);
+        p->first_final = is_final;
+        p->have_first = 1;
+        start_exchange(p);
+        return;
+    }
+    if (p->x == NULL)
+        return; /* the exchange is over (answered, failed): the rest of the body is not read */
+    est_exchange_write_body(p->x, bytes, len, is_final); /* on failure on_error follows */
+}
+
+static void on_send_ready(est_exchange_t *x, void *data)
+{
+    proxy_t *p = data;
+    h2o_req_t *req = p->r->req;
+    if (!p->body_begun) {
+        p->body_begun = 1;
+        est_h1_body_start(req, on_client_body, p);
+        return;
+    }
+    if (p->have_first) {
+        p->have_first = 0;
+        est_exchange_write_body(x, p->first.base, p->first.len, p->first_final);
+        return;
+    }
+    est_h1_body_proceed(req); /* the last bytes are written: release them, read on */
+}
+
+static const est_exchange_cb_t exchange_stream_cb = {on_head, on_body, on_error, on_send_ready};
+
 void est_proxy_handle(est_request_t *r)
 {
     h2o_req_t *req = r->req;
@@ -495,5 +550,26 @@ void est_proxy_handle(est_request_t *r)
         return;
     }
     u->want_upgrade = req->upgrade.base != NULL && req->version < 0x200 && r->route->websocket;
-    p->x = est_exchange_start(est_upstream_set_get(r->svc->upstreams, r->route->proxy->upstream->index), u, &exchange_cb, p);
+    uint64_t length;
+    int expect_continue;
+    if (est_h1_body_is_streamed(req, &length, &expect_continue)) {
+        u->body_stream = 1;
+        u->body_length = length;
+        if (!expect_continue) {
+            p->body_begun = 1; /* the first bytes first (see on_client_body) */
+            est_h1_body_start(req, on_client_body, p);
+            return;
+        }
+    }
+    start_exchange(p);
+}
+
+static void start_exchange(proxy_t *p)
+{
+    est_request_t *r = p->r;
+    p->exchange_begun = 1;
+    p->x = est_exchange_start(est_upstream_set_get(r->svc->upstreams, r->route->proxy->upstream->index), &p->ureq,
+                              p->ureq.body_stream ? &exchange_stream_cb : &exchange_cb, p);
+    if (p->x == NULL) /* out of memory: never leave the client waiting */
+        est_send_error(r->req, 502, "upstream_unavailable", "cannot start the upstream request", r->request_id);
 }

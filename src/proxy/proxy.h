@@ -10,4 +10,11 @@
 /* Takes over the request; the response is sent later from the loop. */
 void est_proxy_handle(est_request_t *r);
 
+/*
+ * The HTTP/1.1 layer's body_policy (est_h1_ctx_t), given the worker's current router: 1 when
+ * `req` (a parsed head, not yet handled) matches a proxy route, whose body then streams, with
+ * *max_body set to the route's max_request_body; 0 otherwise (the body is buffered).
+ */
+int est_proxy_body_policy(const est_router_t *router, h2o_req_t *req, uint64_t *max_body);
+
 #endif

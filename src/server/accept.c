@@ -11,7 +11,10 @@
  * descriptors stay free for upstream connections, DNS and the admin listener, which keeps
  * answering /healthz meanwhile.
  */
+#include "server/accept.h"
 #include "server/worker.h"
+#include "server/handler.h"
+#include "server/worker_gen.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +26,7 @@
 
 #include "common/log.h"
 #include "h2/attach.h"
+#include "proxy/proxy.h"
 
 #define BACKOFF_MIN_MS 10
 #define BACKOFF_MAX_MS 1000
@@ -219,6 +223,13 @@ void est_accept_configure(est_worker_t *w, const est_config_t *conf)
     w->h1.max_request_body = conf->max_request_body;
 }
 
+/* est_h1_ctx_t.body_policy: proxy routes stream their request bodies (docs/streaming.md) */
+static int h1_body_policy(void *data, h2o_req_t *req, uint64_t *max_body)
+{
+    est_worker_t *w = data;
+    return est_proxy_body_policy(w->current->gen->router, req, max_body);
+}
+
 void est_accept_worker_init(est_worker_t *w, const est_config_t *conf)
 {
     est_h1_ctx_init(&w->h1);
@@ -231,6 +242,8 @@ void est_accept_worker_init(est_worker_t *w, const est_config_t *conf)
     w->h1.request_id_data = w;
     w->h1.accept_h2 = accept_h2;
     w->h1.accept_h2_data = w;
+    w->h1.body_policy = h1_body_policy;
+    w->h1.body_policy_data = w;
     est_accept_configure(w, conf);
     /* a reserve of descriptors accepting leaves free: 1/16 of the limit, 16 to 1024 */
     struct rlimit rl;

@@ -66,6 +66,7 @@ est_exchange_t *est_exchange_start(est_upstream_t *u, const est_upstream_request
     x->data = data;
     x->state = EST_X_DEFERRED;
     x->info.start_at = h2o_now(u->set->loop);
+    x->deadline = req->deadline;
     x->is_head_method = req->method.len == 4 && strncasecmp(req->method.base, "HEAD", 4) == 0;
     x->wheel.cb = on_wheel;
     x->preq.on_slot = on_pool_slot;
@@ -203,8 +204,10 @@ static void finish_error(est_exchange_t *x, est_uerr_t err, const char *msg)
 
 static int deadline_applies(est_exchange_t *x)
 {
-    if (x->req->deadline == 0)
+    if (x->deadline == 0)
         return 0;
+    if (x->body_started && !x->body_done)
+        return 0; /* a streamed body: client_body_timeout and response_timeout bound it */
     if (!x->req->deadline_covers_body && (x->state == EST_X_BODY || x->state == EST_X_UPGRADED))
         return 0;
     return 1;
@@ -214,7 +217,7 @@ static void arm_wheel(est_exchange_t *x)
 {
     uint64_t at = UINT64_MAX;
     if (deadline_applies(x))
-        at = x->req->deadline;
+        at = x->deadline;
     if (x->state == EST_X_BACKOFF && x->backoff_at < at)
         at = x->backoff_at;
     if (at == UINT64_MAX)
@@ -227,7 +230,7 @@ static void on_wheel(est_wheel_entry_t *e)
 {
     est_exchange_t *x = H2O_STRUCT_FROM_MEMBER(est_exchange_t, wheel, e);
     uint64_t now = h2o_now(x->u->set->loop);
-    if (deadline_applies(x) && now >= x->req->deadline) {
+    if (deadline_applies(x) && now >= x->deadline) {
         est_uerr_t err = EST_UERR_DEADLINE;
         est_log_debug("upstream '%s': deadline passed (attempt %u, %s)", x->u->conf->name, x->info.attempts,
                       est_exchange_address(x)[0] ? x->info.address : "no address");
@@ -309,7 +312,7 @@ static void begin_attempt(est_exchange_t *x)
 {
     est_upstream_t *u = x->u;
     uint64_t now = h2o_now(u->set->loop);
-    if (x->req->deadline != 0 && now >= x->req->deadline) {
+    if (x->deadline != 0 && now >= x->deadline) {
         est_exchange_end_attempt(x, 0);
         finish_error(x, EST_UERR_DEADLINE, "request deadline passed");
         return;
@@ -465,9 +468,87 @@ static void on_write_done(h2o_socket_t *sock, const char *err)
             attempt_failed(x, EST_UERR_RESET, err);
         return;
     }
+    if (x->req->body_stream && !x->body_done) {
+        /* a streamed body: ask for the next bytes; meanwhile the client is waited for, under
+         * client_body_timeout (the head wait starts once the body is written) */
+        if (x->state == EST_X_HEAD && h2o_timeout_is_linked(&x->timer))
+            h2o_timeout_unlink(&x->timer);
+        if ((x->state != EST_X_HEAD && x->state != EST_X_BODY) || x->cb.on_send_ready == NULL)
+            return;
+        x->body_ready = 1;
+        if (!x->body_started) {
+            x->body_started = 1;
+            arm_wheel(x); /* the deadline pauses while the body streams */
+        }
+        user_call(x);
+        x->cb.on_send_ready(x, x->data);
+        user_return(x);
+        return;
+    }
+    if (x->req->body_stream && x->req->deadline != 0 && x->deadline == x->req->deadline) {
+        /* the body is written: the route's timeout for the head counts from now */
+        x->deadline = h2o_now(x->u->set->loop) + (x->req->deadline - x->info.start_at);
+        arm_wheel(x);
+    }
+    if (x->req->body_stream && x->cb.on_send_ready != NULL && x->state != EST_X_DONE) {
+        user_call(x); /* the final bytes are written: the caller may let them go */
+        x->cb.on_send_ready(x, x->data);
+        if (user_return(x))
+            return;
+    }
     /* response_timeout counts from the moment the request was written */
     if (x->state == EST_X_HEAD)
         est_exchange_link_timer(x, &x->u->response_timeout, on_response_timeout);
+}
+
+int est_exchange_write_body(est_exchange_t *x, const char *bytes, size_t len, int is_final)
+{
+    const est_upstream_request_t *req = x->req;
+    if (!req->body_stream || !x->body_ready || x->body_done || x->dead || x->preq.conn == NULL ||
+        (x->state != EST_X_HEAD && x->state != EST_X_BODY))
+        return -1;
+    if (req->body_length != UINT64_MAX &&
+        (len > req->body_length - x->body_written || (is_final && x->body_written + len != req->body_length)))
+        return -1; /* never more or less than the Content-Length sent */
+    x->body_ready = 0;
+    x->body_written += len;
+    size_t n = 0;
+    if (req->body_length == UINT64_MAX) {
+        /* RFC 9112 7.1: chunk-size CRLF data CRLF ... last-chunk CRLF (no trailers) */
+        if (len != 0) {
+            static const char hex[] = "0123456789abcdef";
+            char tmp[16];
+            int k = 0;
+            uint64_t v = len;
+            do {
+                tmp[k++] = hex[v & 0xf];
+                v >>= 4;
+            } while (v != 0);
+            char *p = x->chunk_line;
+            while (k != 0)
+                *p++ = tmp[--k];
+            *p++ = '\r';
+            *p++ = '\n';
+            x->bufs[n++] = h2o_iovec_init(x->chunk_line, (size_t)(p - x->chunk_line));
+            x->bufs[n++] = h2o_iovec_init(bytes, len);
+            x->bufs[n++] = h2o_iovec_init(H2O_STRLIT("\r\n"));
+        }
+        if (is_final)
+            x->bufs[n++] = h2o_iovec_init(H2O_STRLIT("0\r\n\r\n"));
+    } else if (len != 0) {
+        x->bufs[n++] = h2o_iovec_init(bytes, len);
+    }
+    if (is_final)
+        x->body_done = 1;
+    x->write_pending = 1;
+    /* the backend must take the bytes within response_timeout (while the head is awaited; a
+     * reply already being read keeps its own read timer) */
+    if (x->state == EST_X_HEAD)
+        est_exchange_link_timer(x, &x->u->response_timeout, on_response_timeout);
+    if (n == 0)
+        x->bufs[n++] = h2o_iovec_init("", 0);
+    h2o_socket_write(x->preq.conn->sock, x->bufs, n, on_write_done);
+    return 0;
 }
 
 static void on_head_read(h2o_socket_t *sock, const char *err)
@@ -522,7 +603,7 @@ static void on_head_read(h2o_socket_t *sock, const char *err)
     u->stats.attempts_ok++;
     x->info.status = status;
     uint64_t wait;
-    if (est_retry_status_listed(u->conf, status) && may_retry(x, EST_UERR_NONE, &wait)) {
+    if (!x->body_started && est_retry_status_listed(u->conf, status) && may_retry(x, EST_UERR_NONE, &wait)) {
         est_log_debug("upstream '%s': attempt %u to %s answered %d, retrying", u->conf->name, x->info.attempts,
                       est_exchange_address(x), status);
         est_exchange_end_attempt(x, 0); /* discard the reply: the connection is not reused */
@@ -655,7 +736,7 @@ static int deliver(est_exchange_t *x, const char *bytes, size_t len, int final, 
     if (final) {
         /* a write still pending (the server answered early) means the connection is not reusable,
          * and x->head_buf must not be freed under it */
-        exchange_exit(x, reusable && x->keepalive && rv == 0 && !x->write_pending);
+        exchange_exit(x, reusable && x->keepalive && rv == 0 && !x->write_pending && (!x->req->body_stream || x->body_done));
         return 1;
     }
     if (rv != 0) {
@@ -685,7 +766,7 @@ static int may_retry(est_exchange_t *x, est_uerr_t err, uint64_t *wait)
                            .is_idempotent = x->req->is_idempotent,
                            .sent = x->sent,
                            .now = h2o_now(u->set->loop),
-                           .deadline = x->req->deadline,
+                           .deadline = x->deadline,
                            .active_requests = u->active_requests,
                            .active_retries = u->active_retries - (x->counted_retry ? 1 : 0)};
     switch (est_retry_decide(u->conf, &ask, &u->set->seed, wait)) {
@@ -726,6 +807,10 @@ static void attempt_failed(est_exchange_t *x, est_uerr_t err, const char *msg)
     int was_reused = x->info.reused, got = x->got_bytes, sent = x->sent;
     est_exchange_end_attempt(x, 0);
     x->info.error = err;
+    if (x->body_started) { /* a streamed body was consumed: it cannot be sent again */
+        finish_error(x, err, msg);
+        return;
+    }
 
     /* a pooled connection the server closed as we sent: once more on a fresh one, uncounted */
     if (err == EST_UERR_RESET && was_reused && !got && (x->req->is_idempotent || !sent)) {

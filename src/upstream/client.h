@@ -61,6 +61,17 @@ typedef struct est_upstream_request {
      * 1: it also bounds the body (EST_UERR_DEADLINE via on_error after on_head).
      */
     int deadline_covers_body;
+    /*
+     * (streamed request body) 1: the body is not in `body` but written piece by piece with
+     * est_exchange_write_body as the exchange asks for it (est_exchange_cb_t.on_send_ready);
+     * body_length is its length (sent as Content-Length), UINT64_MAX when unknown (sent
+     * chunked). Once the exchange has asked for body bytes it is never retried (the bytes are
+     * gone), and its connection is pooled only when the whole body was written. While the body
+     * streams, `deadline` does not run (client_body_timeout bounds the client, response_timeout
+     * each write to the backend); it runs again, as long as it was, once the body is written.
+     */
+    int body_stream;
+    uint64_t body_length;
 } est_upstream_request_t;
 
 /* Per-exchange facts for logs, Server-Timing and the access log */
@@ -89,6 +100,13 @@ typedef struct est_exchange_cb {
     int (*on_body)(est_exchange_t *x, void *data, const char *bytes, size_t len, int is_final);
     /* The exchange failed (before or after on_head). No callback follows; the exchange is gone. */
     void (*on_error)(est_exchange_t *x, void *data, est_uerr_t err, const char *message);
+    /*
+     * (streamed request body, req->body_stream) The exchange takes body bytes now: first once
+     * the request head was written to a connection (the backend connection is ready), then
+     * each time the previous est_exchange_write_body was written, the final one included.
+     * Never called re-entrantly from est_exchange_write_body. NULL for other requests.
+     */
+    void (*on_send_ready)(est_exchange_t *x, void *data);
 } est_exchange_cb_t;
 
 est_upstream_set_t *est_upstream_set_create(h2o_loop_t *loop, est_dns_t *dns, const est_config_t *conf);
@@ -121,6 +139,14 @@ void est_exchange_resume(est_exchange_t *x);
  */
 void est_exchange_hold(est_exchange_t *x);
 void est_exchange_release(est_exchange_t *x);
+/*
+ * (streamed request body) Writes the next `len` bytes of the body (chunk-framed when the
+ * length is unknown), `is_final` on the last call (len may be 0 then). Only after
+ * on_send_ready, one call per on_send_ready. `bytes` must stay valid until the next
+ * on_send_ready or the end of the exchange. Returns 0, or -1 when the exchange cannot take
+ * them (its attempt failed: on_error follows or came; or more than body_length bytes).
+ */
+int est_exchange_write_body(est_exchange_t *x, const char *bytes, size_t len, int is_final);
 const est_exchange_info_t *est_exchange_info(const est_exchange_t *x);
 /*
  * After on_head with status 101: take the raw socket (and the bytes already read after the

@@ -87,6 +87,8 @@ int est_exchange_may_drain(const est_exchange_t *x)
     /* inside on_head the head is still in the input buffer (the fields point into it) */
     if (c == NULL || c->state != EST_CONN_ACTIVE || !x->preq._has_slot || !x->sent || x->write_pending || x->in_head_cb)
         return 0;
+    if (x->req->body_stream && !x->body_done) /* the request is not whole: the connection is out of sync */
+        return 0;
     /* a connection the pool would not keep anyway is not worth reading for */
     const est_upstream_conf_t *conf = c->u->conf;
     if (conf->pool.max_idle == 0 || c->requests + 1 >= conf->pool.max_requests)

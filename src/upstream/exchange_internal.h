@@ -22,7 +22,7 @@ typedef enum {
 
 /*
  * (memory) An exchange exists from the request's arrival to its end, and under load most of
- * them wait in the pool's queue (S4: ~4,700 of 5,000), so it is kept small (~560 bytes): the
+ * them wait in the pool's queue (S4: ~4,700 of 5,000), so it is kept small (~740 bytes): the
  * request head lives in the connection (est_conn_t.head_inline), the previous attempt's
  * address is x->pick.sa itself until the next pick overwrites it, and the 0/1 flags are bytes.
  */
@@ -47,7 +47,11 @@ struct est_exchange {
     /* request head: head_buf is conn->head_inline, or a malloc'd buffer for a larger head
      * (head_is_heap); it is written once per attempt, when the connection is ready */
     char *head_buf;
-    h2o_iovec_t bufs[2];
+    h2o_iovec_t bufs[4];
+    /* streamed request body (req->body_stream) */
+    uint64_t deadline;     /* req->deadline, moved to after the body once it is written */
+    uint64_t body_written; /* bytes given to est_exchange_write_body */
+    char chunk_line[20];   /* chunk-size line of the write in flight */
 
     /* reply */
     est_h1_body_t body; /* framing and decoder state */
@@ -69,6 +73,9 @@ struct est_exchange {
     unsigned char hold_requested;   /* (est_exchange_hold) asked during the current on_body */
     unsigned char in_head_cb;       /* inside on_head (not 101): the head is still in the input */
     unsigned char dead;             /* cancelled / finished while inside a callback; freed when it returns */
+    unsigned char body_started;     /* on_send_ready was called: the body is consumed, no retry */
+    unsigned char body_done;        /* the final body bytes were written */
+    unsigned char body_ready;       /* on_send_ready called, est_exchange_write_body not yet */
 
     h2o_timeout_entry_t timer;       /* phase: queue wait, connect, response */
     h2o_timeout_entry_t defer_timer; /* zero timeout: start, wake-up, resume */

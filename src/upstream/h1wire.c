@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 #include "upstream/h1wire.h"
+#include "common/fieldvalue.h"
 
 /* ---------------------------------------------------------------- characters */
 
@@ -44,57 +45,13 @@ static int header_is(const struct phr_header *h, const char *name, size_t len)
     return h->name_len == len && strncasecmp(h->name, name, len) == 0;
 }
 
-/*
- * Iterates over the elements of a comma-separated list (RFC 9110 §5.6.1), skipping empty
- * ones; *pos starts at 0. Returns 0 at the end.
- */
-static int next_element(const char *v, size_t len, size_t *pos, const char **elem, size_t *elem_len)
+/* the non-empty elements of a comma-separated list (RFC 9110 §5.6.1: empty ones are ignored);
+ * *cur starts at the value (est_list_next, common/fieldvalue.h) */
+static int next_element(const char **cur, const char *end, const char **elem, size_t *elem_len)
 {
-    size_t i = *pos;
-    for (;;) {
-        while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
-            ++i;
-        if (i == len) {
-            *pos = i;
-            return 0;
-        }
-        size_t s = i;
-        while (i < len && v[i] != ',')
-            ++i;
-        size_t e = i;
-        while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
-            --e;
-        if (e > s) {
-            *elem = v + s;
-            *elem_len = e - s;
-            *pos = i;
+    while (est_list_next(cur, end, elem, elem_len))
+        if (*elem_len != 0)
             return 1;
-        }
-    }
-}
-
-static int list_has(const char *v, size_t len, const char *tok)
-{
-    size_t pos = 0, tl = strlen(tok), el;
-    const char *e;
-    while (next_element(v, len, &pos, &e, &el))
-        if (el == tl && strncasecmp(e, tok, tl) == 0)
-            return 1;
-    return 0;
-}
-
-/* 1*DIGIT, at most 19 digits (no overflow of uint64_t) */
-static int parse_decimal(const char *v, size_t len, uint64_t *out)
-{
-    if (len == 0 || len > 19)
-        return -1;
-    uint64_t n = 0;
-    for (size_t i = 0; i != len; ++i) {
-        if (v[i] < '0' || v[i] > '9')
-            return -1;
-        n = n * 10 + (uint64_t)(v[i] - '0');
-    }
-    *out = n;
     return 0;
 }
 
@@ -131,7 +88,7 @@ static char *append_decimal(char *p, uint64_t v)
 size_t est_h1_write_request_head(char *buf, const est_upstream_request_t *req, h2o_iovec_t host)
 {
     /* RFC 9110 §8.6: a POST/PUT/PATCH without content still says Content-Length: 0 */
-    int cl_zero = !req->has_body && (is_method(req->method, "POST") || is_method(req->method, "PUT") ||
+    int cl_zero = !req->has_body && !req->body_stream && (is_method(req->method, "POST") || is_method(req->method, "PUT") ||
                                      is_method(req->method, "PATCH"));
     char *p = buf;
 #define APPEND(s, n) (memcpy(p, (s), (n)), p += (n))
@@ -150,7 +107,17 @@ size_t est_h1_write_request_head(char *buf, const est_upstream_request_t *req, h
     }
     if (req->want_upgrade)
         APPEND_LIT("Connection: upgrade\r\n");
-    if (req->has_body || cl_zero) {
+    if (req->body_stream) {
+        /* a streamed body: its length when the client gave one, else chunked (RFC 9112 7.1),
+         * never both (RFC 9112 6.3) */
+        if (req->body_length != UINT64_MAX) {
+            APPEND_LIT("Content-Length: ");
+            p = append_decimal(p, req->body_length);
+            APPEND_LIT("\r\n");
+        } else {
+            APPEND_LIT("Transfer-Encoding: chunked\r\n");
+        }
+    } else if (req->has_body || cl_zero) {
         APPEND_LIT("Content-Length: ");
         p = append_decimal(p, req->has_body ? (uint64_t)req->body.len : 0);
         APPEND_LIT("\r\n");
@@ -250,25 +217,25 @@ int est_h1_parse_response(const char *buf, size_t len, int is_head_request, stru
     uint64_t cl = 0;
     for (size_t i = 0; i != num_headers; ++i) {
         const struct phr_header *h = &headers[i];
-        const char *e;
-        size_t el, pos = 0;
+        const char *e, *cur = h->value;
+        size_t el;
         if (header_is(h, "connection", 10)) {
-            if (list_has(h->value, h->value_len, "close"))
+            if (est_list_has_token(h->value, h->value_len, "close", 5))
                 keepalive = 0;
-            else if (minor == 0 && list_has(h->value, h->value_len, "keep-alive"))
+            else if (minor == 0 && est_list_has_token(h->value, h->value_len, "keep-alive", 10))
                 keepalive = 1;
         } else if (header_is(h, "transfer-encoding", 17)) {
             has_te = 1;
-            while (next_element(h->value, h->value_len, &pos, &e, &el)) {
+            while (next_element(&cur, h->value + h->value_len, &e, &el)) {
                 if (el == 7 && strncasecmp(e, "chunked", 7) == 0)
                     chunked_at = codings;
                 ++codings;
             }
         } else if (header_is(h, "content-length", 14)) {
             int any = 0;
-            while (next_element(h->value, h->value_len, &pos, &e, &el)) {
+            while (next_element(&cur, h->value + h->value_len, &e, &el)) {
                 uint64_t v;
-                if (parse_decimal(e, el, &v) != 0 || (has_cl && v != cl)) {
+                if (el > 19 || est_parse_decimal(e, el, &v) != 0 /* at most 19 digits */ || (has_cl && v != cl)) {
                     *err = "invalid Content-Length";
                     return -1;
                 }

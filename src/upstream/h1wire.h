@@ -30,8 +30,9 @@
 size_t est_h1_request_head_bound(const est_upstream_request_t *req, h2o_iovec_t host);
 /*
  * Writes the request head (request line, Host, req->headers, Connection: upgrade when
- * want_upgrade, Content-Length when there is a body or the method is POST/PUT/PATCH, the
- * empty line) at `buf`, which holds est_h1_request_head_bound() bytes. Returns its length.
+ * want_upgrade, Content-Length when there is a body or the method is POST/PUT/PATCH, for a
+ * streamed body (body_stream) Content-Length: body_length or, when that is UINT64_MAX,
+ * Transfer-Encoding: chunked; the empty line) at `buf`, which holds est_h1_request_head_bound() bytes. Returns its length.
  */
 size_t est_h1_write_request_head(char *buf, const est_upstream_request_t *req, h2o_iovec_t host);
 

@@ -39,7 +39,7 @@ DURATION = env("BENCH_DURATION", 2.0 if SMOKE else 10.0, float)
 WARMUP = env("BENCH_WARMUP", 0.5 if SMOKE else 1.0, float)
 ROUNDS = env("BENCH_ROUNDS", 1 if SMOKE else 3, int)
 PEERS = env("BENCH_PEERS", "estuary" if SMOKE else "estuary,nginx,haproxy,h2o").split(",")
-SCENARIOS = env("BENCH_SCENARIOS", "S1,S2,S3,S4,S5").split(",")
+SCENARIOS = env("BENCH_SCENARIOS", "S1,S2,S3,S3u,S4,S5").split(",")
 FILE_MIB = env("BENCH_FILE_MIB", 64 if SMOKE else 1024, int)
 S3_DOWNLOADS = env("BENCH_S3_DOWNLOADS", 2 if SMOKE else 3, int)
 CONNS = env("BENCH_CONNS", 64, int)
@@ -54,7 +54,10 @@ OUT_JSON = env("BENCH_OUT", "")
 ACCESS_LOG = env("BENCH_ESTUARY_ACCESS_LOG", "off")   # "off" like the peers; "stderr"/path/"default"
 ESTUARY_CHECK = {}
 
-ORIGIN_PORT, H1_PORT, H2_PORT = PORT, PORT + 1, PORT + 2
+ORIGIN_PORT, H1_PORT, H2_PORT, SINK_PORT = PORT, PORT + 1, PORT + 2, PORT + 3
+# S3u: uploads go to this origin (tests/bench/upload_sink.py), which reads each body whole
+# before it answers, and discards it
+UPLOAD_PEERS = ("estuary", "nginx")
 
 # Fixed origin bodies per path pattern.  A float and nested arrays make the merge do real JSON
 # work (and catch re-serialisation that changes numbers or order).
@@ -71,6 +74,8 @@ SCEN = {
     "S1": dict(desc="pass-through GET /users/1, %d conns (wrk)" % CONNS, path="/users/1", tool="wrk", conns=CONNS),
     "S2": dict(desc="aggregate GET /gateway/123/456, %d conns (wrk)" % CONNS, path="/gateway/123/456", tool="wrk", conns=CONNS),
     "S3": dict(desc="%d MiB download through the proxy (curl x%d)" % (FILE_MIB, S3_DOWNLOADS), path="/files/big.bin", tool="curl"),
+    "S3u": dict(desc="%d MiB upload through the proxy, streamed (curl -T x%d; origin: upload_sink.py)"
+                % (FILE_MIB, S3_DOWNLOADS), path="/upload/big.bin", tool="curl"),
     "S4": dict(desc="S1 with %d keep-alive conns (wrk)" % S4_CONNS, path="/users/1", tool="wrk", conns=S4_CONNS),
     "S5": dict(desc="S1 over h2c prior knowledge, %d conns x %d streams (h2load)" % (CONNS, H2_STREAMS),
                path="/users/1", tool="h2load", conns=CONNS),
@@ -231,13 +236,16 @@ def estuary_cmd():
         "workers": 1,
         "shutdown_timeout": "1s",
         "upstreams": {"origin": {"targets": ["http://127.0.0.1:%d" % ORIGIN_PORT],
-                                 "pool": {"max_idle": 256}}},
+                                 "pool": {"max_idle": 256}},
+                      "sink": {"targets": ["http://127.0.0.1:%d" % SINK_PORT]}},
         "routes": [
             {"path": "/gateway/{user_id}/{order_id}", "backends": [
                 {"upstream": "origin", "path": "/users/{user_id}", "group": "user"},
                 {"upstream": "origin", "path": "/orders/{order_id}", "group": "order"}]},
             {"path": "/users/{rest...}", "proxy": {"upstream": "origin", "path": "/users/{rest...}"}},
             {"path": "/files/{rest...}", "proxy": {"upstream": "origin", "path": "/files/{rest...}"}},
+            {"path": "/upload/{rest...}", "methods": ["POST", "PUT"], "max_request_body": "64GiB", "timeout": "60s",
+             "proxy": {"upstream": "sink", "path": "/upload/{rest...}"}},
         ],
     }
     # access logs are off for every peer (nginx access_log off, no HAProxy/h2o log); builds
@@ -274,16 +282,18 @@ http {
   keepalive_requests 100000000; keepalive_timeout 300s;
   %(cpath)s
   upstream origin { server 127.0.0.1:%(o)d; keepalive 256; keepalive_requests 100000000; keepalive_timeout 300s; }
+  upstream sink { server 127.0.0.1:%(sink)d; keepalive 16; }
   server {
     listen 127.0.0.1:%(h1)d backlog=4096;
     listen 127.0.0.1:%(h2)d http2 backlog=4096;
     proxy_http_version 1.1; proxy_set_header Connection "";
     location / { proxy_pass http://origin; }
     location /_sub/ { internal; proxy_pass http://origin/; }
+    location /upload/ { proxy_request_buffering off; client_max_body_size 0; proxy_pass http://sink; }
     %(gw)s
   }
 }
-""" % dict(t=TMP, o=ORIGIN_PORT, h1=H1_PORT, h2=H2_PORT,
+""" % dict(t=TMP, o=ORIGIN_PORT, h1=H1_PORT, h2=H2_PORT, sink=SINK_PORT,
            lua=("load_module /usr/lib/nginx/modules/ndk_http_module.so;\n"
                 "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;") if HAVE["nginx_lua"] else "",
            cpath='lua_package_cpath "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;;";' if HAVE["nginx_lua"] else "",
@@ -392,6 +402,8 @@ def peer_supports(peer, scen):
             return False, "libnginx-mod-http-lua/lua-cjson not installed"
         if peer == "h2o" and not HAVE["h2o_mruby"]:
             return False, "this h2o build has no mruby"
+    if scen == "S3u" and peer not in UPLOAD_PEERS:
+        return False, "S3u compares estuary with nginx only"
     tool = SCEN[scen]["tool"]
     if not HAVE[tool]:
         return False, "%s not installed" % tool
@@ -460,6 +472,26 @@ def check(peer, scen, port):
         c.close()
         if r.status != 200 or n != FILE_BYTES or h.hexdigest() != FILE_SHA:
             raise RuntimeError("download: status %s, %d bytes (want %d), sha256 %s" % (r.status, n, FILE_BYTES, h.hexdigest()))
+    elif scen == "S3u":
+        # the whole file, hashed by the origin: once with its length, once chunked
+        for chunked in (False, True):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            with open(os.path.join(TMP, "www", "files", "big.bin"), "rb") as f:
+                if chunked:
+                    c.request("PUT", path, body=iter(lambda: f.read(1 << 20), b""), encode_chunked=True,
+                              headers={"X-Hash": "1", "Transfer-Encoding": "chunked"})
+                else:
+                    c.request("PUT", path, body=f, headers={"X-Hash": "1", "Content-Length": str(FILE_BYTES)})
+                r = c.getresponse()
+                body = r.read()
+            c.close()
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                doc = {}
+            if r.status != 200 or doc.get("bytes") != FILE_BYTES or doc.get("sha256") != FILE_SHA:
+                raise RuntimeError("upload (%s): status %s, origin got %r" % ("chunked" if chunked else "length",
+                                                                              r.status, body[:200]))
     elif scen == "S5":
         r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-o", os.path.join(TMP, "h2.body"),
                             "-w", "%{http_code} %{http_version}", "http://127.0.0.1:%d%s" % (port, path)],
@@ -569,8 +601,33 @@ def run_curl(port, path, count):
             "rps": None, "p50": statistics.median(times), "p99": max(times)}
 
 
+def run_curl_upload(port, path, count):
+    """curl -T: a streamed PUT of the S3 file (Content-Length; curl sends Expect: 100-continue)."""
+    fpath = os.path.join(TMP, "www", "files", "big.bin")
+    total_bytes, total_time, errors, times = 0, 0.0, 0, []
+    for _ in range(count):
+        r = subprocess.run(["taskset", "-c", LOAD_CPU, "curl", "-sS", "-T", fpath, "-o", "/dev/null", "-w",
+                            "%{http_code} %{size_upload} %{time_total}", "http://127.0.0.1:%d%s" % (port, path)],
+                           capture_output=True, text=True, timeout=600)
+        try:
+            code, size, t = r.stdout.split()
+            size = int(float(size))
+        except ValueError:
+            code, size, t = "000", 0, "0"
+        if code != "200" or size != FILE_BYTES:
+            errors += 1
+        total_bytes += size
+        total_time += float(t)
+        times.append(float(t) * 1000)
+    return {"requests": count, "bytes": total_bytes, "errors": errors,
+            "mbps": total_bytes / total_time / 1e6 if total_time else 0.0,
+            "rps": None, "p50": statistics.median(times), "p99": max(times)}
+
+
 def load(scen, port, duration):
     s = SCEN[scen]
+    if scen == "S3u":
+        return run_curl_upload(port, s["path"], S3_DOWNLOADS)
     if s["tool"] == "wrk":
         return run_wrk(port, s["path"], s["conns"], duration)
     if s["tool"] == "h2load":
@@ -588,7 +645,7 @@ def one_run(peer, scen):
         if h2port != H1_PORT:
             wait_port(h2port, p)
         check(peer, scen, port)
-        if WARMUP > 0 and scen != "S3":
+        if WARMUP > 0 and scen not in ("S3", "S3u"):
             load(scen, port, WARMUP)
         c0 = cpu_seconds(p.pid)
         t0 = time.time()
@@ -598,12 +655,12 @@ def one_run(peer, scen):
             raise RuntimeError("%s died during the run (exit %s); log: %s" % (peer, p.returncode, tail(p.bench_log)))
         res["cpu_s"] = cpu_seconds(p.pid) - c0
         res["rss_kib"] = vm_hwm_kib(p.pid)
-        if scen == "S3":
+        if scen in ("S3", "S3u"):
             res["cpu_us_per_mib"] = res["cpu_s"] * 1e6 / max(1, res["bytes"] / 1048576)
         else:
             res["cpu_us_per_req"] = res["cpu_s"] * 1e6 / max(1, res["requests"])
         # the output must still be right after the load
-        if scen != "S3":
+        if scen not in ("S3", "S3u"):
             check(peer, scen, port)
         res.pop("raw", None)
         return res
@@ -631,7 +688,7 @@ def table(results):
            "CPU (median ±half-range)", "peak RSS MiB", "runs"]
     rows = []
     for scen in SCENARIOS:
-        for peer in (["direct"] if scen == "S3" else []) + PEERS:
+        for peer in (["direct"] if scen in ("S3", "S3u") else []) + PEERS:
             runs = results.get((scen, peer))
             if runs is None:
                 continue
@@ -645,7 +702,7 @@ def table(results):
                 continue
             med = lambda k: statistics.median([r[k] for r in ok if r.get(k) is not None]) \
                 if any(r.get(k) is not None for r in ok) else None
-            if scen == "S3":
+            if scen in ("S3", "S3u"):
                 v = [r["mbps"] for r in ok]
                 thr = fmt_num(statistics.median(v)) + " MB/s" + spread(v)
                 cv = [r["cpu_us_per_mib"] for r in ok] if peer != "direct" else []
@@ -764,7 +821,7 @@ def main():
         sys.exit("estuary binary not found: %s" % ESTUARY_BIN)
     if not HAVE["nginx"]:
         sys.exit("nginx is needed for the origin and is not installed")
-    for port in (ORIGIN_PORT, H1_PORT, H2_PORT):
+    for port in (ORIGIN_PORT, H1_PORT, H2_PORT, SINK_PORT):
         if not port_free(port):
             sys.exit("port %d on 127.0.0.1 is in use (set BENCH_PORT)" % port)
 
@@ -792,6 +849,10 @@ def main():
             if st != 200 or body not in (USERS_BODY, ORDERS_BODY):
                 sys.exit("origin does not answer as expected: %s %r" % (st, body))
 
+        if "S3u" in SCENARIOS:
+            sink = start("sink", [sys.executable, os.path.join(HERE, "upload_sink.py"), str(SINK_PORT)], LOAD_CPU)
+            wait_port(SINK_PORT, sink)
+
         log("estuary bench: %s; peers %s; scenarios %s; %d round(s) x %.3gs (warm-up %.3gs); "
             "proxy on CPU %s, load+origin on CPU %s; tmp %s"
             % ("SMOKE" if SMOKE else "full", ",".join(PEERS), ",".join(SCENARIOS), ROUNDS, DURATION,
@@ -812,6 +873,13 @@ def main():
                             dict(run_curl(ORIGIN_PORT, SCEN["S3"]["path"], S3_DOWNLOADS), rss_kib=0))
                     except Exception as e:      # noqa
                         results.setdefault(("S3", "direct"), []).append("direct: %s" % e)
+                if scen == "S3u":  # reference: straight to the upload origin
+                    try:
+                        check("direct", "S3u", SINK_PORT)
+                        results.setdefault(("S3u", "direct"), []).append(
+                            dict(run_curl_upload(SINK_PORT, SCEN["S3u"]["path"], S3_DOWNLOADS), rss_kib=0))
+                    except Exception as e:      # noqa
+                        results.setdefault(("S3u", "direct"), []).append("direct: %s" % e)
                 for peer in PEERS:
                     if isinstance(results.get((scen, peer)), str):
                         continue
@@ -841,8 +909,8 @@ def main():
         print(table(results))
         print()
         print("CPU = utime+stime of the proxy process (/proc/PID/stat) during the measured run ÷ requests "
-              "(S3: ÷ MiB sent); peak RSS = VmHWM; p50/p99 from wrk --latency / h2load --log-file "
-              "(S3: median/max download time, ms). Harness time %.0fs." % elapsed)
+              "(S3, S3u: ÷ MiB sent); peak RSS = VmHWM; p50/p99 from wrk --latency / h2load --log-file "
+              "(S3, S3u: median/max transfer time, ms). Harness time %.0fs." % elapsed)
         for n in NOTES:
             print("note: " + n)
         if OUT_JSON:

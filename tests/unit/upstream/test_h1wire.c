@@ -185,6 +185,33 @@ static void test_request_head(void **state)
     assert_memory_equal(buf, want, n);
 }
 
+/* a streamed body (est_upstream_request_t.body_stream): its length when known, else chunked,
+ * never both, and never the Content-Length: 0 of a body-less POST */
+static void test_request_head_streamed(void **state)
+{
+    est_upstream_request_t req = {.method = {"PUT", 3}, .path = {"/up", 3}, .body_stream = 1, .body_length = 1234567};
+    h2o_iovec_t host = {"api", 3};
+    char buf[512];
+    assert_true(est_h1_request_head_bound(&req, host) <= sizeof(buf));
+    size_t n = est_h1_write_request_head(buf, &req, host);
+    const char *want = "PUT /up HTTP/1.1\r\nHost: api\r\nContent-Length: 1234567\r\n\r\n";
+    assert_int_equal(n, strlen(want));
+    assert_memory_equal(buf, want, n);
+
+    req.body_length = UINT64_MAX;
+    n = est_h1_write_request_head(buf, &req, host);
+    assert_true(n <= est_h1_request_head_bound(&req, host));
+    want = "PUT /up HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n";
+    assert_int_equal(n, strlen(want));
+    assert_memory_equal(buf, want, n);
+
+    /* the largest length still fits the bound */
+    req.body_length = UINT64_MAX - 1;
+    n = est_h1_write_request_head(buf, &req, host);
+    assert_true(n <= est_h1_request_head_bound(&req, host));
+    assert_non_null(memmem(buf, n, "Content-Length: 18446744073709551614\r\n", 38));
+}
+
 /* ------------------------------------------------------------------ replies accepted */
 
 static void test_content_length(void **state)
@@ -419,7 +446,7 @@ static void test_scan_only(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_request_head),    cmocka_unit_test(test_content_length),
+        cmocka_unit_test(test_request_head), cmocka_unit_test(test_request_head_streamed),    cmocka_unit_test(test_content_length),
         cmocka_unit_test(test_chunked),         cmocka_unit_test(test_close_delimited),
         cmocka_unit_test(test_no_body),         cmocka_unit_test(test_interim),
         cmocka_unit_test(test_keepalive),       cmocka_unit_test(test_hostile_framing),
