@@ -15,10 +15,11 @@
  * exchanges) and closes the socket once its own write in flight is done. The GOAWAY is written
  * with send() on the fd when libh2o has no write in flight (libh2o's later frames follow it: a
  * GOAWAY need not be the last frame, RFC 9113 §6.8); otherwise just after that write completes,
- * by wrapping the write callback (evloop reads sock->_cb.write when it notifies). TLS
- * connections get no GOAWAY (the record layer is libh2o's): they are closed at once. A
- * connection libh2o has not closed FORCE_CLOSE_MS after the refusal (a client that does not
- * read, so libh2o's write never completes) is shut down, which fails that write.
+ * by wrapping the write callback (evloop reads sock->_cb.write when it notifies). On TLS the
+ * GOAWAY goes through the socket's record layer with h2o_socket_write, in libh2o's write gap
+ * (kick()); so do the RST_STREAMs of client_body_timeout on any connection. A connection
+ * libh2o has not closed FORCE_CLOSE_MS after the refusal (a client that does not read, so
+ * libh2o's write never completes) is shut down, which fails that write.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -45,6 +46,13 @@ typedef struct est_h2_conn {
     uint64_t refused_at;
     uint8_t goaway[9 + 8 + 64];
     size_t goaway_len;
+    /* frames for the client written in libh2o's write gap (see kick()): RST_STREAMs of
+     * stalled bodies, and the GOAWAY on TLS; room for one per tracked body and a GOAWAY */
+    uint8_t out[EST_H2_MAX_BODY_STREAMS * 13 + 9 + 8 + 64];
+    size_t out_len;
+    uint8_t out_flight[EST_H2_MAX_BODY_STREAMS * 13 + 9 + 8 + 64];
+    h2o_socket_cb gap_cb; /* libh2o's write callback, run once our gap write is done */
+    uint64_t h2o_consumed; /* bytes libh2o consumed: the preface is its first 24 */
     unsigned in_call : 1; /* inside a libh2o callback: a close only marks `dead` */
     unsigned dead : 1;    /* the socket closed: free once the call returns */
     unsigned refused : 1;
@@ -156,6 +164,7 @@ void est_h2_limits_from_config(est_h2_limits_t *l, const est_config_t *conf)
     l->max_body = body;
     l->header_timeout_ms = conf->client_header_timeout_ms;
     l->idle_timeout_ms = conf->client_idle_timeout_ms;
+    l->body_timeout_ms = conf->client_body_timeout_ms;
 }
 
 static void conn_free(est_h2_conn_t *c)
@@ -216,21 +225,129 @@ static void send_goaway(est_h2_conn_t *c)
     c->goaway_len = 0;
 }
 
-/* wraps libh2o's write callback: its write is complete, so the GOAWAY cannot split a frame */
-static void on_write_then_goaway(h2o_socket_t *sock, const char *err)
+/*
+ * Frames into libh2o: `frames` (whole frames) are handed to libh2o's parser as if the client had
+ * sent them, in a buffer of their own (the client's unconsumed bytes wait aside). Used for
+ * RST_STREAM (a stalled body: libh2o disposes the stream) and PING (libh2o answers, so it
+ * writes, see kick()). -1: `c` is gone.
+ */
+static int inject(est_h2_conn_t *c, const uint8_t *frames, size_t len)
+{
+    h2o_socket_t *sock = c->sock;
+    h2o_buffer_t *saved = sock->input;
+    h2o_buffer_init(&sock->input, &h2o_socket_buffer_prototype);
+    h2o_iovec_t room = h2o_buffer_reserve(&sock->input, len);
+    memcpy(room.base, frames, len);
+    sock->input->size = len;
+    if (call_h2o(c, NULL) != 0) {
+        h2o_buffer_dispose(&saved);
+        return -1;
+    }
+    h2o_buffer_dispose(&sock->input); /* what libh2o did not take (it stopped reading) is dropped */
+    sock->input = saved;
+    return 0;
+}
+
+static void on_gap_written(h2o_socket_t *sock, const char *err);
+
+/*
+ * Wraps libh2o's write callback: its write is complete, so frames of ours cannot split one of
+ * its frames. The plaintext GOAWAY goes with send(); the queued frames (c->out) with
+ * h2o_socket_write (the TLS record layer is the socket's), and libh2o's callback runs when
+ * that write is done: until then libh2o still sees its own write in flight and writes nothing.
+ */
+static void on_h2o_write_done(h2o_socket_t *sock, const char *err)
 {
     est_h2_conn_t *c = conn_of(sock);
     h2o_socket_cb cb = c->h2o_on_write;
     c->h2o_on_write = NULL;
-    if (err == NULL)
+    if (err == NULL && c->goaway_len != 0)
         send_goaway(c);
+    if (err == NULL && c->out_len != 0) {
+        memcpy(c->out_flight, c->out, c->out_len);
+        h2o_iovec_t buf = h2o_iovec_init(c->out_flight, c->out_len);
+        c->out_len = 0;
+        c->gap_cb = cb;
+        h2o_socket_write(sock, &buf, 1, on_gap_written);
+        return;
+    }
     cb(sock, err);
+}
+
+static void kick(est_h2_conn_t *c);
+
+static void on_gap_written(h2o_socket_t *sock, const char *err)
+{
+    est_h2_conn_t *c = conn_of(sock);
+    h2o_socket_cb cb = c->gap_cb;
+    c->gap_cb = NULL;
+    if (err == NULL && c->goaway_len != 0)
+        send_goaway(c);
+    c->in_call = 1;
+    cb(sock, err); /* libh2o's: it may write again, or close */
+    c->in_call = 0;
+    if (c->dead) {
+        conn_free(c);
+        return;
+    }
+    if (c->out_len != 0 && c->sock != NULL)
+        kick(c);
+}
+
+/* takes libh2o's write in flight, if there is one, to write our frames after it */
+static int wrap_write(est_h2_conn_t *c)
+{
+    h2o_socket_t *sock = c->sock;
+    if (sock->_cb.write == on_h2o_write_done || c->gap_cb != NULL)
+        return 1; /* already waiting, or our own write is in flight (on_gap_written goes on) */
+    if (!h2o_socket_is_writing(sock))
+        return 0;
+    c->h2o_on_write = sock->_cb.write;
+    sock->_cb.write = on_h2o_write_done;
+    return 1;
+}
+
+/*
+ * Sends c->out after libh2o's write in flight. When libh2o is not writing, a PING is injected:
+ * libh2o answers it (a PING ACK the client ignores) and, since its on_read writes what it has
+ * at once, its write is in flight when the call returns, and ours follows it.
+ */
+static void kick(est_h2_conn_t *c)
+{
+    if (c->out_len == 0 || c->sock == NULL || wrap_write(c))
+        return;
+    if (c->torn_down || c->guard.preface_left != 0)
+        return; /* libh2o cannot answer: the 1 s tick tries again while the connection lingers */
+    /* a refusal in the first read: libh2o has not had the (valid) preface yet, so it gets it
+     * first and answers with its SETTINGS too */
+    static const char PREFACE[EST_H2_PREFACE_LEN] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    uint8_t frames[EST_H2_PREFACE_LEN + 9 + 8];
+    size_t len = 0;
+    if (c->h2o_consumed < EST_H2_PREFACE_LEN) {
+        memcpy(frames, PREFACE, EST_H2_PREFACE_LEN);
+        len = EST_H2_PREFACE_LEN;
+    }
+    len += est_h2_encode_ping(frames + len, sizeof(frames) - len);
+    if (inject(c, frames, len) != 0)
+        return;
+    if (c->h2o_consumed < EST_H2_PREFACE_LEN)
+        c->h2o_consumed = EST_H2_PREFACE_LEN;
+    wrap_write(c);
+}
+
+static void queue_out(est_h2_conn_t *c, const uint8_t *frames, size_t len)
+{
+    if (len <= sizeof(c->out) - c->out_len) { /* it always fits: one RST per tracked body, one GOAWAY */
+        memcpy(c->out + c->out_len, frames, len);
+        c->out_len += len;
+    }
 }
 
 /* the timed limits that apply now: the idle timeout, or a header block's */
 static int needs_tick(est_h2_conn_t *c)
 {
-    return c->guard.lim.idle_timeout_ms != 0 || (c->guard.lim.header_timeout_ms != 0 && est_h2_guard_in_block(&c->guard));
+    return c->guard.lim.idle_timeout_ms != 0 || (c->guard.lim.header_timeout_ms != 0 && est_h2_guard_in_block(&c->guard)) ||
+           (c->guard.lim.body_timeout_ms != 0 && est_h2_guard_has_bodies(&c->guard)) || c->out_len != 0;
 }
 
 static void link_tick(est_h2_conn_t *c)
@@ -263,16 +380,21 @@ static int refuse(est_h2_conn_t *c, const est_h2_refusal_t *r)
     c->refused = 1;
     c->refused_at = h2o_now(c->loop);
     h2o_buffer_consume(&sock->input, sock->input->size);
-    if (sock->ssl != NULL)
-        return teardown(c, NULL);
-    c->goaway_len = est_h2_encode_goaway(c->goaway, sizeof(c->goaway), est_h2_guard_last_stream(&c->guard), r->error_code, r->debug);
-    if (!h2o_socket_is_writing(sock)) {
-        send_goaway(c);
-    } else {
-        c->h2o_on_write = sock->_cb.write;
-        sock->_cb.write = on_write_then_goaway;
-    }
+    uint8_t goaway[sizeof(c->goaway)];
+    size_t goaway_len = est_h2_encode_goaway(goaway, sizeof(goaway), est_h2_guard_last_stream(&c->guard), r->error_code, r->debug);
     link_tick(c);
+    if (sock->ssl != NULL) {
+        /* TLS: the GOAWAY goes through the socket's record layer, in libh2o's write gap */
+        queue_out(c, goaway, goaway_len);
+        kick(c); /* `c` may be gone now; nothing follows */
+        return 0;
+    }
+    memcpy(c->goaway, goaway, goaway_len);
+    c->goaway_len = goaway_len;
+    if (!h2o_socket_is_writing(sock) && c->gap_cb == NULL)
+        send_goaway(c);
+    else
+        wrap_write(c); /* or our own gap write is in flight: on_gap_written sends it */
     return 0;
 }
 
@@ -284,13 +406,15 @@ static void on_tick(h2o_timeout_entry_t *entry)
         if (!c->torn_down) {
             if (now - c->refused_at >= LINGER_MS && teardown(c, NULL) != 0)
                 return;
-        } else if (now - c->refused_at >= FORCE_CLOSE_MS) {
+        } else if (now - c->refused_at >= FORCE_CLOSE_MS && c->sock != NULL) {
             /* the peer does not read: the write libh2o waits for fails now, and it closes */
             int fd = h2o_socket_get_fd(c->sock);
             if (fd >= 0)
                 shutdown(fd, SHUT_RDWR);
         }
         link_tick(c);
+        if (!c->torn_down && c->out_len != 0)
+            kick(c); /* TLS: the GOAWAY still waits for libh2o's write; `c` may be gone now */
         return;
     }
     est_h2_refusal_t r;
@@ -299,8 +423,23 @@ static void on_tick(h2o_timeout_entry_t *entry)
         refuse(c, &r);
         return;
     }
+    /* client_body_timeout: each stalled stream is reset, in libh2o (a client RST_STREAM
+     * disposes the stream and its request) and towards the client (RST_STREAM CANCEL) */
+    uint32_t ids[EST_H2_MAX_BODY_STREAMS];
+    size_t n = est_h2_guard_stalled(&c->guard, now, ids, EST_H2_MAX_BODY_STREAMS);
+    if (n != 0) {
+        uint8_t rst[EST_H2_MAX_BODY_STREAMS * 13];
+        size_t len = 0;
+        for (size_t i = 0; i != n; ++i)
+            len += est_h2_encode_rst_stream(rst + len, sizeof(rst) - len, ids[i], EST_H2_CANCEL);
+        c->counters->closed[EST_CLOSE_BODY_TIMEOUT] += n;
+        queue_out(c, rst, len);
+        if (inject(c, rst, len) != 0)
+            return;
+    }
     if (needs_tick(c))
-        link_tick(c);
+        link_tick(c); /* before kick(), after which `c` may be gone */
+    kick(c);
 }
 
 static void on_read(h2o_socket_t *sock, const char *err)
@@ -328,8 +467,10 @@ static void on_read(h2o_socket_t *sock, const char *err)
     if (release == 0)
         return; /* a header block is held at the front: nothing for libh2o yet */
     if (release == len) {
-        if (call_h2o(c, NULL) == 0)
+        if (call_h2o(c, NULL) == 0) {
             est_h2_guard_consumed(&c->guard, len - sock->input->size);
+            c->h2o_consumed += len - sock->input->size;
+        }
         return;
     }
     /* hand libh2o the released bytes only: the held block waits outside sock->input */
@@ -342,6 +483,7 @@ static void on_read(h2o_socket_t *sock, const char *err)
         return;
     }
     est_h2_guard_consumed(&c->guard, release - sock->input->size);
+    c->h2o_consumed += release - sock->input->size;
     h2o_iovec_t room = h2o_buffer_reserve(&sock->input, held_len);
     memcpy(room.base, held, held_len);
     sock->input->size += held_len;
@@ -360,6 +502,10 @@ void est_h2_accept(h2o_accept_ctx_t *actx, h2o_socket_t *sock, struct timeval co
     c->counters = counters;
     c->open_requests = open_requests;
     est_h2_limits_t lim = *limits;
+    /* libh2o refuses (REFUSED_STREAM) a stream whose buffered body passes this: the guard
+     * forgets it then, instead of keeping it in its body table */
+    if (lim.max_stream_body == 0 && actx->ctx->globalconf->max_request_entity_size != SIZE_MAX)
+        lim.max_stream_body = actx->ctx->globalconf->max_request_entity_size;
     if (open_requests == NULL)
         lim.idle_timeout_ms = 0;
     est_h2_guard_init(&c->guard, &lim, h2o_now(c->loop));

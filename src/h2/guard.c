@@ -292,8 +292,17 @@ static int rd_int(block_reader_t *rd, uint8_t first, unsigned prefix_bits, uint3
     return -1;
 }
 
-/* RFC 7541 §5.2: the decoded length of a string literal, which is skipped */
-static int rd_string(block_reader_t *rd, uint64_t *decoded_len)
+/* the first bytes of a string literal as sent (Huffman-coded or not), for content-length */
+typedef struct str_peek {
+    uint8_t raw[16];
+    size_t len;       /* bytes in raw */
+    uint32_t wire_len;
+    int huffman;
+} str_peek_t;
+
+/* RFC 7541 §5.2: the decoded length of a string literal, which is skipped (its first bytes
+ * kept in *pk when pk is not NULL) */
+static int rd_string(block_reader_t *rd, uint64_t *decoded_len, str_peek_t *pk)
 {
     uint8_t b;
     uint32_t len;
@@ -302,10 +311,20 @@ static int rd_string(block_reader_t *rd, uint64_t *decoded_len)
     int huffman = (b & 0x80) != 0;
     huff_count_t h = {0};
     *decoded_len = len;
+    if (pk != NULL) {
+        pk->len = 0;
+        pk->wire_len = len;
+        pk->huffman = huffman;
+    }
     while (len != 0) {
         if (rd->p == rd->e)
             rd_refill(rd); /* cannot fail: len <= what is left */
         size_t n = (size_t)(rd->e - rd->p) < len ? (size_t)(rd->e - rd->p) : len;
+        if (pk != NULL && pk->len < sizeof(pk->raw)) {
+            size_t k = n < sizeof(pk->raw) - pk->len ? n : sizeof(pk->raw) - pk->len;
+            memcpy(pk->raw + pk->len, rd->p, k);
+            pk->len += k;
+        }
         if (huffman) {
             for (const uint8_t *q = rd->p, *end = rd->p + n; q != end; ++q)
                 huff_feed(&h, *q);
@@ -331,7 +350,7 @@ static void table_evict_one(est_h2_guard_t *g)
 }
 
 /* RFC 7541 §4.4: evict from the end until the entry fits; an entry larger than the table empties it */
-static void table_insert(est_h2_guard_t *g, uint64_t name_len, uint64_t value_len)
+static void table_insert(est_h2_guard_t *g, uint64_t name_len, uint64_t value_len, uint8_t cl)
 {
     uint64_t size = name_len + value_len + 32;
     while (g->ring_count != 0 && g->table_size + size > g->table_capacity)
@@ -341,18 +360,21 @@ static void table_insert(est_h2_guard_t *g, uint64_t name_len, uint64_t value_le
     g->ring_head = (g->ring_head + EST_H2_HPACK_MAX_ENTRIES - 1) % EST_H2_HPACK_MAX_ENTRIES;
     g->ring[g->ring_head].name_len = (uint16_t)name_len;
     g->ring[g->ring_head].value_len = (uint16_t)value_len;
+    g->ring[g->ring_head].cl = cl;
     ++g->ring_count;
     g->table_size += (uint32_t)size;
 }
 
-/* RFC 7541 §2.3.3: index 1..61 static, then the dynamic table newest first */
-static int table_lookup(const est_h2_guard_t *g, uint32_t index, uint64_t *name_len, uint64_t *value_len)
+/* RFC 7541 §2.3.3: index 1..61 static, then the dynamic table newest first; *cl: the
+ * entry's content-length flags (static index 28 is content-length with an empty value) */
+static int table_lookup(const est_h2_guard_t *g, uint32_t index, uint64_t *name_len, uint64_t *value_len, uint8_t *cl)
 {
     if (index == 0)
         return -1;
     if (index <= 61) {
         *name_len = STATIC_TABLE[index - 1].name_len;
         *value_len = STATIC_TABLE[index - 1].value_len;
+        *cl = index == 28 ? 1 : 0;
         return 0;
     }
     index -= 62;
@@ -361,7 +383,37 @@ static int table_lookup(const est_h2_guard_t *g, uint32_t index, uint64_t *name_
     uint32_t slot = (g->ring_head + index) % EST_H2_HPACK_MAX_ENTRIES;
     *name_len = g->ring[slot].name_len;
     *value_len = g->ring[slot].value_len;
+    *cl = g->ring[slot].cl;
     return 0;
+}
+
+/* a literal name "content-length" (a Huffman-coded one is not recognised) */
+static int peek_is_content_length(const str_peek_t *pk)
+{
+    return !pk->huffman && pk->wire_len == 14 && memcmp(pk->raw, "content-length", 14) == 0;
+}
+
+/* a value that is "0", "00", ... (Huffman: codes of '0' are 5 zero bits, then at most 7 one bits
+ * of padding); anything else, or longer than the peek, is taken as not zero */
+static int peek_is_zero(const str_peek_t *pk)
+{
+    if (pk->wire_len == 0 || pk->wire_len > sizeof(pk->raw))
+        return 0;
+    if (!pk->huffman) {
+        for (size_t i = 0; i != pk->wire_len; ++i)
+            if (pk->raw[i] != '0')
+                return 0;
+        return 1;
+    }
+    size_t bits = (size_t)pk->wire_len * 8, zeros = 0;
+    while (zeros < bits && (pk->raw[zeros / 8] & (0x80 >> (zeros % 8))) == 0)
+        ++zeros;
+    if (zeros == 0 || zeros % 5 != 0 || bits - zeros > 7)
+        return 0;
+    for (size_t i = zeros; i != bits; ++i)
+        if ((pk->raw[i / 8] & (0x80 >> (i % 8))) == 0)
+            return 0;
+    return 1;
 }
 
 /*
@@ -369,10 +421,11 @@ static int table_lookup(const est_h2_guard_t *g, uint32_t index, uint64_t *name_
  * libh2o will when it decodes the same bytes, so that the shadow table stays in step.
  * Stops at the first limit passed: the connection is refused then and nothing is in step any more.
  */
-static int measure_block(est_h2_guard_t *g, block_reader_t *rd, est_h2_refusal_t *r)
+static int measure_block(est_h2_guard_t *g, block_reader_t *rd, int bodyless, est_h2_refusal_t *r)
 {
     uint32_t fields = 0;
     uint64_t decoded = 0;
+    int content_length = 0; /* a content-length other than 0 (RFC 9113 §8.1.1) */
     while (rd->p != rd->e || rd->rest != 0) {
         uint8_t b;
         uint32_t index;
@@ -380,8 +433,11 @@ static int measure_block(est_h2_guard_t *g, block_reader_t *rd, est_h2_refusal_t
         if (rd_byte(rd, &b) != 0)
             goto Bad;
         if (b & 0x80) { /* §6.1 indexed field */
-            if (rd_int(rd, b, 7, &index) != 0 || table_lookup(g, index, &name_len, &value_len) != 0)
+            uint8_t cl;
+            if (rd_int(rd, b, 7, &index) != 0 || table_lookup(g, index, &name_len, &value_len, &cl) != 0)
                 goto Bad;
+            if (cl == 3)
+                content_length = 1;
         } else if ((b & 0xe0) == 0x20) { /* §6.3 dynamic table size update: only before the first field (§4.2) */
             uint32_t size;
             if (fields != 0 || rd_int(rd, b, 5, &size) != 0)
@@ -396,22 +452,36 @@ static int measure_block(est_h2_guard_t *g, block_reader_t *rd, est_h2_refusal_t
             int do_index = (b & 0xc0) == 0x40;
             if (rd_int(rd, b, do_index ? 6 : 4, &index) != 0)
                 goto Bad;
+            uint8_t cl = 0;
+            str_peek_t pk;
             if (index != 0) {
                 uint64_t unused;
-                if (table_lookup(g, index, &name_len, &unused) != 0)
+                if (table_lookup(g, index, &name_len, &unused, &cl) != 0)
                     goto Bad;
-            } else if (rd_string(rd, &name_len) != 0) {
+                cl &= 1;
+            } else if (rd_string(rd, &name_len, &pk) != 0) {
                 goto Bad;
+            } else if (peek_is_content_length(&pk)) {
+                cl = 1;
             }
-            if (rd_string(rd, &value_len) != 0)
+            if (rd_string(rd, &value_len, cl != 0 ? &pk : NULL) != 0)
                 goto Bad;
+            if (cl != 0 && !peek_is_zero(&pk)) {
+                cl |= 2;
+                content_length = 1;
+            }
             if (do_index)
-                table_insert(g, name_len, value_len);
+                table_insert(g, name_len, value_len, cl);
         }
         decoded += name_len + value_len;
         if (++fields > g->lim.max_fields || decoded > g->lim.max_decoded)
             return refuse(r, EST_CLOSE_H2_HEADER_BLOCK, EST_H2_ENHANCE_YOUR_CALM, "header block too large when decoded");
     }
+    /* RFC 9113 §8.1.1: a content-length that the DATA frames (none here) do not match makes
+     * the request malformed; libh2o compares it only when a body follows. A stream error,
+     * taken as a connection error (§5.4): the guard cannot reset one stream. */
+    if (bodyless && content_length)
+        return refuse(r, EST_CLOSE_H2_PROTOCOL, EST_H2_PROTOCOL_ERROR, "content-length on a request without a body");
     return 0;
 Bad:
     return refuse(r, EST_CLOSE_H2_COMPRESSION, EST_H2_COMPRESSION_ERROR, "invalid header block");
@@ -422,10 +492,10 @@ Bad:
 /* the block: its first fragment (offset, length) in buf, the offset of the CONTINUATION after
  * it, and its fragments' total length */
 static int on_block_complete(est_h2_guard_t *g, const uint8_t *buf, size_t first_frag, size_t first_frag_len,
-                             size_t next_frame, size_t total, uint32_t stream_id, est_h2_refusal_t *r)
+                             size_t next_frame, size_t total, uint32_t stream_id, int bodyless, est_h2_refusal_t *r)
 {
     block_reader_t rd = {buf, next_frame, buf + first_frag, buf + first_frag + first_frag_len, total - first_frag_len};
-    if (measure_block(g, &rd, r) != 0)
+    if (measure_block(g, &rd, bodyless, r) != 0)
         return -1;
     if (stream_id > g->last_accepted)
         g->last_accepted = stream_id;
@@ -454,13 +524,15 @@ static int on_headers(est_h2_guard_t *g, const uint8_t *buf, size_t pos, uint32_
     size_t frag_len = flen - off - pad;
     if (frag_len == 0 && count_control(g, now_ms, r) != 0)
         return -1;
+    int bodyless = 0;
     if (sid > g->max_stream) { /* a new request */
+        bodyless = (flags & F_END_STREAM) != 0;
         g->max_stream = sid;
         g->last_request_ms = now_ms;
         if ((flags & F_END_STREAM) == 0) {
             if (g->num_bodies == EST_H2_MAX_BODY_STREAMS)
                 return refuse(r, EST_CLOSE_H2_STREAMS, EST_H2_ENHANCE_YOUR_CALM, "too many concurrent streams");
-            g->bodies[g->num_bodies++] = (est_h2_body_stream_t){sid, 0};
+            g->bodies[g->num_bodies++] = (est_h2_body_stream_t){sid, 0, now_ms};
         }
     } else if (flags & F_END_STREAM) { /* trailers end the request body */
         body_remove(g, sid);
@@ -469,10 +541,11 @@ static int on_headers(est_h2_guard_t *g, const uint8_t *buf, size_t pos, uint32_
     if (wire > g->lim.max_block_wire)
         return refuse(r, EST_CLOSE_H2_HEADER_BLOCK, EST_H2_ENHANCE_YOUR_CALM, "header block too large");
     if (flags & F_END_HEADERS)
-        return on_block_complete(g, buf, pos + FRAME_HEADER + off, frag_len, pos + FRAME_HEADER + flen, frag_len, sid, r);
+        return on_block_complete(g, buf, pos + FRAME_HEADER + off, frag_len, pos + FRAME_HEADER + flen, frag_len, sid, bodyless, r);
     g->blk_open = 1;
     g->blk_off = pos;
     g->blk_stream = sid;
+    g->blk_bodyless = bodyless;
     g->blk_wire = wire;
     if (!g->blk_started) {
         g->blk_started = 1;
@@ -499,7 +572,7 @@ static int on_continuation(est_h2_guard_t *g, const uint8_t *buf, size_t pos, ui
     if ((flags & F_END_HEADERS) == 0)
         return 0;
     return on_block_complete(g, buf, g->blk_off + g->blk_frag_rel, g->blk_frag_len, g->blk_off + g->blk_first_end_rel,
-                             g->blk_total, g->blk_stream, r);
+                             g->blk_total, g->blk_stream, g->blk_bodyless, r);
 }
 
 static int on_frame_header(est_h2_guard_t *g, uint8_t type, uint32_t flen, uint8_t flags, uint32_t sid, uint64_t now_ms,
@@ -514,10 +587,13 @@ static int on_frame_header(est_h2_guard_t *g, uint8_t type, uint32_t flen, uint8
         if (b == NULL)
             return 0; /* not a request body in progress: libh2o answers STREAM_CLOSED or PROTOCOL_ERROR */
         b->bytes += flen;
+        b->last_ms = now_ms;
         g->body_total += flen;
-        if (g->lim.max_body != 0 && b->bytes > g->lim.max_body) {
+        if ((g->lim.max_body != 0 && b->bytes > g->lim.max_body) ||
+            (g->lim.max_stream_body != 0 && b->bytes > g->lim.max_stream_body)) {
             /* one request over the limit is libh2o's and the handler's to refuse (413 or
-             * RST_STREAM); it is not buffered further, so it leaves the connection's budget */
+             * RST_STREAM: libh2o refuses a stream whose body passes max_request_entity_size);
+             * it is not buffered further, so it leaves the connection's budget and the table */
             body_remove(g, sid);
             return 0;
         }
@@ -622,6 +698,64 @@ int est_h2_guard_tick(est_h2_guard_t *g, uint64_t now_ms, size_t open_requests, 
     else if (g->lim.idle_timeout_ms != 0 && now_ms - g->last_request_ms >= g->lim.idle_timeout_ms)
         return refuse(r, EST_CLOSE_IDLE_TIMEOUT, EST_H2_NO_ERROR, "idle timeout");
     return 0;
+}
+
+size_t est_h2_guard_stalled(est_h2_guard_t *g, uint64_t now_ms, uint32_t *ids, size_t cap)
+{
+    size_t n = 0;
+    if (g->lim.body_timeout_ms == 0)
+        return 0;
+    for (uint32_t i = 0; i < g->num_bodies && n < cap;) {
+        est_h2_body_stream_t *b = g->bodies + i;
+        if (b->id <= g->last_accepted && now_ms - b->last_ms >= g->lim.body_timeout_ms) {
+            ids[n++] = b->id;
+            g->body_total -= b->bytes;
+            *b = g->bodies[--g->num_bodies];
+        } else {
+            ++i;
+        }
+    }
+    return n;
+}
+
+int est_h2_guard_has_bodies(const est_h2_guard_t *g)
+{
+    return g->num_bodies != 0;
+}
+
+static uint8_t *put_frame_header(uint8_t *p, size_t len, uint8_t type, uint8_t flags, uint32_t sid)
+{
+    *p++ = (uint8_t)(len >> 16);
+    *p++ = (uint8_t)(len >> 8);
+    *p++ = (uint8_t)len;
+    *p++ = type;
+    *p++ = flags;
+    sid &= 0x7fffffffu;
+    *p++ = (uint8_t)(sid >> 24);
+    *p++ = (uint8_t)(sid >> 16);
+    *p++ = (uint8_t)(sid >> 8);
+    *p++ = (uint8_t)sid;
+    return p;
+}
+
+size_t est_h2_encode_rst_stream(uint8_t *out, size_t cap, uint32_t stream_id, uint32_t error_code)
+{
+    if (cap < FRAME_HEADER + 4)
+        return 0;
+    uint8_t *p = put_frame_header(out, 4, T_RST_STREAM, 0, stream_id);
+    *p++ = (uint8_t)(error_code >> 24);
+    *p++ = (uint8_t)(error_code >> 16);
+    *p++ = (uint8_t)(error_code >> 8);
+    *p++ = (uint8_t)error_code;
+    return FRAME_HEADER + 4;
+}
+
+size_t est_h2_encode_ping(uint8_t *out, size_t cap)
+{
+    if (cap < FRAME_HEADER + 8)
+        return 0;
+    memset(put_frame_header(out, 8, T_PING, 0, 0), 0, 8);
+    return FRAME_HEADER + 8;
 }
 
 size_t est_h2_encode_goaway(uint8_t *out, size_t cap, uint32_t last_stream, uint32_t error_code, const char *debug)

@@ -28,6 +28,7 @@
 #define EST_H2_NO_ERROR 0x0
 #define EST_H2_PROTOCOL_ERROR 0x1
 #define EST_H2_FRAME_SIZE_ERROR 0x6
+#define EST_H2_CANCEL 0x8
 #define EST_H2_COMPRESSION_ERROR 0x9
 #define EST_H2_ENHANCE_YOUR_CALM 0xb
 
@@ -49,8 +50,10 @@ typedef struct est_h2_limits {
     uint32_t max_decoded;        /* decoded name + value bytes of one header block (64 KiB) */
     uint32_t header_table_size;  /* the SETTINGS_HEADER_TABLE_SIZE the server advertises (4096) */
     uint64_t max_body;           /* DATA bytes of the connection's unfinished requests, together */
+    uint64_t max_stream_body;    /* libh2o refuses a stream whose body passes this (max_request_entity_size; 0: none) */
     uint64_t header_timeout_ms;  /* a header block started and not finished (0: none) */
     uint64_t idle_timeout_ms;    /* no request carried and none open (0: none) */
+    uint64_t body_timeout_ms;    /* a request body with no DATA for this long (0: none) */
 } est_h2_limits_t;
 
 /* SPEC's values; max_body 0 and the timeouts 0 (set them from the config) */
@@ -66,6 +69,7 @@ typedef struct est_h2_refusal {
 typedef struct est_h2_body_stream {
     uint32_t id;
     uint64_t bytes;
+    uint64_t last_ms; /* its HEADERS or its last DATA */
 } est_h2_body_stream_t;
 
 /* The state of one connection; embed it (no allocation). Fields are private. */
@@ -81,6 +85,7 @@ typedef struct est_h2_guard {
     uint32_t blk_stream;
     uint32_t blk_wire;
     uint64_t blk_started_ms;
+    int blk_bodyless;    /* the block opens a request whose HEADERS carries END_STREAM */
     size_t blk_frag_rel, blk_frag_len, blk_first_end_rel, blk_total; /* the HEADERS fragment, relative to blk_off */
     uint32_t max_stream;      /* highest stream the client opened */
     uint32_t last_accepted;   /* highest stream whose header block was passed on */
@@ -95,6 +100,7 @@ typedef struct est_h2_guard {
     /* the shadow HPACK dynamic table: entry lengths, newest at ring[(head + 0) % N] */
     struct {
         uint16_t name_len, value_len;
+        uint8_t cl; /* 1: the name is content-length; 2: its value is not "0" */
     } ring[EST_H2_HPACK_MAX_ENTRIES];
     uint32_t ring_head, ring_count;
     uint32_t table_size, table_capacity;
@@ -120,6 +126,23 @@ void est_h2_guard_consumed(est_h2_guard_t *g, size_t n);
  * 0 or -1 with *r filled.
  */
 int est_h2_guard_tick(est_h2_guard_t *g, uint64_t now_ms, size_t open_requests, est_h2_refusal_t *r);
+
+/*
+ * client_body_timeout (SPEC "Client limits"): the streams whose request body had no DATA for
+ * body_timeout_ms, up to `cap` of them, are written to ids[] and forgotten (the caller resets
+ * them); returns how many. Only streams whose header block was passed on are reported (a held
+ * block is the header timeout's).
+ */
+size_t est_h2_guard_stalled(est_h2_guard_t *g, uint64_t now_ms, uint32_t *ids, size_t cap);
+
+/* request bodies are in progress (the body timeout runs) */
+int est_h2_guard_has_bodies(const est_h2_guard_t *g);
+
+/* Writes a RST_STREAM frame (RFC 9113 §6.4) into out (13 bytes); returns its length (0 if cap is too small) */
+size_t est_h2_encode_rst_stream(uint8_t *out, size_t cap, uint32_t stream_id, uint32_t error_code);
+
+/* Writes a PING frame (RFC 9113 §6.7) with an all-zero payload (17 bytes); returns its length */
+size_t est_h2_encode_ping(uint8_t *out, size_t cap);
 
 /* a header block is being held or is arriving (the header timeout runs) */
 int est_h2_guard_in_block(const est_h2_guard_t *g);

@@ -2,7 +2,10 @@
  * estuary - the request handler: path normalization, route match, method check, request
  * id, body limit, forwarded headers; then the aggregate or proxy handler takes over.
  */
+#include "server/handler.h"
 #include "server/worker.h"
+#include "server/observe.h"
+#include "server/worker_gen.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -13,6 +16,7 @@
 #include "aggregate/fanout.h"
 #include "proxy/proxy.h"
 #include "common/jsonutil.h"
+#include "h2/fields.h"
 
 /* splitmix64: cheap, good enough to make request ids unique per process */
 static uint64_t next_random(uint64_t *s)
@@ -97,53 +101,93 @@ static void send_method_not_allowed(h2o_req_t *req, unsigned allowed, h2o_iovec_
 
 /*
  * An error h2o itself answers before any handler runs (with estuary's own HTTP/1.1 layer,
- * h1/conn.c, that can only happen on HTTP/2, whose body over max_request_entity_size gets its
- * stream refused) is bound to the host's fallback path and sent as text/plain; this filter on
- * that path rewrites a 413 into SPEC's JSON error (with a request id).
+ * h1/conn.c, that can only happen on HTTP/2: a body over max_request_entity_size, a field
+ * libh2o finds invalid (its 400 "found an invalid character in header value"), ...) is bound
+ * to the host's fallback path and sent as text/plain; this filter on that path rewrites every
+ * such error into SPEC's JSON error (with a request id), libh2o's text as the message.
  */
 typedef struct st_json_error_ostream_t {
     h2o_ostream_t super;
-    h2o_iovec_t body;
+    h2o_iovec_t rid;
+    int done;
 } json_error_ostream_t;
+
+static const char *fallback_error_code(int status)
+{
+    switch (status) {
+    case 400: return "bad_request";
+    case 403: return "forbidden";
+    case 404: return "route_not_found";
+    case 405: return "method_not_allowed";
+    case 408: return "request_timeout";
+    case 413: return "request_too_large";
+    case 414: return "uri_too_long";
+    case 417: return "expectation_failed";
+    case 431: return "headers_too_large";
+    case 501: return "not_implemented";
+    case 502: return "upstream_unavailable";
+    case 503: return "upstream_overloaded";
+    case 504: return "upstream_timeout";
+    case 505: return "http_version_not_supported";
+    default: return status >= 500 ? "internal_error" : "bad_request";
+    }
+}
 
 static void json_error_do_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *inbufs, size_t inbufcnt,
                                h2o_send_state_t state)
 {
     json_error_ostream_t *o = (json_error_ostream_t *)self;
-    h2o_iovec_t body = o->body; /* sent once, in place of h2o's text */
-    o->body = h2o_iovec_init(NULL, 0);
+    h2o_iovec_t body = {NULL, 0};
+    if (!o->done) { /* the first call carries h2o's whole text: sent once, as JSON */
+        o->done = 1;
+        char msg[160], rid_z[129];
+        if (req->res.status == 413) {
+            /* h2o's limit is max_request_body + 1 (setup_h2o) */
+            snprintf(msg, sizeof(msg), "request body is over the limit of %zu bytes",
+                     req->conn->ctx->globalconf->max_request_entity_size - 1);
+        } else {
+            size_t n = inbufcnt != 0 ? inbufs[0].len : 0;
+            while (n != 0 && (inbufs[0].base[n - 1] == '\n' || inbufs[0].base[n - 1] == '\r'))
+                --n;
+            if (n == 0)
+                snprintf(msg, sizeof(msg), "%s", req->res.reason != NULL ? req->res.reason : "error");
+            else
+                snprintf(msg, sizeof(msg), "%.*s", (int)(n < sizeof(msg) - 1 ? n : sizeof(msg) - 1), inbufs[0].base);
+        }
+        size_t rid_len = o->rid.len < sizeof(rid_z) - 1 ? o->rid.len : sizeof(rid_z) - 1;
+        memcpy(rid_z, o->rid.base, rid_len);
+        rid_z[rid_len] = '\0';
+        size_t len = 0;
+        char *json = est_error_body(req->res.status, fallback_error_code(req->res.status), msg, rid_z, &len);
+        if (json != NULL) {
+            body = h2o_strdup(&req->pool, json, len);
+            free(json);
+        }
+        req->res.content_length = body.len;
+        if (h2o_memis(req->input.method.base, req->input.method.len, H2O_STRLIT("HEAD")))
+            body = h2o_iovec_init(NULL, 0); /* the length of what GET would get, no body */
+    }
     h2o_ostream_send_next(&o->super, req, &body, body.len != 0 ? 1 : 0, state);
 }
 
 static void on_setup_fallback_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
 {
-    if (req->res.status == 413) {
+    if (req->res.status >= 400) {
         est_worker_t *w = (est_worker_t *)req->conn->ctx;
         h2o_iovec_t rid = take_request_id(w, req);
-        char msg[128], rid_z[129];
-        /* h2o's limit is max_request_body + 1 (setup_h2o) */
-        snprintf(msg, sizeof(msg), "request body is over the limit of %zu bytes",
-                 req->conn->ctx->globalconf->max_request_entity_size - 1);
-        size_t rid_len = rid.len < sizeof(rid_z) - 1 ? rid.len : sizeof(rid_z) - 1;
-        memcpy(rid_z, rid.base, rid_len);
-        rid_z[rid_len] = '\0';
-        size_t len = 0;
-        char *body = est_error_body(413, "request_too_large", msg, rid_z, &len);
-        if (body != NULL) {
-            json_error_ostream_t *o = (json_error_ostream_t *)h2o_add_ostream(req, sizeof(*o), slot);
-            o->super.do_send = json_error_do_send;
-            o->body = h2o_strdup(&req->pool, body, len);
-            free(body);
-            req->res.content_length = len;
-            ssize_t ct = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
-            if (ct != -1)
-                req->res.headers.entries[ct].value = h2o_iovec_init(H2O_STRLIT("application/json"));
-            else
-                h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
-            h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rid.base, rid.len);
-            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_SERVER, NULL, H2O_STRLIT(EST_SERVER_HEADER));
-            slot = &o->super.next;
-        }
+        json_error_ostream_t *o = (json_error_ostream_t *)h2o_add_ostream(req, sizeof(*o), slot);
+        o->super.do_send = json_error_do_send;
+        o->rid = rid;
+        o->done = 0;
+        req->res.content_length = SIZE_MAX; /* set when the body is built */
+        ssize_t ct = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
+        if (ct != -1)
+            req->res.headers.entries[ct].value = h2o_iovec_init(H2O_STRLIT("application/json"));
+        else
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rid.base, rid.len);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_SERVER, NULL, H2O_STRLIT(EST_SERVER_HEADER));
+        slot = &o->super.next;
     }
     h2o_setup_next_ostream(req, slot);
 }
@@ -162,7 +206,7 @@ static void on_request_dispose(void *p)
     h2o_linklist_unlink(&r->link);
     if (r->conn != NULL)
         --r->conn->inflight;
-    est_worker_gen_request_done(r->wg);
+    est_worker_gen_unpin(r->wg);
 }
 
 /* what the front end keeps per request: one allocation, with the handlers' est_request_t */
@@ -181,12 +225,11 @@ static request_record_t *start_request(est_worker_t *w, h2o_req_t *req)
     request_record_t *rec = h2o_mem_alloc_shared(&req->pool, sizeof(*rec), on_request_dispose);
     est_inflight_t *r = &rec->inflight;
     memset(rec, 0, sizeof(*rec));
-    r->wg = w->current;
+    r->wg = est_worker_gen_pin(w);
     r->req = req;
-    ++r->wg->inflight;
     h2o_linklist_insert(&w->requests, &r->link);
     h2o_socket_t *sock = req->conn->callbacks->get_socket != NULL ? req->conn->callbacks->get_socket(req->conn) : NULL;
-    if (sock != NULL && sock->on_close.data != NULL) { /* server.c sets it on every accepted socket */
+    if (sock != NULL && sock->on_close.data != NULL) { /* accept.c sets it on every accepted socket */
         r->conn = sock->on_close.data;
         ++r->conn->inflight;
         if (req->version >= 0x200)
@@ -211,6 +254,12 @@ int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
     est_reqlog_t *rl = est_observe_request_start(w, req, rid, peer, &rec->inflight.disposers); /* (admin) metrics + access log at the end */
     /* (perf) the Server header is ours, not h2o's server_name (see setup_h2o in server.c) */
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_SERVER, NULL, H2O_STRLIT(EST_SERVER_HEADER));
+    /* HTTP/2: RFC 9113 §8.2-§8.3 field rules, beyond what libh2o refuses itself (docs/http2.md) */
+    const char *bad_field = est_h2_fields_check(req);
+    if (bad_field != NULL) {
+        est_send_error(req, 400, "bad_request", bad_field, rid);
+        return 0;
+    }
 
     /* the path as the client sent it, minus the query; dot segments resolved, nothing decoded */
     size_t path_len = req->query_at != SIZE_MAX ? req->query_at : req->path.len;

@@ -479,6 +479,18 @@ static void test_body_budget(void **state)
     assert_int_equal(sim_frame(s, 0x0, 0x0, 1, body, 600), 0);
     assert_int_equal(s->g.body_total, 0);
     free(s);
+
+    /* a stream libh2o refuses (its body passes max_request_entity_size, below the budget)
+     * leaves the table at once: it neither lingers nor eats the connection's budget */
+    lim.max_stream_body = 500;
+    s = sim_started(&lim);
+    assert_int_equal(sim_frame(s, 0x1, 0x4, 1, GET_BLOCK, sizeof(GET_BLOCK)), 0);
+    assert_int_equal(sim_frame(s, 0x0, 0x0, 1, body, 500), 0);
+    assert_int_equal(s->g.body_total, 500);
+    assert_int_equal(sim_frame(s, 0x0, 0x0, 1, body, 1), 0);
+    assert_int_equal(s->g.body_total, 0);
+    assert_false(est_h2_guard_has_bodies(&s->g));
+    free(s);
 }
 
 static void test_bad_frames(void **state)
@@ -545,6 +557,110 @@ static void test_goaway_encoding(void **state)
     assert_int_equal(est_h2_encode_goaway(out, 10, 7, 0, "x"), 0);
 }
 
+/* client_body_timeout: a body with no DATA for the timeout is reported once and forgotten */
+static void test_body_timeout(void **state)
+{
+    (void)state;
+    est_h2_limits_t lim;
+    est_h2_limits_default(&lim);
+    lim.max_body = 100000;
+    lim.body_timeout_ms = 1000;
+    sim_t *s = sim_started(&lim);
+    uint8_t body[10] = {0};
+    uint32_t ids[EST_H2_MAX_BODY_STREAMS];
+    s->now = 100;
+    assert_int_equal(sim_frame(s, 0x1, 0x4, 1, GET_BLOCK, sizeof(GET_BLOCK)), 0); /* body follows */
+    assert_int_equal(sim_frame(s, 0x1, 0x4, 3, GET_BLOCK, sizeof(GET_BLOCK)), 0);
+    assert_int_equal(sim_frame(s, 0x1, 0x5, 5, GET_BLOCK, sizeof(GET_BLOCK)), 0); /* no body */
+    assert_true(est_h2_guard_has_bodies(&s->g));
+    s->now = 900;
+    assert_int_equal(sim_frame(s, 0x0, 0x0, 3, body, 10), 0); /* stream 3 moves, stream 1 does not */
+    assert_int_equal(est_h2_guard_stalled(&s->g, 1099, ids, EST_H2_MAX_BODY_STREAMS), 0);
+    assert_int_equal(est_h2_guard_stalled(&s->g, 1100, ids, EST_H2_MAX_BODY_STREAMS), 1);
+    assert_int_equal(ids[0], 1);
+    assert_int_equal(est_h2_guard_stalled(&s->g, 1100, ids, EST_H2_MAX_BODY_STREAMS), 0); /* once */
+    assert_int_equal(s->g.body_total, 10);
+    assert_int_equal(est_h2_guard_stalled(&s->g, 1900, ids, EST_H2_MAX_BODY_STREAMS), 1);
+    assert_int_equal(ids[0], 3);
+    assert_int_equal(s->g.body_total, 0);
+    assert_false(est_h2_guard_has_bodies(&s->g));
+    /* a stream whose header block is still held is the header timeout's, not this one's */
+    assert_int_equal(sim_frame(s, 0x1, 0x0, 7, GET_BLOCK, sizeof(GET_BLOCK)), 0);
+    assert_int_equal(est_h2_guard_stalled(&s->g, 99999, ids, EST_H2_MAX_BODY_STREAMS), 0);
+    /* cap: at most `cap` reported per call, the rest on the next */
+    free(s);
+    s = sim_started(&lim);
+    for (uint32_t sid = 1; sid <= 9; sid += 2)
+        assert_int_equal(sim_frame(s, 0x1, 0x4, sid, GET_BLOCK, sizeof(GET_BLOCK)), 0);
+    assert_int_equal(est_h2_guard_stalled(&s->g, 5000, ids, 2), 2);
+    assert_int_equal(est_h2_guard_stalled(&s->g, 5000, ids, EST_H2_MAX_BODY_STREAMS), 3);
+    /* 0: no body timeout */
+    free(s);
+    lim.body_timeout_ms = 0;
+    s = sim_started(&lim);
+    assert_int_equal(sim_frame(s, 0x1, 0x4, 1, GET_BLOCK, sizeof(GET_BLOCK)), 0);
+    assert_int_equal(est_h2_guard_stalled(&s->g, 1u << 30, ids, EST_H2_MAX_BODY_STREAMS), 0);
+    free(s);
+}
+
+static void test_rst_and_ping_encoding(void **state)
+{
+    (void)state;
+    uint8_t out[32];
+    static const uint8_t rst[] = {0, 0, 4, 3, 0, 0, 0, 0, 5, 0, 0, 0, 8};
+    assert_int_equal(est_h2_encode_rst_stream(out, sizeof(out), 5, EST_H2_CANCEL), sizeof(rst));
+    assert_memory_equal(out, rst, sizeof(rst));
+    assert_int_equal(est_h2_encode_rst_stream(out, 12, 5, 8), 0);
+    static const uint8_t ping[] = {0, 0, 8, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    assert_int_equal(est_h2_encode_ping(out, sizeof(out)), sizeof(ping));
+    assert_memory_equal(out, ping, sizeof(ping));
+    assert_int_equal(est_h2_encode_ping(out, 16), 0);
+}
+
+/* RFC 9113 §8.1.1: content-length other than 0 on a request whose HEADERS ends the stream */
+static int cl_request(const uint8_t *fields, size_t n, uint8_t flags, uint32_t sid, sim_t *s)
+{
+    uint8_t block[64];
+    memcpy(block, GET_BLOCK, sizeof(GET_BLOCK));
+    memcpy(block + sizeof(GET_BLOCK), fields, n);
+    return sim_frame(s, 0x1, flags, sid, block, sizeof(GET_BLOCK) + n);
+}
+
+static void test_content_length_without_body(void **state)
+{
+    (void)state;
+    static const uint8_t raw3[] = {0x0f, 0x0d, 0x01, '3'};        /* name index 28, "3" */
+    static const uint8_t raw0[] = {0x0f, 0x0d, 0x02, '0', '0'};   /* "00" */
+    static const uint8_t huff0[] = {0x0f, 0x0d, 0x81, 0x07};      /* Huffman "0" */
+    static const uint8_t huff1[] = {0x0f, 0x0d, 0x81, 0x0f};      /* Huffman "1" (00001 + 111) */
+    static const uint8_t named[] = {0x00, 0x0e, 'c', 'o', 'n', 't', 'e', 'n', 't', '-', 'l', 'e', 'n', 'g', 't', 'h', 0x01, '7'};
+    static const uint8_t indexed[] = {0x5c, 0x01, '5'};           /* incremental indexing: entry 62 */
+    static const uint8_t ref62[] = {0xbe};
+    const struct {
+        const uint8_t *f;
+        size_t n;
+        int refused;
+    } cases[] = {{raw3, sizeof(raw3), 1}, {raw0, sizeof(raw0), 0}, {huff0, sizeof(huff0), 0},
+                 {huff1, sizeof(huff1), 1}, {named, sizeof(named), 1}};
+    for (size_t i = 0; i != sizeof(cases) / sizeof(cases[0]); ++i) {
+        sim_t *s = sim_started(NULL);
+        assert_int_equal(cl_request(cases[i].f, cases[i].n, 0x5, 1, s), cases[i].refused ? -1 : 0);
+        if (cases[i].refused) {
+            assert_int_equal(s->r.reason, EST_CLOSE_H2_PROTOCOL);
+            assert_int_equal(s->r.error_code, EST_H2_PROTOCOL_ERROR);
+        }
+        free(s);
+        s = sim_started(NULL); /* with a body to follow, libh2o compares the length itself */
+        assert_int_equal(cl_request(cases[i].f, cases[i].n, 0x4, 1, s), 0);
+        free(s);
+    }
+    /* through the dynamic table: indexed with a body, then referenced by a bodyless request */
+    sim_t *s = sim_started(NULL);
+    assert_int_equal(cl_request(indexed, sizeof(indexed), 0x4, 1, s), 0);
+    assert_int_equal(cl_request(ref62, sizeof(ref62), 0x5, 3, s), -1);
+    free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -566,6 +682,9 @@ int main(void)
         cmocka_unit_test(test_bad_frames),
         cmocka_unit_test(test_huffman_across_fragments),
         cmocka_unit_test(test_goaway_encoding),
+        cmocka_unit_test(test_body_timeout),
+        cmocka_unit_test(test_rst_and_ping_encoding),
+        cmocka_unit_test(test_content_length_without_body),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
