@@ -290,10 +290,13 @@ int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
     const est_route_conf_t *route = r->match->route;
     r->trace = est_observe_request_matched(rl, route); /* (admin) */
 
-    if (req->entity.base != NULL && req->entity.len > conf->max_request_body) {
+    /* a buffered body (HTTP/2, aggregating routes) is held to the route's own cap too; the front
+     * ends never buffer more than the top-level one (docs/configuration.md) */
+    uint64_t body_cap = route->max_request_body < conf->max_request_body ? route->max_request_body : conf->max_request_body;
+    if (req->entity.base != NULL && req->entity.len > body_cap) {
         char msg[128];
         snprintf(msg, sizeof(msg), "request body of %zu bytes is over the limit of %llu bytes", req->entity.len,
-                 (unsigned long long)conf->max_request_body);
+                 (unsigned long long)body_cap);
         req->http1_is_persistent = 0;
         est_send_error(req, 413, "request_too_large", msg, rid);
         return 0;

@@ -501,3 +501,31 @@ def test_continue_not_sent_when_the_backend_is_down(estuary):
             data += d
     assert data.startswith(b"HTTP/1.1 502 "), data[:300]
     assert b"100 Continue" not in data
+
+
+def test_aggregate_route_body_held_to_its_own_cap(estuary, backend):
+    """A buffered body (aggregating route) is held to the route's own max_request_body when it
+    is below the top-level one: 413 JSON and no backend call; a body within it is fanned out."""
+    from harness import json_reply
+    b = backend()
+    b.route("POST", "/a", json_reply({"a": 1}))
+    gw = estuary({
+        "max_request_body": "1MiB",
+        "upstreams": {"b": {"targets": [b.url]}},
+        "routes": [{"path": "/agg", "methods": ["POST"], "max_request_body": 1000,
+                    "backends": [{"upstream": "b", "path": "/a", "group": "a"}]}],
+    })
+    for size, status in ((2000, 413), (500, 200)):
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+        s.sendall(b"POST /agg HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data) < data.index(b"\r\n\r\n") + 4 + 10:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        assert data.startswith(b"HTTP/1.1 %d" % status), data[:200]
+        if status == 413:
+            assert b'"request_too_large"' in data
+    assert len(b.requests) == 1
