@@ -51,7 +51,6 @@ static int deliver(est_exchange_t *x, const char *bytes, size_t len, int final, 
 static void attempt_failed(est_exchange_t *x, est_uerr_t err, const char *msg);
 static void fail_after_head(est_exchange_t *x, est_uerr_t err, const char *msg);
 static void finish_error(est_exchange_t *x, est_uerr_t err, const char *msg);
-static void exchange_exit(est_exchange_t *x, int reusable);
 static int may_retry(est_exchange_t *x, est_uerr_t err, uint64_t *wait);
 
 est_exchange_t *est_exchange_start(est_upstream_t *u, const est_upstream_request_t *req, const est_exchange_cb_t *cb,
@@ -77,44 +76,6 @@ est_exchange_t *est_exchange_start(est_upstream_t *u, const est_upstream_request
     return x;
 }
 
-/* the user ends the exchange (cancel, socket stolen): freed now, or when its callback returns */
-static void finish_by_user(est_exchange_t *x)
-{
-    if (est_exchange_may_drain(x)) {
-        /* the connection and the exchange's pool slot go to the drain */
-        est_conn_t *c = x->preq.conn;
-        /* input bytes the decoder has passed but the user may still read (held, or being
-         * delivered: cancel from inside on_body) are consumed by the drain, from the loop */
-        size_t skip = x->held + x->delivering;
-        x->held = 0;
-        x->preq.conn = NULL;
-        x->preq._has_slot = 0;
-        est_drain_start(c, x->state == EST_X_BODY ? &x->body : NULL, x->is_head_method, skip);
-    }
-    exchange_exit(x, 0);
-}
-
-void est_exchange_cancel(est_exchange_t *x)
-{
-    if (x->dead || x->state == EST_X_DONE)
-        return; /* already ending (e.g. cancel from inside on_error) */
-    finish_by_user(x);
-}
-
-void est_exchange_pause(est_exchange_t *x)
-{
-    if (x->paused || x->state == EST_X_DONE)
-        return;
-    x->paused = 1;
-    if (x->state == EST_X_BODY && x->preq.conn != NULL) {
-        h2o_socket_read_stop(x->preq.conn->sock);
-        if (h2o_timeout_is_linked(&x->timer))
-            h2o_timeout_unlink(&x->timer);
-        if (h2o_timeout_is_linked(&x->defer_timer))
-            h2o_timeout_unlink(&x->defer_timer);
-    }
-}
-
 void est_exchange_resume(est_exchange_t *x)
 {
     if (!x->paused || x->state == EST_X_DONE || x->held != 0)
@@ -126,78 +87,14 @@ void est_exchange_resume(est_exchange_t *x)
     }
 }
 
-void est_exchange_hold(est_exchange_t *x)
-{
-    if (x->in_cb == 0 || x->state != EST_X_BODY || x->preq.conn == NULL)
-        return;
-    x->hold_requested = 1;
-    est_exchange_pause(x);
-}
-
-void est_exchange_release(est_exchange_t *x)
-{
-    if (x->held == 0 || x->state != EST_X_BODY || x->preq.conn == NULL)
-        return;
-    est_input_consume(&x->preq.conn->sock->input, x->held);
-    x->held = 0;
-    est_exchange_resume(x);
-}
-
-h2o_socket_t *est_exchange_steal_socket(est_exchange_t *x)
-{
-    if (x->state != EST_X_UPGRADED || x->preq.conn == NULL || x->dead)
-        return NULL;
-    est_conn_t *c = x->preq.conn;
-    h2o_socket_t *sock = c->sock;
-    h2o_socket_read_stop(sock);
-    sock->data = NULL;
-    c->sock = NULL;
-    x->u->stats.conns_open--;
-    x->preq.conn = NULL;
-    est_pool_close_conn(c); /* frees the struct only */
-    finish_by_user(x);
-    return sock;
-}
-
-/*
- * The one exit of an exchange: ends its attempt (the connection pooled when `reusable`) and
- * frees it, now or, when a user callback is running, as that callback returns (user_return).
- */
-static void exchange_exit(est_exchange_t *x, int reusable)
-{
-    est_exchange_end_attempt(x, reusable);
-    est_wheel_unlink(&x->wheel);
-    x->state = EST_X_DONE;
-    if (x->in_cb)
-        x->dead = 1;
-    else
-        est_exchange_free(x);
-}
-
-/* Every user callback runs between user_call and user_return; user_return is 1 when the
- * exchange ended meanwhile (cancelled, socket stolen): it is freed then, and gone. */
-static void user_call(est_exchange_t *x)
-{
-    x->in_cb++;
-}
-
-static int user_return(est_exchange_t *x)
-{
-    x->in_cb--;
-    if (!x->dead)
-        return 0;
-    est_exchange_free(x);
-    return 1;
-}
-
 static void finish_error(est_exchange_t *x, est_uerr_t err, const char *msg)
 {
     x->state = EST_X_DONE; /* a cancel from inside on_error does nothing */
     x->info.error = err;
-    user_call(x);
+    est_exchange_user_call(x);
     x->cb.on_error(x, x->data, err, msg);
-    if (!user_return(x))
-        exchange_exit(x, 0);
+    if (!est_exchange_user_return(x))
+        est_exchange_exit(x, 0);
 }
 
 /* ---------------------------------------------------------------- timers */
@@ -480,9 +377,9 @@ static void on_write_done(h2o_socket_t *sock, const char *err)
             x->body_started = 1;
             arm_wheel(x); /* the deadline pauses while the body streams */
         }
-        user_call(x);
+        est_exchange_user_call(x);
         x->cb.on_send_ready(x, x->data);
-        user_return(x);
+        est_exchange_user_return(x);
         return;
     }
     if (x->req->body_stream && x->req->deadline != 0 && x->deadline == x->req->deadline) {
@@ -491,9 +388,9 @@ static void on_write_done(h2o_socket_t *sock, const char *err)
         arm_wheel(x);
     }
     if (x->req->body_stream && x->cb.on_send_ready != NULL && x->state != EST_X_DONE) {
-        user_call(x); /* the final bytes are written: the caller may let them go */
+        est_exchange_user_call(x); /* the final bytes are written: the caller may let them go */
         x->cb.on_send_ready(x, x->data);
-        if (user_return(x))
+        if (est_exchange_user_return(x))
             return;
     }
     /* response_timeout counts from the moment the request was written */
@@ -628,24 +525,24 @@ static void on_head_read(h2o_socket_t *sock, const char *err)
         h2o_socket_read_stop(sock);
         x->state = EST_X_UPGRADED;
         arm_wheel(x);
-        user_call(x);
+        est_exchange_user_call(x);
         int rv = x->cb.on_head(x, x->data, status, headers, num_headers);
         free(copy);
-        if (!user_return(x) && rv != 0)
-            exchange_exit(x, 0);
+        if (!est_exchange_user_return(x) && rv != 0)
+            est_exchange_exit(x, 0);
         return;
     }
 
     x->state = EST_X_BODY;
     arm_wheel(x);
-    user_call(x);
+    est_exchange_user_call(x);
     x->in_head_cb = 1;
     int rv = x->cb.on_head(x, x->data, status, headers, num_headers);
     x->in_head_cb = 0;
-    if (user_return(x))
+    if (est_exchange_user_return(x))
         return;
     if (rv != 0) {
-        exchange_exit(x, 0);
+        est_exchange_exit(x, 0);
         return;
     }
     h2o_buffer_consume(&sock->input, r);
@@ -716,11 +613,11 @@ static int deliver(est_exchange_t *x, const char *bytes, size_t len, int final, 
     if (final && h2o_timeout_is_linked(&x->timer))
         h2o_timeout_unlink(&x->timer);
     x->hold_requested = 0;
-    user_call(x);
+    est_exchange_user_call(x);
     x->delivering = consume;
     int rv = x->cb.on_body(x, x->data, bytes, len, final);
     x->delivering = 0;
-    if (user_return(x))
+    if (est_exchange_user_return(x))
         return 1;
     if (x->hold_requested && !final && rv == 0) {
         /* est_exchange_hold: the caller keeps `bytes`; consumed at est_exchange_release */
@@ -736,11 +633,11 @@ static int deliver(est_exchange_t *x, const char *bytes, size_t len, int final, 
     if (final) {
         /* a write still pending (the server answered early) means the connection is not reusable,
          * and x->head_buf must not be freed under it */
-        exchange_exit(x, reusable && x->keepalive && rv == 0 && !x->write_pending && (!x->req->body_stream || x->body_done));
+        est_exchange_exit(x, reusable && x->keepalive && rv == 0 && !x->write_pending && (!x->req->body_stream || x->body_done));
         return 1;
     }
     if (rv != 0) {
-        exchange_exit(x, 0);
+        est_exchange_exit(x, 0);
         return 1;
     }
     return 0;

@@ -176,3 +176,17 @@ void est_exchange_link_timer(est_exchange_t *x, h2o_timeout_t *t, h2o_timeout_cb
     h2o_timeout_link(x->u->set->loop, t, &x->timer);
 }
 
+/*
+ * The one exit of an exchange: ends its attempt (the connection pooled when `reusable`) and
+ * frees it, now or, when a user callback is running, as that callback returns (est_exchange_user_return).
+ */
+void est_exchange_exit(est_exchange_t *x, int reusable)
+{
+    est_exchange_end_attempt(x, reusable);
+    est_wheel_unlink(&x->wheel);
+    x->state = EST_X_DONE;
+    if (x->in_cb)
+        x->dead = 1;
+    else
+        est_exchange_free(x);
+}

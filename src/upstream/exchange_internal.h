@@ -109,4 +109,27 @@ est_exchange_t *est_conn_exchange(est_conn_t *c);
 /* Consumes n input bytes in the middle of a body, keeping the buffer's memory (see exchange.c) */
 void est_input_consume(h2o_buffer_t **buf, size_t n);
 
+/*
+ * The one exit of an exchange: ends its attempt (the connection pooled when `reusable`) and
+ * frees it, now or, when a user callback is running, as that callback returns.
+ */
+void est_exchange_exit(est_exchange_t *x, int reusable);
+
+/* Every user callback runs between est_exchange_user_call and est_exchange_user_return; the
+ * latter is 1 when the exchange ended meanwhile (cancelled, socket stolen): it is freed then,
+ * and gone. */
+static inline void est_exchange_user_call(est_exchange_t *x)
+{
+    x->in_cb++;
+}
+
+static inline int est_exchange_user_return(est_exchange_t *x)
+{
+    x->in_cb--;
+    if (!x->dead)
+        return 0;
+    est_exchange_free(x);
+    return 1;
+}
+
 #endif
