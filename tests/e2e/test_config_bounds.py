@@ -45,7 +45,7 @@ def test_check_refuses_hostile_file_quickly(kind, tmp_path):
     took = time.monotonic() - start
     assert cp.returncode == 1, cp.stderr[-2000:]
     lines = [ln for ln in cp.stderr.splitlines() if ln.startswith(str(path) + ":")]
-    assert 1 <= len(lines) <= 101, len(lines)
+    assert len(lines) in range(1, 102), len(lines)  # at least one error, at most 100 + the cut line
     for ln in lines:
         assert LINE.match(ln), ln
         assert len(ln) < 2048, ln[:300]  # no message repeats the huge value or key whole
@@ -74,7 +74,7 @@ def test_sighup_onto_hostile_files_keeps_serving(backend, estuary, http, tmp_pat
                    what=f"the reload onto {kind} to fail")
         assert gw.running(), f"estuary exited ({gw.proc.poll()}) on a reload onto {kind}:\n{gw.stderr()[-3000:]}"
         logged = [ln for ln in gw.stderr()[before:].splitlines() if path + ":" in ln]
-        assert 1 <= len(logged) <= 101, (kind, len(logged))
+        assert len(logged) in range(1, 102), (kind, len(logged))
         r = http.get(gw.url("/r"))
         assert r.status == 200 and r.json() == {"from": "a"}, (kind, r.status, r.body)
         ms = parse_metrics(http.get(admin + "/metrics").text)
