@@ -33,4 +33,13 @@ int est_parse_decimal(const char *v, size_t len, uint64_t *out);
  */
 int est_parse_content_length(const char *v, size_t len, uint64_t *out);
 
+/* the value of one hex digit (either case), or -1 */
+static inline int est_hex_digit(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
 #endif

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/fieldvalue.h"
+
 typedef struct scanner {
     const char *s;
     size_t len, off;
@@ -102,24 +104,13 @@ static int add_entry(scanner_t *sc, unsigned kl, unsigned kc)
     return 0;
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int read_hex4(scanner_t *sc, unsigned *out)
 {
     unsigned v = 0;
     for (int i = 0; i < 4; i++) {
         if (sc->off >= sc->len)
             return -1;
-        int h = hexval(sc->s[sc->off]);
+        int h = est_hex_digit((unsigned char)sc->s[sc->off]);
         if (h < 0)
             return -1;
         v = v * 16 + (unsigned)h;

@@ -11,21 +11,12 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include "common/fieldvalue.h"
+
 struct st_est_apikeys_t {
     unsigned char (*digests)[32];
     size_t count;
 };
-
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* 1 and the digest in out when s is exactly 64 hex digits. */
 static int parse_hex_digest(const char *s, size_t len, unsigned char out[32])
@@ -33,7 +24,7 @@ static int parse_hex_digest(const char *s, size_t len, unsigned char out[32])
     if (len != 64)
         return 0;
     for (size_t i = 0; i < 32; i++) {
-        int hi = hexval((unsigned char)s[2 * i]), lo = hexval((unsigned char)s[2 * i + 1]);
+        int hi = est_hex_digit((unsigned char)s[2 * i]), lo = est_hex_digit((unsigned char)s[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return 0;
         out[i] = (unsigned char)(hi << 4 | lo);

@@ -29,17 +29,6 @@ static int is_field_char(unsigned char c)
     return c == '\t' || (c >= 0x20 && c != 0x7f);
 }
 
-static int hex_value(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int header_is(const struct phr_header *h, const char *name, size_t len)
 {
     return h->name_len == len && strncasecmp(h->name, name, len) == 0;
@@ -325,7 +314,7 @@ static est_h1_body_status_t read_chunked(est_h1_body_t *b, char *buf, size_t len
         unsigned char c = (unsigned char)buf[src];
         switch (b->_state) {
         case CH_SIZE: {
-            int v = hex_value(c);
+            int v = est_hex_digit(c);
             if (v >= 0) {
                 if (b->left > (UINT64_MAX >> 4) || ++b->_digits > MAX_SIZE_DIGITS)
                     return chunked_fail(err, "chunk size too large");
