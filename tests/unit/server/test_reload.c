@@ -13,25 +13,8 @@
 #include <string.h>
 
 #include "server/reload.h"
+#include "helpers.h"
 
-#define F "no-such-dir.est/t.json"
-
-static est_config_t *load(const char *upstreams, const char *listen)
-{
-    char text[4096];
-    snprintf(text, sizeof(text),
-             "{\"listen\": [%s], \"upstreams\": {%s},"
-             " \"routes\": [{\"path\": \"/a\", \"proxy\": {\"upstream\": \"u\"}}]}",
-             listen, upstreams);
-    est_errors_t errs = {0};
-    est_config_t *conf = est_config_load_buffer(F, text, strlen(text), &errs);
-    for (size_t i = 0; i < errs.count; i++)
-        print_error("unexpected: %s\n", errs.items[i]);
-    est_errors_clear(&errs);
-    if (conf == NULL)
-        fail_msg("config rejected: %s", text);
-    return conf;
-}
 
 #define U "\"u\": {\"targets\": [\"http://127.0.0.1:8001\"]}"
 #define LA "{\"host\": \"127.0.0.1\", \"port\": 8080}"
