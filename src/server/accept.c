@@ -71,9 +71,7 @@ static void accept_h2(void *data, h2o_socket_t *sock, struct timeval connected_a
         cc->is_h2 = 1;
     h2o_accept_ctx_t actx = {.ctx = &w->ctx, .hosts = w->server->h2oconf.hosts};
     /* libh2o's HTTP/2 server behind the frame guard (SPEC "HTTP/2 protections", docs/http2.md) */
-    est_h2_limits_t lim;
-    est_h2_limits_from_config(&lim, w->current->gen->conf);
-    est_h2_accept(&actx, sock, connected_at, &lim, &w->metrics.conns, cc != NULL ? &cc->inflight : NULL);
+    est_h2_accept(&actx, sock, connected_at, &w->h2_limits, &w->metrics.conns, cc != NULL ? &cc->inflight : NULL);
 }
 
 typedef struct st_handshake_t {
@@ -221,6 +219,7 @@ void est_accept_configure(est_worker_t *w, const est_config_t *conf)
     w->h1.send_timeout = est_worker_timeout(w, conf->client_send_timeout_ms);
     w->h1.idle_timeout = est_worker_timeout(w, conf->client_idle_timeout_ms);
     w->h1.max_request_body = conf->max_request_body;
+    est_h2_limits_from_config(&w->h2_limits, conf); /* once per config, not per connection */
 }
 
 /* est_h1_ctx_t.body_policy: proxy routes stream their request bodies (docs/streaming.md) */

@@ -17,6 +17,7 @@
 #include <h2o.h>
 #include "admin/metrics.h" /* est_worker_metrics_t, est_strbuf_t */
 #include "h1/conn.h"       /* est_h1_ctx_t */
+#include "h2/guard.h"      /* est_h2_limits_t */
 
 typedef struct est_server est_server_t;
 typedef struct est_worker est_worker_t;
@@ -96,6 +97,7 @@ struct est_worker {
     /* (accept.c) estuary's HTTP/1.1 layer for this worker's connections, and the descriptor
      * number above which accepting pauses */
     est_h1_ctx_t h1;
+    est_h2_limits_t h2_limits; /* HTTP/2 guard limits of the current config (est_accept_configure) */
     int fd_high_water;
     uint64_t accept_logged_at;
 };
