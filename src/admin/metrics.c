@@ -254,6 +254,9 @@ static void merge_route(est_route_metrics_t *dst, const est_route_metrics_t *src
         dst->buckets[b] += src->buckets[b];
     dst->duration_count += src->duration_count;
     dst->duration_sum += src->duration_sum;
+    for (size_t r = 0; r != EST_AUTH_REASON__COUNT; ++r)
+        dst->auth_rejected[r] += src->auth_rejected[r];
+    dst->rate_limited += src->rate_limited;
 }
 
 static void add_upstream(est_upstream_stats_t *d, const est_upstream_stats_t *s)
@@ -302,6 +305,37 @@ static void render_requests(est_strbuf_t *out, merged_route_t *routes, size_t nu
         const char *labels[] = {"route", routes[i].name, NULL};
         sample_u64(out, "estuary_request_duration_seconds_count", labels, m->duration_count);
     }
+    /* policy refusals: only the (route, reason) pairs that happened, so a config with no
+     * policy adds no series */
+    header(out, "estuary_auth_rejected_total", "counter",
+           "Requests refused by a route's auth policy (401, or 403 for a missing scope), by route and reason.");
+    for (size_t i = 0; i != num_routes; ++i)
+        for (size_t r = 0; r != EST_AUTH_REASON__COUNT; ++r)
+            if (routes[i].m.auth_rejected[r] != 0) {
+                const char *labels[] = {"route", routes[i].name, "reason", est_auth_reason_label((est_auth_reason_t)r), NULL};
+                sample_u64(out, "estuary_auth_rejected_total", labels, routes[i].m.auth_rejected[r]);
+            }
+    header(out, "estuary_rate_limited_total", "counter", "Requests refused with 429 by a route's rate limit, by route.");
+    for (size_t i = 0; i != num_routes; ++i)
+        if (routes[i].m.rate_limited != 0) {
+            const char *labels[] = {"route", routes[i].name, NULL};
+            sample_u64(out, "estuary_rate_limited_total", labels, routes[i].m.rate_limited);
+        }
+}
+
+const char *est_auth_reason_label(est_auth_reason_t r)
+{
+    static const char *const labels[EST_AUTH_REASON__COUNT] = {
+        "missing",       "malformed",     "too_large",     "alg_not_allowed", "crit_unsupported", "unknown_kid",
+        "key_mismatch",  "bad_signature", "expired",       "not_yet_valid",   "bad_issuer",       "bad_audience",
+        "bad_claims",    "invalid_api_key", "insufficient_scope", "no_keys",  "internal"};
+    return (unsigned)r < EST_AUTH_REASON__COUNT ? labels[r] : "internal";
+}
+
+const char *est_redis_result_label(est_redis_result_t r)
+{
+    static const char *const labels[EST_REDIS_RESULT__COUNT] = {"ok", "error", "timeout"};
+    return (unsigned)r < EST_REDIS_RESULT__COUNT ? labels[r] : "error";
 }
 
 static void render_upstreams(est_strbuf_t *out, merged_upstream_t *ups, size_t n)
@@ -381,6 +415,8 @@ void est_metrics_render(est_strbuf_t *out, const est_metrics_snapshot_t *snaps, 
         for (size_t r = 0; r != EST_CLOSE__COUNT; ++r)
             closed.closed[r] += s->conns.closed[r];
         closed.accept_paused += s->conns.accept_paused;
+        for (size_t r = 0; r != EST_REDIS_RESULT__COUNT; ++r)
+            closed.redis[r] += s->conns.redis[r];
     }
 
     render_requests(out, routes, num_routes);
@@ -407,6 +443,11 @@ void est_metrics_render(est_strbuf_t *out, const est_metrics_snapshot_t *snaps, 
     }
     header(out, "estuary_accept_paused_total", "counter", "Times accepting paused because file descriptors ran out.");
     sample_u64(out, "estuary_accept_paused_total", NULL, closed.accept_paused);
+    header(out, "estuary_redis_requests_total", "counter", "Rate-limit round trips to Redis, by result.");
+    for (size_t r = 0; r != EST_REDIS_RESULT__COUNT; ++r) {
+        const char *l[] = {"result", est_redis_result_label((est_redis_result_t)r), NULL};
+        sample_u64(out, "estuary_redis_requests_total", l, closed.redis[r]);
+    }
     header(out, "estuary_workers", "gauge", "Worker threads.");
     sample_u64(out, "estuary_workers", NULL, proc->workers);
     header(out, "estuary_workers_missing", "gauge", "Workers that did not answer this scrape within 1s (not counted above).");

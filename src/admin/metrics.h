@@ -34,12 +34,49 @@ typedef struct est_status_count {
     uint64_t count;
 } est_status_count_t;
 
+/*
+ * Why a route's policy refused a request (estuary_auth_rejected_total{route,reason}): the
+ * JWT reasons are est_jwt_strerror()'s tokens (policy/jwt.h), in the same order.
+ */
+typedef enum est_auth_reason {
+    EST_AUTH_REASON_MISSING = 0,      /* no credentials at all (401 realm="estuary") */
+    EST_AUTH_REASON_MALFORMED,        /* EST_JWT_MALFORMED ... */
+    EST_AUTH_REASON_TOO_LARGE,
+    EST_AUTH_REASON_ALG_NOT_ALLOWED,
+    EST_AUTH_REASON_CRIT_UNSUPPORTED,
+    EST_AUTH_REASON_UNKNOWN_KID,
+    EST_AUTH_REASON_KEY_MISMATCH,
+    EST_AUTH_REASON_BAD_SIGNATURE,
+    EST_AUTH_REASON_EXPIRED,
+    EST_AUTH_REASON_NOT_YET_VALID,
+    EST_AUTH_REASON_BAD_ISSUER,
+    EST_AUTH_REASON_BAD_AUDIENCE,
+    EST_AUTH_REASON_BAD_CLAIMS,       /* ... EST_JWT_BAD_CLAIMS */
+    EST_AUTH_REASON_INVALID_API_KEY,  /* an API key not in the policy's file */
+    EST_AUTH_REASON_INSUFFICIENT_SCOPE, /* 403: valid token without a required scope */
+    EST_AUTH_REASON_NO_KEYS,          /* the policy has no usable key set (JWKS never fetched) */
+    EST_AUTH_REASON_INTERNAL,
+    EST_AUTH_REASON__COUNT
+} est_auth_reason_t;
+const char *est_auth_reason_label(est_auth_reason_t r);
+
+/* estuary_redis_requests_total{result} */
+typedef enum est_redis_result {
+    EST_REDIS_RESULT_OK = 0,    /* answered */
+    EST_REDIS_RESULT_ERROR,     /* connection refused/lost, or an error reply */
+    EST_REDIS_RESULT_TIMEOUT,   /* no answer within redis.timeout */
+    EST_REDIS_RESULT__COUNT
+} est_redis_result_t;
+const char *est_redis_result_label(est_redis_result_t r);
+
 typedef struct est_route_metrics {
     est_status_count_t *counts; /* by (method, status), in first-seen order */
     size_t num_counts, cap_counts;
     uint64_t buckets[EST_METRICS_NUM_BUCKETS + 1]; /* per bucket (not cumulative); last = +Inf */
     uint64_t duration_count;
     double duration_sum; /* seconds */
+    uint64_t auth_rejected[EST_AUTH_REASON__COUNT]; /* policy refusals (401/403) by reason */
+    uint64_t rate_limited;                          /* 429s */
 } est_route_metrics_t;
 
 /*
@@ -70,6 +107,7 @@ const char *est_close_reason_label(est_close_reason_t r);
 typedef struct est_conn_counters {
     uint64_t closed[EST_CLOSE__COUNT];
     uint64_t accept_paused; /* accept backed off because descriptors ran out (EMFILE/ENFILE) */
+    uint64_t redis[EST_REDIS_RESULT__COUNT]; /* rate-limit round trips to Redis, by result */
 } est_conn_counters_t;
 
 /* Owned by one worker, touched only from its loop */

@@ -231,6 +231,8 @@ void est_config_free(est_config_t *conf)
         free(conf->listen[i].host);
         free(conf->listen[i].certificate_file);
         free(conf->listen[i].key_file);
+        free(conf->listen[i].tls_ciphers);
+        free(conf->listen[i].ocsp_file);
     }
     free(conf->listen);
     if (conf->admin != NULL)
@@ -264,6 +266,7 @@ void est_config_free(est_config_t *conf)
             free_backend(r->proxy);
         free(r->proxy);
     }
+    est_cv_free_policy(conf); /* the routes' policy keys too */
     free(conf->routes);
     json_decref(conf->json);
     free(conf->file);

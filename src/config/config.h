@@ -36,6 +36,10 @@ typedef struct est_listen_conf {
     int tls;                /* 1 when "tls" is present */
     char *certificate_file; /* resolved against the config file's folder; NULL without tls */
     char *key_file;
+    /* SPEC "Access control and traffic policy", TLS listeners (server/gen.c builds the SSL_CTX) */
+    int tls_min_version; /* "tls.min_version": TLS1_2_VERSION or TLS1_3_VERSION; 0 (absent) means TLS 1.2 */
+    char *tls_ciphers;   /* "tls.ciphers" (OpenSSL list for TLS 1.2), NULL: forward-secret AEAD only */
+    char *ocsp_file;     /* "tls.ocsp_file" (DER OCSP response, stapled), resolved; NULL when absent */
 } est_listen_conf_t;
 
 typedef struct est_dns_conf {
@@ -101,6 +105,87 @@ typedef struct est_backend_conf {
 
 typedef enum { EST_ON_ERROR_PARTIAL = 0, EST_ON_ERROR_FAIL } est_on_error_t;
 
+/* ---- SPEC "Access control and traffic policy" (config/schema_policy.c) ------------------- */
+
+typedef struct est_claim_header {
+    char *claim;  /* claim name */
+    char *header; /* request header it is copied into, lower-case */
+} est_claim_header_t;
+
+/* auth.jwt.NAME: exactly one of jwks_url, jwks_file, secret_file */
+typedef struct est_jwt_conf {
+    char *name;
+    size_t index;             /* position in est_config_t.jwt */
+    char *jwks_url;           /* as written, NULL unless the key set is fetched */
+    est_upstream_conf_t *jwks_upstream; /* jwks_url's origin as an upstream (SPEC upstream defaults), owned;
+                                         * NULL without jwks_url */
+    char *jwks_path;          /* jwks_url's path and query ("/.well-known/jwks.json"), owned */
+    char *jwks_file;          /* resolved path, or NULL */
+    char *secret_file;        /* resolved path, or NULL (raw key bytes, one trailing newline ignored) */
+    uint64_t jwks_refresh_ms; /* default 5m */
+    char *issuer;             /* NULL: "iss" not checked */
+    char **audience;          /* NULL/0: "aud" not checked */
+    size_t num_audience;
+    unsigned algorithms;      /* EST_JWA_* bits (policy/jwt.h); required, never empty */
+    uint64_t leeway_ms;       /* default 30s */
+    est_claim_header_t *forward_claims;
+    size_t num_forward_claims;
+} est_jwt_conf_t;
+
+/* auth.api_keys.NAME */
+typedef struct est_apikey_conf {
+    char *name;
+    size_t index;    /* position in est_config_t.api_keys */
+    char *header;    /* lower-case; default "x-api-key" */
+    char *keys_file; /* resolved path */
+} est_apikey_conf_t;
+
+typedef enum { EST_AUTH_JWT = 0, EST_AUTH_API_KEY } est_auth_kind_t;
+
+/* one entry of a route's "auth" list: a policy of either kind, by index */
+typedef struct est_auth_ref {
+    est_auth_kind_t kind;
+    size_t index; /* into est_config_t.jwt or est_config_t.api_keys */
+} est_auth_ref_t;
+
+typedef enum { EST_RL_KEY_CLIENT_IP = 0, EST_RL_KEY_HEADER, EST_RL_KEY_CLAIM, EST_RL_KEY_ROUTE } est_rl_key_kind_t;
+typedef enum { EST_RL_STORE_LOCAL = 0, EST_RL_STORE_REDIS } est_rl_store_t;
+
+/* rate_limits.NAME: GCRA, `rate` requests per `per`, `burst` extra (default: rate) */
+typedef struct est_rate_limit_conf {
+    char *name;
+    size_t index; /* position in est_config_t.rate_limits */
+    uint64_t rate;
+    uint64_t per_ms;
+    uint64_t burst;
+    est_rl_key_kind_t key_kind;
+    char *key_name; /* EST_RL_KEY_HEADER: the header, lower-case; EST_RL_KEY_CLAIM: the claim; else NULL */
+    est_rl_store_t store;
+} est_rate_limit_conf_t;
+
+/* "redis": the server that "store": "redis" rate limits share */
+typedef struct est_redis_conf {
+    char *host; /* IP literal or name */
+    uint16_t port;
+    uint64_t timeout_ms;  /* default 50ms */
+    int on_failure_deny;  /* "on_failure": "deny" (503) or "allow" (default) */
+} est_redis_conf_t;
+
+/* a route's "cors" */
+typedef struct est_cors_conf {
+    char **origins; /* exact origins ("https://app.example"), as written */
+    size_t num_origins;
+    int any_origin;   /* "origins": ["*"] (never together with credentials) */
+    unsigned methods; /* EST_METHOD_* bits allowed in a preflight; 0: the route's methods */
+    char **headers;   /* request headers allowed in a preflight, lower-case */
+    size_t num_headers;
+    char **expose_headers; /* Access-Control-Expose-Headers, as written */
+    size_t num_expose_headers;
+    int credentials;
+    uint64_t max_age_ms;
+    int has_max_age;
+} est_cors_conf_t;
+
 typedef struct est_route_conf {
     size_t index;
     char *path;       /* template */
@@ -115,6 +200,13 @@ typedef struct est_route_conf {
     est_backend_conf_t *backends; /* aggregating route: num_backends >= 1, proxy == NULL */
     size_t num_backends;
     est_backend_conf_t *proxy; /* proxy route: the one backend (no group/target/allow/...) */
+    /* policy (SPEC "Access control and traffic policy"); none set: the route is open */
+    est_auth_ref_t *auth; /* a request passes when any one accepts it */
+    size_t num_auth;
+    char **scopes; /* all required in the token's scope/scp (403 otherwise) */
+    size_t num_scopes;
+    est_rate_limit_conf_t *rate_limit; /* borrowed from est_config_t.rate_limits; NULL: none */
+    est_cors_conf_t *cors;             /* owned; NULL: none */
 } est_route_conf_t;
 
 typedef struct est_admin_conf {
@@ -143,6 +235,13 @@ typedef struct est_config {
     size_t num_upstreams;
     est_route_conf_t *routes; /* in file order */
     size_t num_routes;
+    est_jwt_conf_t *jwt; /* auth.jwt, in file order */
+    size_t num_jwt;
+    est_apikey_conf_t *api_keys; /* auth.api_keys, in file order */
+    size_t num_api_keys;
+    est_rate_limit_conf_t *rate_limits; /* in file order */
+    size_t num_rate_limits;
+    est_redis_conf_t *redis; /* NULL when absent */
     json_t *json; /* the parsed document, for GET /config (owned) */
 } est_config_t;
 

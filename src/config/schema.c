@@ -1,7 +1,8 @@
 /*
  * estuary - the schema of the config file (shared/SPEC.md, "Config file"), section by
  * section: the top level, listen, workers, admin, access_log and dns here; upstreams in
- * schema_upstreams.c, routes in schema_routes.c. Each section fills SPEC defaults first, then
+ * schema_upstreams.c, routes in schema_routes.c, auth/rate_limits/redis and the routes' policy
+ * keys in schema_policy.c. Each section fills SPEC defaults first, then
  * reads what the file sets, reporting every problem it finds.
  */
 #include "config/validate.h"
@@ -266,7 +267,7 @@ void est_cv_load_root(vctx_t *c, json_t *root)
 {
     static const char *const keys[] = {"listen", "workers", "shutdown_timeout", "max_request_body", "admin", "dns", "upstreams", "routes",
                                        "access_log", "client_header_timeout", "client_body_timeout", "client_send_timeout",
-                                       "client_idle_timeout", NULL};
+                                       "client_idle_timeout", "auth", "rate_limits", "redis", NULL};
     est_config_t *conf = c->conf;
 
     conf->shutdown_timeout_ms = 10000;
@@ -293,5 +294,6 @@ void est_cv_load_root(vctx_t *c, json_t *root)
     load_access_log(c, root);
     load_dns(c, root);
     est_cv_load_upstreams(c, root);
+    est_cv_load_policy(c, root); /* before the routes, which name its policies */
     est_cv_load_routes(c, root);
 }

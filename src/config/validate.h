@@ -123,5 +123,11 @@ void est_cv_load_root(vctx_t *c, json_t *root);
  * the routes come after the upstreams they name */
 void est_cv_load_upstreams(vctx_t *c, json_t *root);
 void est_cv_load_routes(vctx_t *c, json_t *root);
+/* schema_policy.c: "auth", "rate_limits", "redis" (before the routes); a route's "auth",
+ * "scopes", "rate_limit" and "cors" (from load_route, after its methods are known); and
+ * freeing what both allocated (from est_config_free) */
+void est_cv_load_policy(vctx_t *c, json_t *root);
+void est_cv_load_route_policy(vctx_t *c, json_t *route_obj, est_route_conf_t *r);
+void est_cv_free_policy(est_config_t *conf);
 
 #endif

@@ -24,6 +24,8 @@ typedef struct est_services {
     h2o_timeout_t *(*get_timeout)(struct est_services *svc, uint64_t ms);
     /* the worker's client-connection counters (admin/metrics.h: closed[reason]); may be NULL */
     struct est_conn_counters *conns;
+    /* the worker's metrics (admin/metrics.h), for the policy stages' counters; may be NULL */
+    struct est_worker_metrics *metrics;
 } est_services_t;
 
 /*

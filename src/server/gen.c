@@ -9,6 +9,7 @@
 #include <h2o.h>
 
 #include "common/log.h"
+#include "policy/gate.h"
 
 static int str_eq(const char *a, const char *b)
 {
@@ -44,6 +45,7 @@ static void gen_free(est_gen_t *gen)
         if (gen->listener_ssl[i] != NULL)
             SSL_CTX_free(gen->listener_ssl[i]); /* live TLS connections hold their own reference */
     free(gen->listener_ssl);
+    est_policy_gen_free(gen->policy);
     if (gen->router != NULL)
         est_router_destroy(gen->router);
     est_config_free(gen->conf);
@@ -70,6 +72,8 @@ est_gen_t *est_gen_create(est_config_t *conf, uint64_t id)
     for (size_t i = 0; i != conf->num_listen; ++i)
         if (conf->listen[i].tls && (gen->listener_ssl[i] = create_ssl_ctx(conf->listen + i)) == NULL)
             goto Error;
+    if ((gen->policy = est_policy_gen_create(conf)) == NULL) /* a policy file unreadable: the config is refused */
+        goto Error;
     return gen;
 Error:
     gen_free(gen);

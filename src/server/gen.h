@@ -26,6 +26,7 @@ typedef struct est_gen {
     est_config_t *conf;    /* owned */
     est_router_t *router;  /* owned, built from conf->routes */
     SSL_CTX **listener_ssl; /* per conf->listen entry, NULL for plain ones (owned, one reference each) */
+    struct est_policy_gen *policy; /* policy/gate.h: the policies, their files loaded */
 } est_gen_t;
 
 /*

@@ -17,6 +17,7 @@
 #include "proxy/proxy.h"
 #include "common/jsonutil.h"
 #include "h2/fields.h"
+#include "policy/gate.h"
 
 /* splitmix64: cheap, good enough to make request ids unique per process */
 static uint64_t next_random(uint64_t *s)
@@ -322,9 +323,10 @@ int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
                                    &r->fwd_headers, &r->num_fwd_headers);
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rid.base, rid.len);
 
-    if (route->proxy != NULL)
-        est_proxy_handle(r);
+    void (*dispatch)(est_request_t *) = route->proxy != NULL ? est_proxy_handle : est_aggregate_handle;
+    if (est_gate_needed(route))
+        est_gate_run(r, wg->policy, dispatch); /* CORS, auth, rate limit, then dispatch */
     else
-        est_aggregate_handle(r);
+        dispatch(r);
     return 0;
 }

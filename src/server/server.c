@@ -17,6 +17,7 @@
  * requests Connection: close, and wait for their connections to end, at most
  * shutdown_timeout (shared/LIBH2O-2.2.5.md §5).
  */
+#include "policy/gate.h"
 #include "server/server.h"
 #include "server/worker.h"
 #include "server/accept.h"
@@ -441,6 +442,7 @@ int est_server_run(est_config_t *conf)
         cut |= s.workers[w].drain_cut;
     if (cut)
         est_log_warn("drain cut by shutdown_timeout: %zu request(s) did not finish", (size_t)atomic_load(&s.cut_requests));
+    est_policy_shutdown(); /* the JWKS fetcher: no worker asks it any more */
     if (est_observe_server_stop(&s) != 0) { /* (admin) flushes the access log; -1: admin loop stuck */
         est_log_info("stopped");
         fflush(NULL);

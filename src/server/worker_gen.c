@@ -31,6 +31,12 @@ est_worker_gen_t *est_worker_gen_create(est_worker_t *w, est_gen_t *gen)
     wg->svc.upstreams = set;
     wg->svc.get_timeout = get_timeout;
     wg->svc.conns = &w->metrics.conns;
+    wg->svc.metrics = &w->metrics;
+    if ((wg->policy = est_policy_view_create(w->ctx.loop, gen->policy, &wg->svc, w->id)) == NULL) {
+        est_upstream_set_destroy(set);
+        free(wg);
+        return NULL;
+    }
     return wg;
 }
 
@@ -41,6 +47,7 @@ void est_worker_gen_retire(est_worker_gen_t *wg)
     if (h2o_timeout_is_linked(&wg->retire_timer))
         h2o_timeout_unlink(&wg->retire_timer);
     est_log_debug("worker %zu: configuration generation %llu released", wg->w->id, (unsigned long long)wg->gen->id);
+    est_policy_view_destroy(wg->policy); /* no request runs its gate any more */
     est_upstream_set_destroy(wg->upstreams); /* no exchange runs: every request on it is gone */
     est_gen_release(wg->gen);
     free(wg);
