@@ -42,8 +42,7 @@ void est_policy_gen_free(est_policy_gen_t *pg)
     free(pg);
 }
 
-est_policy_view_t *est_policy_view_create(h2o_loop_t *loop, const est_policy_gen_t *pg, est_services_t *svc,
-                                          size_t worker_id)
+est_policy_view_t *est_policy_view_create(h2o_loop_t *loop, const est_policy_gen_t *pg, est_services_t *svc, size_t worker_id)
 {
     est_policy_view_t *pv = calloc(1, sizeof(*pv));
     int failed = 0;

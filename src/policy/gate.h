@@ -61,8 +61,7 @@ est_policy_gen_t *est_policy_gen_create(const est_config_t *conf);
 void est_policy_gen_free(est_policy_gen_t *pg);
 
 /* The worker's view of `pg` (worker thread); NULL on failure (logged). `svc` outlives it. */
-est_policy_view_t *est_policy_view_create(h2o_loop_t *loop, const est_policy_gen_t *pg, est_services_t *svc,
-                                          size_t worker_id);
+est_policy_view_t *est_policy_view_create(h2o_loop_t *loop, const est_policy_gen_t *pg, est_services_t *svc, size_t worker_id);
 void est_policy_view_destroy(est_policy_view_t *pv);
 
 /* Ends process-wide policy state (the JWKS fetcher thread). Main thread, at exit, after the workers. */
@@ -84,8 +83,8 @@ typedef struct est_gate est_gate_t;
 struct est_gate {
     est_request_t *r;
     est_policy_view_t *view;
-    unsigned stage;                      /* the stage running or next to run */
-    void (*dispatch)(est_request_t *r);  /* the route's handler */
+    unsigned stage;                     /* the stage running or next to run */
+    void (*dispatch)(est_request_t *r); /* the route's handler */
     /* set by the auth stage when a JWT was accepted (borrowed; valid until the request is
      * disposed), for a rate limit keyed by claim:NAME */
     const json_t *claims;

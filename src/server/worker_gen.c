@@ -47,7 +47,7 @@ void est_worker_gen_retire(est_worker_gen_t *wg)
     if (h2o_timeout_is_linked(&wg->retire_timer))
         h2o_timeout_unlink(&wg->retire_timer);
     est_log_debug("worker %zu: configuration generation %llu released", wg->w->id, (unsigned long long)wg->gen->id);
-    est_policy_view_destroy(wg->policy); /* no request runs its gate any more */
+    est_policy_view_destroy(wg->policy);     /* no request runs its gate any more */
     est_upstream_set_destroy(wg->upstreams); /* no exchange runs: every request on it is gone */
     est_gen_release(wg->gen);
     free(wg);
