@@ -85,6 +85,7 @@ typedef struct est_request {
     size_t num_fwd_headers;
     uint64_t deadline;           /* h2o_now() + route timeout */
     est_request_trace_t *trace;  /* (admin) upstream exchanges for the access log; may be NULL */
+    h2o_iovec_t client_ip;       /* the peer's bare IP as text ("" when unknown), for client_ip rate-limit keys */
 } est_request_t;
 
 /*

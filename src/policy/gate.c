@@ -42,7 +42,8 @@ void est_policy_gen_free(est_policy_gen_t *pg)
     free(pg);
 }
 
-est_policy_view_t *est_policy_view_create(h2o_loop_t *loop, const est_policy_gen_t *pg, est_services_t *svc, size_t worker_id)
+est_policy_view_t *est_policy_view_create(h2o_loop_t *loop, h2o_multithread_queue_t *queue, struct est_dns *dns,
+                                          const est_policy_gen_t *pg, est_services_t *svc, size_t worker_id)
 {
     est_policy_view_t *pv = calloc(1, sizeof(*pv));
     int failed = 0;
@@ -53,6 +54,8 @@ est_policy_view_t *est_policy_view_create(h2o_loop_t *loop, const est_policy_gen
     pv->gen = pg;
     pv->svc = svc;
     pv->worker_id = worker_id;
+    pv->queue = queue;
+    pv->dns = dns;
     pv->auth = est_auth_view_create(pv, &failed);
     if (!failed)
         pv->rl = est_rl_view_create(pv, &failed);

@@ -49,8 +49,10 @@ typedef struct est_policy_view {
     h2o_loop_t *loop;
     const est_config_t *conf;
     const est_policy_gen_t *gen;
-    est_services_t *svc; /* the worker's services for this generation (timeouts, metrics) */
-    size_t worker_id;    /* 0-based */
+    est_services_t *svc;            /* the worker's services for this generation (timeouts, metrics) */
+    size_t worker_id;               /* 0-based */
+    h2o_multithread_queue_t *queue; /* the worker's queue, for receivers fed by other threads (JWKS fetcher) */
+    struct est_dns *dns;            /* the worker's resolver (upstream/dns.h), e.g. for the Redis address */
     est_auth_view_t *auth;
     est_rl_view_t *rl;
 } est_policy_view_t;
@@ -61,7 +63,8 @@ est_policy_gen_t *est_policy_gen_create(const est_config_t *conf);
 void est_policy_gen_free(est_policy_gen_t *pg);
 
 /* The worker's view of `pg` (worker thread); NULL on failure (logged). `svc` outlives it. */
-est_policy_view_t *est_policy_view_create(h2o_loop_t *loop, const est_policy_gen_t *pg, est_services_t *svc, size_t worker_id);
+est_policy_view_t *est_policy_view_create(h2o_loop_t *loop, h2o_multithread_queue_t *queue, struct est_dns *dns,
+                                          const est_policy_gen_t *pg, est_services_t *svc, size_t worker_id);
 void est_policy_view_destroy(est_policy_view_t *pv);
 
 /* Ends process-wide policy state (the JWKS fetcher thread). Main thread, at exit, after the workers. */
@@ -124,7 +127,7 @@ est_rl_gen_t *est_rl_gen_create(const est_config_t *conf, int *failed);
 void est_rl_gen_free(est_rl_gen_t *rg);
 est_rl_view_t *est_rl_view_create(est_policy_view_t *pv, int *failed);
 void est_rl_view_destroy(est_rl_view_t *rv);
-void est_auth_shutdown(void); /* process-wide JWKS fetcher */
+void est_auth_shutdown(void); /* process-wide JWKS fetcher (est_jwks_shutdown) */
 void est_rl_shutdown(void);   /* process-wide local buckets */
 
 #endif

@@ -38,9 +38,9 @@ typedef enum {
 
 typedef struct st_est_jwk_t {
     est_jwk_type_t type;
-    char *kid;  /* NULL when absent */
-    char *alg;  /* NULL when absent; when present, a token must use exactly this alg */
-    EVP_PKEY *pkey; /* asymmetric keys; NULL for EST_JWK_OCT */
+    char *kid;             /* NULL when absent */
+    char *alg;             /* NULL when absent; when present, a token must use exactly this alg */
+    EVP_PKEY *pkey;        /* asymmetric keys; NULL for EST_JWK_OCT */
     unsigned char *secret; /* EST_JWK_OCT only */
     size_t secret_len;
 } est_jwk_t;

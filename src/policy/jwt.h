@@ -56,8 +56,8 @@ typedef enum {
     EST_JWT_NOT_YET_VALID,
     EST_JWT_BAD_ISSUER,
     EST_JWT_BAD_AUDIENCE,
-    EST_JWT_BAD_CLAIMS,      /* exp/nbf not a number, exp required but missing */
-    EST_JWT_INTERNAL,        /* out of memory, OpenSSL failure */
+    EST_JWT_BAD_CLAIMS, /* exp/nbf not a number, exp required but missing */
+    EST_JWT_INTERNAL,   /* out of memory, OpenSSL failure */
 } est_jwt_result_t;
 
 /* A short stable token for 401 bodies and the `reason` label of metrics ("expired",
@@ -65,24 +65,23 @@ typedef enum {
 const char *est_jwt_strerror(est_jwt_result_t r);
 
 typedef struct st_est_jwt_policy_t {
-    unsigned algorithms;       /* EST_JWA_* bits; 0 accepts nothing */
-    const char *issuer;        /* NULL: "iss" not checked; else must equal exactly */
+    unsigned algorithms;          /* EST_JWA_* bits; 0 accepts nothing */
+    const char *issuer;           /* NULL: "iss" not checked; else must equal exactly */
     const char *const *audiences; /* NULL or num_audiences == 0: "aud" not checked */
     size_t num_audiences;
-    int64_t leeway;            /* seconds of clock skew tolerated on exp and nbf */
-    int require_exp;           /* a token without "exp" is refused (EST_JWT_BAD_CLAIMS) */
+    int64_t leeway;  /* seconds of clock skew tolerated on exp and nbf */
+    int require_exp; /* a token without "exp" is refused (EST_JWT_BAD_CLAIMS) */
 } est_jwt_policy_t;
 
 /* Verifies `token` (`len` bytes, not NUL-terminated) against `keys` (borrowed; NULL, no key set
  * yet, gives EST_JWT_UNKNOWN_KID) and `policy` at time `now` (seconds since the epoch). On EST_JWT_OK, *claims (when claims is not NULL) receives the
  * payload object, owned by the caller (json_decref), and *exp its "exp" (INT64_MAX when
  * absent). On failure *claims is left NULL. */
-est_jwt_result_t est_jwt_verify(const char *token, size_t len, const est_jwks_t *keys,
-                                const est_jwt_policy_t *policy, int64_t now, json_t **claims, int64_t *exp);
+est_jwt_result_t est_jwt_verify(const char *token, size_t len, const est_jwks_t *keys, const est_jwt_policy_t *policy, int64_t now,
+                                json_t **claims, int64_t *exp);
 
 /* The claim checks alone (exp, nbf with leeway; iss; aud), on a borrowed payload object. */
-est_jwt_result_t est_jwt_check_claims(const json_t *claims, const est_jwt_policy_t *policy, int64_t now,
-                                      int64_t *exp);
+est_jwt_result_t est_jwt_check_claims(const json_t *claims, const est_jwt_policy_t *policy, int64_t now, int64_t *exp);
 
 /* 1 when every one of `required` (num) scopes is granted by the claims: the "scope" claim (a
  * space-separated string, RFC 8693 §4.2) or the "scp" claim (an array of strings, or a

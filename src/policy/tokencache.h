@@ -39,8 +39,7 @@ const json_t *est_tokencache_get(est_tokencache_t *cache, const unsigned char ke
 /* Caches `claims` (the reference is STOLEN, also on failure) under `key` until min(exp,
  * now + max_ttl). Returns 0, or -1 when not cached (already expired, cost over max_bytes, no
  * memory). Replaces an entry of the same key. */
-int est_tokencache_put(est_tokencache_t *cache, const unsigned char key[32], json_t *claims, int64_t exp, int64_t now,
-                       size_t cost);
+int est_tokencache_put(est_tokencache_t *cache, const unsigned char key[32], json_t *claims, int64_t exp, int64_t now, size_t cost);
 
 /* Drops every entry (key set rotated, policy reloaded). */
 void est_tokencache_clear(est_tokencache_t *cache);

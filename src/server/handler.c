@@ -319,6 +319,7 @@ int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
     r->request_id = rid;
     r->method = method;
     r->deadline = h2o_now(w->ctx.loop) + route->timeout_ms;
+    r->client_ip = h2o_iovec_init(peer->remote + peer->ip_off, peer->ip_len);
     est_build_forward_headers_peer(req, rid, is_upgrade, h2o_iovec_init(peer->remote + peer->ip_off, peer->ip_len),
                                    &r->fwd_headers, &r->num_fwd_headers);
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rid.base, rid.len);

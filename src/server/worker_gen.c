@@ -32,7 +32,7 @@ est_worker_gen_t *est_worker_gen_create(est_worker_t *w, est_gen_t *gen)
     wg->svc.get_timeout = get_timeout;
     wg->svc.conns = &w->metrics.conns;
     wg->svc.metrics = &w->metrics;
-    if ((wg->policy = est_policy_view_create(w->ctx.loop, gen->policy, &wg->svc, w->id)) == NULL) {
+    if ((wg->policy = est_policy_view_create(w->ctx.loop, w->ctx.queue, w->dns, gen->policy, &wg->svc, w->id)) == NULL) {
         est_upstream_set_destroy(set);
         free(wg);
         return NULL;
