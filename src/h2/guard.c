@@ -387,10 +387,17 @@ static int table_lookup(const est_h2_guard_t *g, uint32_t index, uint64_t *name_
     return 0;
 }
 
-/* a literal name "content-length" (a Huffman-coded one is not recognised) */
+/* a literal name "content-length", as sent or Huffman-coded. RFC 7541 §5.2: padding is the
+ * most significant bits of EOS (all ones) and shorter than 8 bits, and rd_string refuses any
+ * other, so a string has exactly one Huffman coding: these 10 bytes (Appendix B). Upper-case
+ * names are malformed in HTTP/2 (RFC 9113 §8.2.1) and refused by libh2o. */
 static int peek_is_content_length(const str_peek_t *pk)
 {
-    return !pk->huffman && pk->wire_len == 14 && memcmp(pk->raw, "content-length", 14) == 0;
+    static const uint8_t huffman_content_length[10] = {0x21, 0xea, 0x49, 0x6a, 0x4a, 0xd4, 0x16, 0xa9, 0x93, 0x3f};
+    if (pk->huffman)
+        return pk->wire_len == sizeof(huffman_content_length) &&
+               memcmp(pk->raw, huffman_content_length, sizeof(huffman_content_length)) == 0;
+    return pk->wire_len == 14 && memcmp(pk->raw, "content-length", 14) == 0;
 }
 
 /* a value that is "0", "00", ... (Huffman: codes of '0' are 5 zero bits, then at most 7 one bits

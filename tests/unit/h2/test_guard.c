@@ -634,6 +634,10 @@ static void test_content_length_without_body(void **state)
     static const uint8_t huff0[] = {0x0f, 0x0d, 0x81, 0x07};      /* Huffman "0" */
     static const uint8_t huff1[] = {0x0f, 0x0d, 0x81, 0x0f};      /* Huffman "1" (00001 + 111) */
     static const uint8_t named[] = {0x00, 0x0e, 'c', 'o', 'n', 't', 'e', 'n', 't', '-', 'l', 'e', 'n', 'g', 't', 'h', 0x01, '7'};
+    /* the name Huffman-coded (RFC 7541 Appendix B), value "7" */
+    static const uint8_t huffname[] = {0x00, 0x8a, 0x21, 0xea, 0x49, 0x6a, 0x4a, 0xd4, 0x16, 0xa9, 0x93, 0x3f, 0x01, '7'};
+    /* the same name Huffman-coded with value "0": allowed */
+    static const uint8_t huffname0[] = {0x00, 0x8a, 0x21, 0xea, 0x49, 0x6a, 0x4a, 0xd4, 0x16, 0xa9, 0x93, 0x3f, 0x01, '0'};
     static const uint8_t indexed[] = {0x5c, 0x01, '5'};           /* incremental indexing: entry 62 */
     static const uint8_t ref62[] = {0xbe};
     const struct {
@@ -641,7 +645,8 @@ static void test_content_length_without_body(void **state)
         size_t n;
         int refused;
     } cases[] = {{raw3, sizeof(raw3), 1}, {raw0, sizeof(raw0), 0}, {huff0, sizeof(huff0), 0},
-                 {huff1, sizeof(huff1), 1}, {named, sizeof(named), 1}};
+                 {huff1, sizeof(huff1), 1}, {named, sizeof(named), 1}, {huffname, sizeof(huffname), 1},
+                 {huffname0, sizeof(huffname0), 0}};
     for (size_t i = 0; i != sizeof(cases) / sizeof(cases[0]); ++i) {
         sim_t *s = sim_started(NULL);
         assert_int_equal(cl_request(cases[i].f, cases[i].n, 0x5, 1, s), cases[i].refused ? -1 : 0);
