@@ -24,6 +24,9 @@
 #define SCRAPE_TIMEOUT_MS 1000
 #define STOP_TIMEOUT_MS 2000
 
+/* est_admin_t.rebind_fd: close the listener (the admin stays, dormant, until a rebind) */
+#define REBIND_CLOSE -2
+
 /* posted by the admin thread when it is done (one admin per process); see park() */
 static sem_t admin_finished;
 
@@ -371,11 +374,17 @@ static void park(void)
         pause();
 }
 
-/* (reload) swaps the listening socket; connections accepted on the old one finish normally */
+/* (reload) swaps the listening socket, or closes it (fd REBIND_CLOSE: the admin goes dormant);
+ * connections accepted on the old one finish normally */
 static void take_listener(est_admin_t *a, int fd)
 {
-    h2o_socket_read_stop(a->listener);
-    h2o_socket_close(a->listener);
+    if (a->listener != NULL) {
+        h2o_socket_read_stop(a->listener);
+        h2o_socket_close(a->listener);
+        a->listener = NULL;
+    }
+    if (fd < 0)
+        return;
     a->listener = h2o_evloop_socket_create(a->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
     a->listener->data = a;
     h2o_socket_read_start(a->listener, on_accept);
@@ -402,9 +411,7 @@ static void *admin_main(void *arg)
             take_listener(a, fd);
     }
 
-    h2o_socket_read_stop(a->listener);
-    h2o_socket_close(a->listener);
-    a->listener = NULL;
+    take_listener(a, REBIND_CLOSE);
     /* no h2o_context_request_shutdown: admin h1 connections close after each answer, and the
      * HTTP/2 graceful-shutdown timer it arms would add a second to every stop */
     uint64_t deadline = h2o_now(a->ctx.loop) + STOP_TIMEOUT_MS;
@@ -512,15 +519,27 @@ void est_admin_set_config(est_admin_t *a, const est_config_t *conf)
 
 int est_admin_rebind(est_admin_t *a, const est_admin_conf_t *c)
 {
-    int fd = open_listener(c);
-    if (fd == -1)
+    int fd = REBIND_CLOSE;
+    if (c != NULL && (fd = open_listener(c)) == -1)
         return -1;
     int old = atomic_exchange(&a->rebind_fd, fd);
-    if (old != -1)
+    if (old >= 0)
         close(old); /* an earlier rebind the admin thread had not taken yet */
     h2o_multithread_send_message(&a->wake_rx, NULL);
-    est_log_info("admin listening on http://%s:%u", c->host, c->port);
+    if (c != NULL)
+        est_log_info("admin listening on http://%s:%u", c->host, c->port);
+    else
+        est_log_info("admin listener closed");
     return 0;
+}
+
+void est_admin_set_counts(est_admin_t *a, uint64_t generation, uint64_t reloads_ok, uint64_t reloads_failed)
+{
+    if (a == NULL)
+        return;
+    atomic_store(&a->generation, generation);
+    atomic_store(&a->reloads_ok, reloads_ok);
+    atomic_store(&a->reloads_failed, reloads_failed);
 }
 
 int est_admin_stop(est_admin_t *a)
@@ -534,7 +553,7 @@ int est_admin_stop(est_admin_t *a)
     if (a->stop_failed)
         return -1; /* the loop still holds connections: leave it, the process exits */
     int fd = atomic_exchange(&a->rebind_fd, -1);
-    if (fd != -1)
+    if (fd >= 0)
         close(fd);
     pthread_barrier_destroy(&a->started);
     h2o_config_dispose(&a->h2oconf);

@@ -45,9 +45,13 @@ void est_admin_set_config(est_admin_t *a, const est_config_t *conf);
 /*
  * (reload, main thread) Moves the admin listener to `c`'s address: the new socket is opened
  * here (a bind error returns -1 and changes nothing) and the admin thread swaps it in on its
- * loop; connections already accepted finish normally.
+ * loop; connections already accepted finish normally. `c` NULL closes the listener: the
+ * admin thread stays, dormant, so that a later reload turning "admin" on again rebinds it
+ * (one admin thread per process, never restarted: see park()).
  */
 int est_admin_rebind(est_admin_t *a, const est_admin_conf_t *c);
+/* (reload) sets the counters of an admin started after the process did (generation, reloads) */
+void est_admin_set_counts(est_admin_t *a, uint64_t generation, uint64_t reloads_ok, uint64_t reloads_failed);
 int est_admin_stop(est_admin_t *a);
 
 /*

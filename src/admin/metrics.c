@@ -270,6 +270,9 @@ static void add_upstream(est_upstream_stats_t *d, const est_upstream_stats_t *s)
     d->conns_open += s->conns_open;
     d->conns_idle += s->conns_idle;
     d->queue_waits += s->queue_waits;
+    d->ejections += s->ejections;
+    d->retries_budget_exceeded += s->retries_budget_exceeded;
+    d->tls_resumed += s->tls_resumed;
 }
 
 static void render_requests(est_strbuf_t *out, merged_route_t *routes, size_t num_routes)
@@ -369,6 +372,12 @@ static void render_upstreams(est_strbuf_t *out, merged_upstream_t *ups, size_t n
                  conns_reused)
     PER_UPSTREAM("estuary_upstream_queue_waits_total", "counter",
                  "Requests that waited for a free connection slot (pool.max_connections reached).", queue_waits)
+    PER_UPSTREAM("estuary_upstream_ejections_total", "counter",
+                 "Addresses ejected by passive health checking (repeated connect failures).", ejections)
+    PER_UPSTREAM("estuary_upstream_retries_budget_exceeded_total", "counter",
+                 "Retries that retry.* allowed but the retry budget refused.", retries_budget_exceeded)
+    PER_UPSTREAM("estuary_upstream_tls_resumptions_total", "counter", "TLS handshakes to the upstream that resumed a session.",
+                 tls_resumed)
 #undef PER_UPSTREAM
 }
 

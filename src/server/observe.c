@@ -239,10 +239,21 @@ int est_observe_server_start(est_server_t *s)
             return -1;
         }
     }
-    if (conf->admin != NULL) {
-        est_admin_hooks_t hooks = {.data = s, .num_workers = s->num_workers, .request_snapshot = request_snapshot};
-        if ((s->admin = est_admin_start(conf, &hooks)) == NULL)
-            return -1;
+    if (conf->admin != NULL && est_observe_admin_start(s, conf) != 0)
+        return -1;
+    return 0;
+}
+
+int est_observe_admin_start(est_server_t *s, const est_config_t *conf)
+{
+    est_admin_hooks_t hooks = {.data = s, .num_workers = s->num_workers, .request_snapshot = request_snapshot};
+    if ((s->admin = est_admin_start(conf, &hooks)) == NULL)
+        return -1;
+    s->admin_at.host = strdup(conf->admin->host);
+    s->admin_at.port = conf->admin->port;
+    if (s->reloads_ok != 0 || s->reloads_failed != 0) { /* started by a reload: the server is ready */
+        est_admin_set_counts(s->admin, 1 + s->reloads_ok, s->reloads_ok, s->reloads_failed);
+        est_admin_set_ready(s->admin);
     }
     return 0;
 }
@@ -278,6 +289,8 @@ int est_observe_server_stop(est_server_t *s)
         ret = est_admin_stop(s->admin);
         s->admin = NULL;
     }
+    free(s->admin_at.host);
+    s->admin_at.host = NULL;
     est_accesslog_destroy(s->accesslog);
     s->accesslog = NULL;
     return ret;

@@ -28,6 +28,8 @@ const est_conn_peer_t *est_conn_peer(est_client_conn_t *cc, h2o_req_t *req);
 
 typedef struct est_reqlog est_reqlog_t;
 int est_observe_server_start(est_server_t *s);
+/* (main thread: start, or a reload turning "admin" on) starts the admin listener of conf->admin */
+int est_observe_admin_start(est_server_t *s, const est_config_t *conf);
 void est_observe_server_ready(est_server_t *s);
 void est_observe_server_draining(est_server_t *s);
 void est_observe_server_reopen_log(est_server_t *s);

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include "admin/admin.h"
+#include "server/observe.h"
 #include "common/log.h"
 #include "common/net.h"
 #include "upstream/dns.h"
@@ -55,8 +56,6 @@ static void warn_restart_only(est_server_t *s, const est_config_t *oc, const est
         est_log_warn("reload: \"workers\" changed (%u -> %u); takes effect at the next start", sc->workers, nc->workers);
     if (!est_dns_conf_equal(&oc->dns, &nc->dns))
         est_log_warn("reload: \"dns\" settings changed; they take effect at the next start (the resolver and its cache are kept)");
-    if (!est_admin_conf_equal(oc->admin, nc->admin) && (oc->admin == NULL || nc->admin == NULL))
-        est_log_warn("reload: \"admin\" was turned %s; takes effect at the next start", nc->admin != NULL ? "on" : "off");
     if (oc->access_log_off != nc->access_log_off || (oc->access_log == NULL) != (nc->access_log == NULL) ||
         (oc->access_log != NULL && strcmp(oc->access_log, nc->access_log) != 0))
         est_log_warn("reload: \"access_log\" changed; takes effect at the next start");
@@ -67,13 +66,40 @@ static void warn_restart_only(est_server_t *s, const est_config_t *oc, const est
                      s->h2oconf.max_request_entity_size);
 }
 
-/* a new admin address: the admin thread moves to it (a bind error keeps the old one) */
-static void apply_admin(est_server_t *s, const est_config_t *oc, const est_config_t *nc)
+/*
+ * SPEC "Reload and shutdown": the admin listener starts, moves or closes as the new config
+ * says. Compared with where it is actually bound (s->admin_at), not with the old config, so
+ * that a bind error, which keeps the old state, is tried again by the next reload.
+ */
+static void apply_admin(est_server_t *s, const est_config_t *nc)
 {
-    if (s->admin == NULL || oc->admin == NULL || nc->admin == NULL || est_admin_conf_equal(oc->admin, nc->admin))
+    est_admin_conf_t *at = s->admin_at.host != NULL ? &s->admin_at : NULL;
+    if (est_admin_conf_equal(at, nc->admin))
         return;
-    if (est_admin_rebind(s->admin, nc->admin) != 0)
-        est_log_warn("reload: the admin listener keeps its address %s:%u", oc->admin->host, oc->admin->port);
+    int ok;
+    if (nc->admin == NULL)
+        ok = est_admin_rebind(s->admin, NULL) == 0; /* the admin thread stays, dormant */
+    else if (s->admin == NULL)
+        ok = est_observe_admin_start(s, nc) == 0; /* turned on for the first time */
+    else
+        ok = est_admin_rebind(s->admin, nc->admin) == 0;
+    if (!ok) {
+        if (at != NULL)
+            est_log_warn("reload: the admin listener keeps its address %s:%u", at->host, at->port);
+        else
+            est_log_warn("reload: the admin listener stays off (its address could not be bound)");
+        return;
+    }
+    free(s->admin_at.host);
+    s->admin_at.host = nc->admin != NULL ? strdup(nc->admin->host) : NULL;
+    s->admin_at.port = nc->admin != NULL ? nc->admin->port : 0;
+}
+
+/* counts a reload for /metrics (kept here too: an admin started later takes the counts) */
+static void count_reload(est_server_t *s, int ok)
+{
+    ++*(ok ? &s->reloads_ok : &s->reloads_failed);
+    est_admin_count_reload(s->admin, ok);
 }
 
 void est_server_reload(est_server_t *s)
@@ -87,13 +113,13 @@ void est_server_reload(est_server_t *s)
             est_log_error("%s", errs.items[i]);
         est_errors_clear(&errs);
         est_log_error("reload failed: keeping configuration generation %llu", (unsigned long long)s->gen->id);
-        est_admin_count_reload(s->admin, 0);
+        count_reload(s, 0);
         return;
     }
     est_gen_t *gen = est_gen_create(conf, s->gen->id + 1);
     if (gen == NULL) {
         est_log_error("reload failed: keeping configuration generation %llu", (unsigned long long)s->gen->id);
-        est_admin_count_reload(s->admin, 0);
+        count_reload(s, 0);
         return;
     }
     const est_config_t *oc = s->gen->conf, *nc = gen->conf;
@@ -126,11 +152,10 @@ void est_server_reload(est_server_t *s)
         free(used);
         est_gen_release(gen);
         est_log_error("reload failed: keeping configuration generation %llu", (unsigned long long)s->gen->id);
-        est_admin_count_reload(s->admin, 0);
+        count_reload(s, 0);
         return;
     }
     warn_restart_only(s, oc, nc);
-    apply_admin(s, oc, nc);
     for (size_t j = 0; j != n; ++j)
         if (keep[j] < 0)
             est_log_info("listening on %s://%s:%u", nc->listen[j].tls ? "https" : "http", nc->listen[j].host, nc->listen[j].port);
@@ -153,7 +178,8 @@ void est_server_reload(est_server_t *s)
     free(keep);
     free(used);
     est_admin_set_config(s->admin, nc);
-    est_admin_count_reload(s->admin, 1);
+    count_reload(s, 1);
+    apply_admin(s, nc); /* after the count: an admin started now shows this generation */
     est_log_info("reloaded %s: configuration generation %llu, %zu route(s), %zu upstream(s), listeners: %zu kept, %zu added, "
                  "%zu removed",
                  file, (unsigned long long)gen->id, nc->num_routes, nc->num_upstreams, kept, added, removed);

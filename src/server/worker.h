@@ -114,7 +114,9 @@ struct est_server {
     atomic_int shutdown;
     pthread_barrier_t ready; /* workers + main: every worker can be woken */
     sem_t finished;          /* posted by each worker when its loop is torn down (or cut) */
-    est_admin_t *admin;         /* (observe.c) NULL when no admin listener is configured */
+    est_admin_t *admin;         /* (observe.c) NULL until an admin listener is configured (at start or by a reload) */
+    est_admin_conf_t admin_at;  /* (main thread) where the admin listener is bound; host NULL: not listening */
+    uint64_t reloads_ok, reloads_failed; /* (main thread) for an admin started by a reload */
     est_accesslog_t *accesslog; /* (observe.c) NULL when "access_log": "off" */
 };
 
