@@ -38,6 +38,7 @@ FORMATTED=(
   src/config/address.c
   src/config/config.c
   src/config/jsonpos.h
+  src/config/schema_policy.c
   src/config/schema_routes.c
   src/config/schema_upstreams.c
   src/config/values.c
@@ -56,6 +57,7 @@ FORMATTED=(
   tests/unit/common/test_method.c
   tests/unit/common/test_wheel.c
   tests/unit/config/test_access_log.c
+  tests/unit/config/test_policy.c
   tests/unit/proxy/test_body_policy.c
   tests/unit/server/test_reload.c
   tests/unit/server/test_worker_gen.c

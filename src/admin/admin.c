@@ -222,7 +222,7 @@ static int is_secret_key(const char *k)
     if (strcasecmp(k, "key_file") == 0)
         return 1;
     size_t n = strlen(k);
-    if (n >= 3 && strcasecmp(k + n - 3, "key") == 0)
+    if (n > 3 && strcasecmp(k + n - 3, "key") == 0) /* "api_key", "privatekey"; not a rate limit's "key" selector */
         return 1;
     for (size_t i = 0; words[i] != NULL; ++i)
         if (strcasestr(k, words[i]) != NULL)
@@ -257,7 +257,9 @@ json_t *est_admin_redact_config(const json_t *v)
         const char *k;
         json_t *child;
         json_object_foreach((json_t *)v, k, child) {
-            if (is_secret_key(k) && !json_is_object(child) && !json_is_array(child) && !json_is_null(child))
+            /* a boolean is a setting, never a secret ("credentials": true in a route's cors) */
+            if (is_secret_key(k) && !json_is_object(child) && !json_is_array(child) && !json_is_null(child) &&
+                !json_is_boolean(child))
                 json_object_set_new(o, k, json_string("<redacted>"));
             else
                 json_object_set_new(o, k, est_admin_redact_config(child));

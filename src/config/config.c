@@ -155,6 +155,7 @@ est_config_t *est_config_load_buffer(const char *file, const char *text, size_t 
         free(c.errors[i].msg);
     free(c.errors);
     free(c.ups_by_name);
+    json_decref(c.policy_names);
     free(c.ptr);
     free(c.disp);
     est_jsonpos_dispose(&c.pos);

@@ -48,6 +48,7 @@ typedef struct vctx {
     size_t dropped_errors; /* found past EST_CONFIG_MAX_ERRORS: counted, not kept */
     unsigned dropped_line, dropped_col; /* where the first of them is */
     est_upstream_conf_t **ups_by_name; /* conf->upstreams sorted by name, built on first lookup */
+    json_t *policy_names;              /* schema_policy.c: policy names -> indexes, for the routes */
     char short_bufs[4][224];           /* est_cv_short's results */
     unsigned short_next;
     est_config_t *conf;

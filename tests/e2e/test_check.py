@@ -28,12 +28,13 @@ def test_check_default_config():
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
 def test_check_examples(example, tmp_path, tls):
-    """Examples are copied beside generated TLS files (they reference tls/*.pem relatively)."""
+    """Examples are copied beside generated TLS files and the example keys (relative paths)."""
     d = tmp_path / "conf"
     (d / "tls").mkdir(parents=True)
     shutil.copy(tls.server_cert, d / "tls" / "cert.pem")
     shutil.copy(tls.server_key, d / "tls" / "key.pem")
     shutil.copy(tls.ca_cert, d / "tls" / "ca.pem")
+    shutil.copytree(example.parent / "keys", d / "keys")  # key files of the policy example
     target = d / example.name
     shutil.copy(example, target)
     cp = run_estuary(["--check", "-c", example.name], cwd=d)

@@ -6,7 +6,9 @@ from test_admin import admin_config, admin_started, metric, parse_metrics
 
 
 def scrape(http, admin):
-    return parse_metrics(http.get(admin + "/metrics").body.decode())
+    """A scrape every worker answered (under load one may miss the admin's 1 s window)."""
+    return wait_until(lambda: (lambda m: m if metric(m, "estuary_workers_missing") == 0 else None)(
+        parse_metrics(http.get(admin + "/metrics").body.decode())), timeout=10, what="a complete scrape")
 
 
 def test_pool_metrics_move(backend, estuary, http):

@@ -158,14 +158,15 @@ static void test_redact(void **state)
     json_error_t err;
     json_t *in = json_loads("{\"listen\":[{\"port\":1,\"tls\":{\"certificate_file\":\"c.pem\",\"key_file\":\"k.pem\"}}],"
                             "\"x\":{\"client_secret\":\"s\",\"Password\":\"p\",\"api_key\":\"k\",\"token\":3,"
-                            "\"keys\":{\"a\":1},\"url\":\"https://u:p@h:1/x@y\",\"plain\":\"http://h/a@b\"}}",
+                            "\"keys\":{\"a\":1},\"url\":\"https://u:p@h:1/x@y\",\"plain\":\"http://h/a@b\","
+                            "\"key\":\"client_ip\",\"credentials\":true,\"credential\":\"c\"}}",
                             0, &err);
     assert_non_null(in);
     json_t *out = est_admin_redact_config(in);
     char *s = json_dumps(out, JSON_COMPACT | JSON_SORT_KEYS);
     assert_string_equal(s, "{\"listen\":[{\"port\":1,\"tls\":{\"certificate_file\":\"c.pem\",\"key_file\":\"<redacted>\"}}],"
                            "\"x\":{\"Password\":\"<redacted>\",\"api_key\":\"<redacted>\",\"client_secret\":\"<redacted>\","
-                           "\"keys\":{\"a\":1},\"plain\":\"http://h/a@b\",\"token\":\"<redacted>\","
+                           "\"credential\":\"<redacted>\",\"credentials\":true,\"key\":\"client_ip\",\"keys\":{\"a\":1},\"plain\":\"http://h/a@b\",\"token\":\"<redacted>\","
                            "\"url\":\"https://<redacted>@h:1/x@y\"}}");
     free(s);
     /* the input is untouched */
