@@ -51,6 +51,8 @@ FORMATTED=(
   src/server/reload.c
   src/server/reload.h
   src/server/server.h
+  src/server/tls.c
+  src/server/tls.h
   src/server/worker_gen.c
   src/server/worker_gen.h
   tests/unit/common/test_fieldvalue.c
@@ -60,6 +62,7 @@ FORMATTED=(
   tests/unit/config/test_policy.c
   tests/unit/proxy/test_body_policy.c
   tests/unit/server/test_reload.c
+  tests/unit/server/test_tls.c
   tests/unit/server/test_worker_gen.c
 )
 

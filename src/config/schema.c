@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #define MAX_WORKERS 256
 
@@ -87,10 +89,81 @@ static void check_listen_clashes(vctx_t *c, const unsigned *lines)
     free(order);
 }
 
+/*
+ * 1 when `list` is a cipher string OpenSSL accepts for TLS 1.2 and it keeps at least one
+ * forward-secret AEAD suite (ECDHE key exchange, GCM/CCM/ChaCha20-Poly1305): tried on a scratch
+ * SSL_CTX, as the listener's SSL_CTX will use it. Otherwise 0 with the reason in `why`.
+ * OpenSSL skips unknown words of a list, so a list is only refused when nothing usable is left.
+ */
+static int check_tls_ciphers(const char *list, char *why, size_t why_size)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    int ok = 0;
+    if (ctx == NULL) {
+        snprintf(why, why_size, "cannot create an SSL_CTX to try it");
+    } else if (SSL_CTX_set_cipher_list(ctx, list) != 1) {
+        snprintf(why, why_size, "OpenSSL matches no TLS 1.2 cipher suite with it");
+    } else {
+        STACK_OF(SSL_CIPHER) *sk = SSL_CTX_get_ciphers(ctx); /* TLS 1.2 list, then the TLS 1.3 suites */
+        for (int i = 0; !ok && i < sk_SSL_CIPHER_num(sk); i++) {
+            const SSL_CIPHER *ci = sk_SSL_CIPHER_value(sk, i);
+            ok = SSL_CIPHER_get_kx_nid(ci) == NID_kx_ecdhe && SSL_CIPHER_is_aead(ci);
+        }
+        if (!ok)
+            snprintf(why, why_size, "it leaves no forward-secret AEAD suite (ECDHE with AES-GCM or ChaCha20-Poly1305)");
+    }
+    ERR_clear_error();
+    SSL_CTX_free(ctx);
+    return ok;
+}
+
+/* the "tls" object of a listener (the path is at "tls") */
+static void load_listen_tls(vctx_t *c, json_t *tls, est_listen_conf_t *l)
+{
+    static const char *const keys[] = {"certificate_file", "key_file", "min_version", "ciphers", "ocsp_file", NULL};
+    const char *s;
+
+    est_cv_check_keys(c, tls, keys);
+    for (int k = 0; k < 2; k++) {
+        const char *key = keys[k];
+        if (est_cv_get_string(c, tls, key, &s) > 0) {
+            est_cv_push_key(c, key);
+            char *r = est_cv_check_file(c, s);
+            est_cv_pop(c);
+            *(k == 0 ? &l->certificate_file : &l->key_file) = r;
+        } else if (json_object_get(tls, key) == NULL) {
+            est_cv_err_val(c, "missing \"%s\"", key);
+        }
+    }
+    l->tls_min_version = TLS1_2_VERSION;
+    if (est_cv_get_string(c, tls, "min_version", &s) > 0) {
+        if (strcmp(s, "1.3") == 0) {
+            l->tls_min_version = TLS1_3_VERSION;
+        } else if (strcmp(s, "1.2") != 0) {
+            est_cv_push_key(c, "min_version");
+            est_cv_err_val(c, "expected \"1.2\" or \"1.3\", got \"%s\"", est_cv_short(c, s));
+            est_cv_pop(c);
+        }
+    }
+    if (est_cv_get_string(c, tls, "ciphers", &s) > 0) {
+        char why[160];
+        est_cv_push_key(c, "ciphers");
+        if (check_tls_ciphers(s, why, sizeof(why)))
+            l->tls_ciphers = est_cv_xstrdup(s);
+        else
+            est_cv_err_val(c, "\"%s\" is not a usable OpenSSL cipher list: %s", est_cv_short(c, s), why);
+        est_cv_pop(c);
+    }
+    if (est_cv_get_string(c, tls, "ocsp_file", &s) > 0) {
+        est_cv_push_key(c, "ocsp_file");
+        l->ocsp_file = est_cv_check_file(c, s);
+        est_cv_pop(c);
+    }
+}
+
 static void load_listen(vctx_t *c, json_t *root)
 {
     static const char *const keys[] = {"host", "port", "tls", NULL};
-    static const char *const tls_keys[] = {"certificate_file", "key_file", NULL};
     est_config_t *conf = c->conf;
     json_t *arr = json_object_get(root, "listen");
 
@@ -124,21 +197,9 @@ static void load_listen(vctx_t *c, json_t *root)
             est_cv_check_keys(c, o, keys);
             load_address(c, o, "0.0.0.0", &l->host, &l->port);
             if ((tls = est_cv_get_typed(c, o, "tls", JSON_OBJECT)) != NULL) {
-                const char *f;
                 l->tls = 1;
                 est_cv_push_key(c, "tls");
-                est_cv_check_keys(c, tls, tls_keys);
-                for (int k = 0; k < 2; k++) {
-                    const char *key = tls_keys[k];
-                    if (est_cv_get_string(c, tls, key, &f) > 0) {
-                        est_cv_push_key(c, key);
-                        char *r = est_cv_check_file(c, f);
-                        est_cv_pop(c);
-                        *(k == 0 ? &l->certificate_file : &l->key_file) = r;
-                    } else if (json_object_get(tls, key) == NULL) {
-                        est_cv_err_val(c, "missing \"%s\"", key);
-                    }
-                }
+                load_listen_tls(c, tls, l);
                 est_cv_pop(c);
             }
             est_cv_pop(c);

@@ -5,38 +5,17 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <openssl/err.h>
 #include <h2o.h>
 
 #include "common/log.h"
 #include "policy/gate.h"
+#include "server/tls.h"
 
 static int str_eq(const char *a, const char *b)
 {
     if (a == NULL || b == NULL)
         return a == b;
     return strcmp(a, b) == 0;
-}
-
-static SSL_CTX *create_ssl_ctx(const est_listen_conf_t *l)
-{
-    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-    if (ctx == NULL)
-        return NULL;
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
-    if (SSL_CTX_use_certificate_chain_file(ctx, l->certificate_file) != 1 ||
-        SSL_CTX_use_PrivateKey_file(ctx, l->key_file, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
-        char buf[256];
-        ERR_error_string_n(ERR_get_error(), buf, sizeof(buf));
-        ERR_clear_error();
-        est_log_error("listen %s:%u: cannot load certificate %s / key %s: %s", l->host, l->port, l->certificate_file,
-                      l->key_file, buf);
-        SSL_CTX_free(ctx);
-        return NULL;
-    }
-    h2o_ssl_register_alpn_protocols(ctx, h2o_alpn_protocols);
-    return ctx;
 }
 
 static void gen_free(est_gen_t *gen)
@@ -70,7 +49,7 @@ est_gen_t *est_gen_create(est_config_t *conf, uint64_t id)
     if ((gen->listener_ssl = calloc(conf->num_listen ? conf->num_listen : 1, sizeof(*gen->listener_ssl))) == NULL)
         goto Error;
     for (size_t i = 0; i != conf->num_listen; ++i)
-        if (conf->listen[i].tls && (gen->listener_ssl[i] = create_ssl_ctx(conf->listen + i)) == NULL)
+        if (conf->listen[i].tls && (gen->listener_ssl[i] = est_tls_server_ctx_create(conf->listen + i)) == NULL)
             goto Error;
     if ((gen->policy = est_policy_gen_create(conf)) == NULL) /* a policy file unreadable: the config is refused */
         goto Error;
@@ -119,6 +98,10 @@ int est_upstream_conf_equal(const est_upstream_conf_t *a, const est_upstream_con
            str_eq(a->tls.server_name, b->tls.server_name);
 }
 
+/* The TLS policy (tls_min_version, tls_ciphers, ocsp_file) is not compared on purpose: a kept
+ * listener takes the new generation's SSL_CTX anyway (server.c, apply_reload), so a reload
+ * applies a policy change, or a renewed OCSP response, without closing the socket and dropping
+ * the connections queued on it. */
 int est_listen_conf_equal(const est_listen_conf_t *a, const est_listen_conf_t *b)
 {
     return str_eq(a->host, b->host) && a->port == b->port && a->tls == b->tls &&
