@@ -45,6 +45,8 @@ FORMATTED=(
   src/h1/chunked.c
   src/h1/parse.c
   src/h1/parse_internal.h
+  src/policy/cors.c
+  src/policy/cors.h
   src/server/accept.h
   src/server/handler.h
   src/server/observe.h

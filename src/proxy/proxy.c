@@ -349,6 +349,7 @@ static int on_head(est_exchange_t *x, void *data, int status, const struct phr_h
     req->res.status = status;
     req->res.reason = est_status_reason(status);
     int is_upgrade = status == 101 && p->ureq.want_upgrade;
+    size_t own_headers = req->res.headers.size; /* ours (CORS, rate limit, request id): kept on an error */
     for (size_t i = 0; i != num_headers; ++i) {
         const struct phr_header *h = headers + i;
         /* lower-cased on the stack for the token lookup; the reply's bytes die when on_head
@@ -370,6 +371,10 @@ static int on_head(est_exchange_t *x, void *data, int status, const struct phr_h
         default:
             break;
         }
+        /* on a route with "cors" estuary answers CORS (policy/cors.c): a backend's own
+         * Access-Control-* would make two Allow-Origin values, which browsers refuse */
+        if (p->r->route->cors != NULL && name.len > 15 && memcmp(name.base, "access-control-", 15) == 0)
+            continue;
         h2o_iovec_t value = h2o_strdup(&req->pool, h->value, h->value_len);
         if (t != NULL) {
             h2o_add_header(&req->pool, &req->res.headers, t, NULL, value.base, value.len);
@@ -383,7 +388,7 @@ static int on_head(est_exchange_t *x, void *data, int status, const struct phr_h
         h2o_socket_t *upstream = est_exchange_steal_socket(x);
         if (upstream == NULL) { /* cannot happen on a fresh 101; never hand h2o a NULL socket */
             p->x = NULL;
-            memset(&req->res.headers, 0, sizeof(req->res.headers));
+            req->res.headers.size = own_headers; /* the upstream's headers go, ours stay */
             est_send_error(req, 502, "upstream_unavailable", "the upstream's upgraded connection is gone", p->r->request_id);
             return -1;
         }

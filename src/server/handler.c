@@ -17,6 +17,7 @@
 #include "proxy/proxy.h"
 #include "common/jsonutil.h"
 #include "h2/fields.h"
+#include "policy/cors.h"
 #include "policy/gate.h"
 
 /* splitmix64: cheap, good enough to make request ids unique per process */
@@ -278,9 +279,18 @@ int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
     case EST_ROUTER_FOUND:
         r->match = memcpy(h2o_mem_alloc_pool(&req->pool, est_match_size(&match)), &match, est_match_size(&match));
         break;
-    case EST_ROUTER_METHOD_NOT_ALLOWED:
+    case EST_ROUTER_METHOD_NOT_ALLOWED: {
+        /* a CORS preflight where no route lists OPTIONS: answered for the route the actual
+         * request would reach, when that route has "cors" (policy/cors.h) */
+        const est_route_conf_t *cors_route = est_cors_preflight_route(req, router, path, (size_t)norm_len);
+        if (cors_route != NULL) {
+            est_observe_request_matched(rl, cors_route);
+            est_cors_answer_preflight(req, cors_route, rid);
+            return 0;
+        }
         send_method_not_allowed(req, match.allowed, rid);
         return 0;
+    }
     default: {
         char msg[160];
         snprintf(msg, sizeof(msg), "no route matches %.*s", (int)(norm_len < 100 ? norm_len : 100), path);
@@ -299,11 +309,15 @@ int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
         snprintf(msg, sizeof(msg), "request body of %zu bytes is over the limit of %llu bytes", req->entity.len,
                  (unsigned long long)body_cap);
         req->http1_is_persistent = 0;
+        if (route->cors != NULL) /* every reply of a cors route carries CORS (SPEC), before the gate too */
+            est_cors_add_headers(req, route->cors);
         est_send_error(req, 413, "request_too_large", msg, rid);
         return 0;
     }
     int is_upgrade = req->upgrade.base != NULL && req->version < 0x200;
     if (is_upgrade && !(route->websocket && route->proxy != NULL)) {
+        if (route->cors != NULL)
+            est_cors_add_headers(req, route->cors);
         est_send_error(req, 400, "upgrade_not_allowed", "this route does not allow protocol upgrades", rid);
         return 0;
     }
