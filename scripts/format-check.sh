@@ -47,6 +47,13 @@ FORMATTED=(
   src/h1/parse_internal.h
   src/policy/cors.c
   src/policy/cors.h
+  src/policy/gcra.c
+  src/policy/ratelimit.c
+  src/policy/redis.c
+  src/policy/redis_resp.c
+  src/policy/redis_resp.h
+  src/policy/rlstore.c
+  src/policy/rlstore.h
   src/server/accept.h
   src/server/handler.h
   src/server/observe.h
@@ -57,11 +64,16 @@ FORMATTED=(
   src/server/tls.h
   src/server/worker_gen.c
   src/server/worker_gen.h
+  tests/fuzz/fuzz_resp.c
   tests/unit/common/test_fieldvalue.c
   tests/unit/common/test_method.c
   tests/unit/common/test_wheel.c
   tests/unit/config/test_access_log.c
   tests/unit/config/test_policy.c
+  tests/unit/policy/test_gcra.c
+  tests/unit/policy/test_redis.c
+  tests/unit/policy/test_resp.c
+  tests/unit/policy/test_rlstore.c
   tests/unit/proxy/test_body_policy.c
   tests/unit/server/test_reload.c
   tests/unit/server/test_tls.c

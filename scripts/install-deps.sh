@@ -10,7 +10,7 @@ PACKAGES=(
   python3-pytest python3-aiohttp python3-dnslib python3-yaml
   curl openssl nghttp2-client ca-certificates
   clang clang-format-14 libclang-rt-14-dev python3-h2 python3-hyperframe python3-hpack util-linux
-  python3-jwt python3-cryptography
+  python3-jwt python3-cryptography redis-server
 )
 
 missing=()

@@ -19,9 +19,12 @@ typedef struct est_redis_call est_redis_call_t;
 struct est_dns;
 struct est_policy_view;
 
-/* A client for `conf` on the worker's loop; connects lazily, reconnects with backoff. */
+/* A client for `conf` on the worker's loop; connects lazily, reconnects with backoff. `conf`
+ * is borrowed and must outlive the client. */
 est_redis_client_t *est_redis_client_create(struct est_policy_view *pv, const est_redis_conf_t *conf);
-void est_redis_client_destroy(est_redis_client_t *c); /* pending calls are answered as failures first */
+/* Pending calls are answered as failures first (their cbs run inside this call); not from
+ * inside an est_redis_gcra_cb. The socket it closes is freed by the loop's next run. */
+void est_redis_client_destroy(est_redis_client_t *c);
 
 /* cb's ok: 1 = Redis answered (*res filled), 0 = no answer within conf->timeout_ms, not
  * connected, or an error reply (on_failure decides). Counts estuary_redis_requests_total. */
@@ -32,7 +35,8 @@ typedef void (*est_redis_gcra_cb)(void *data, int ok, const est_gcra_result_t *r
  * treat as a failure now. */
 est_redis_call_t *est_redis_gcra(est_redis_client_t *c, const char *key, size_t key_len, const est_gcra_params_t *p,
                                  est_redis_gcra_cb cb, void *data);
-/* the request went away: cb will not be called */
+/* the request went away: cb will not be called. Only before cb has run (the handle is dead
+ * once cb is called); NULL is ignored. */
 void est_redis_call_cancel(est_redis_call_t *call);
 
 #endif
