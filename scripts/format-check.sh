@@ -45,9 +45,14 @@ FORMATTED=(
   src/h1/chunked.c
   src/h1/parse.c
   src/h1/parse_internal.h
+  src/policy/auth.c
+  src/policy/auth_internal.h
   src/policy/cors.c
   src/policy/cors.h
   src/policy/gcra.c
+  src/policy/jwks.c
+  src/policy/jwks.h
+  src/policy/jwks_rules.h
   src/policy/ratelimit.c
   src/policy/redis.c
   src/policy/redis_resp.c
@@ -70,7 +75,10 @@ FORMATTED=(
   tests/unit/common/test_wheel.c
   tests/unit/config/test_access_log.c
   tests/unit/config/test_policy.c
+  tests/unit/policy/test_auth.c
   tests/unit/policy/test_gcra.c
+  tests/unit/policy/test_jwks_fetch.c
+  tests/unit/policy/test_jwks_rules.c
   tests/unit/policy/test_redis.c
   tests/unit/policy/test_resp.c
   tests/unit/policy/test_rlstore.c

@@ -35,13 +35,26 @@ const est_jwks_t *est_jwks_sub_current(est_jwks_sub_t *s, uint64_t *version);
 
 /* A request met an unknown kid: asks for a refetch and calls cb(data) on this worker's loop
  * once it ended (success or not; call est_jwks_sub_current again). Returns NULL when no
- * refetch may start now (one ended within the last 10 s): answer unknown_kid at once.
- * Concurrent callers share one fetch. */
+ * refetch may start now (one started or ended within the last 10 s): answer unknown_kid at
+ * once. Concurrent callers (any worker) share one fetch, and a request may always join a
+ * fetch that runs, the first one included (no key set yet). cb is also called when the fetch
+ * takes longer than the JWKS upstream's response_timeout + 1 s. NULL too when this sub
+ * already has EST_JWKS_MAX_WAITERS (policy/jwks_rules.h) waiting. When a set newer than the
+ * one the last est_jwks_sub_current returned was published meanwhile, no fetch starts and cb
+ * is called at once (from the loop): look again. cb is never called from
+ * inside est_jwks_sub_refetch; once it ran, `w` is gone (do not cancel it). cb must not
+ * destroy the sub. */
 est_jwks_wait_t *est_jwks_sub_refetch(est_jwks_sub_t *s, void (*cb)(void *data), void *data);
 /* the request went away: cb will not be called */
 void est_jwks_wait_cancel(est_jwks_wait_t *w);
 
-/* stops the fetcher thread (main thread, at exit, after the workers) */
+/* The DNS settings of the fetcher's resolver (conf->dns; copied), used when the fetcher thread
+ * starts, i.e. at the first est_jwks_subscribe: call it from the main thread before the
+ * workers start. Without it the resolver uses SPEC's DNS defaults and the system's servers. */
+void est_jwks_set_dns(const est_dns_conf_t *conf);
+
+/* stops the fetcher thread (main thread, at exit, after the workers); a later subscribe
+ * starts it again */
 void est_jwks_shutdown(void);
 
 #endif
