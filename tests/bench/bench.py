@@ -10,6 +10,7 @@ the proxy under test (1 worker) pinned to BENCH_PROXY_CPU.  For every round, for
 scenario, each peer in turn: start it fresh, check its output, warm up, measure, read its
 CPU time and peak RSS from /proc, stop it.
 """
+import base64
 import hashlib
 import http.client
 import json
@@ -39,7 +40,7 @@ DURATION = env("BENCH_DURATION", 2.0 if SMOKE else 10.0, float)
 WARMUP = env("BENCH_WARMUP", 0.5 if SMOKE else 1.0, float)
 ROUNDS = env("BENCH_ROUNDS", 1 if SMOKE else 3, int)
 PEERS = env("BENCH_PEERS", "estuary" if SMOKE else "estuary,nginx,haproxy,h2o").split(",")
-SCENARIOS = env("BENCH_SCENARIOS", "S1,S2,S3,S3u,S4,S5").split(",")
+SCENARIOS = env("BENCH_SCENARIOS", "S1,S2,S3,S3u,S4,S5,S7,S8").split(",")
 FILE_MIB = env("BENCH_FILE_MIB", 64 if SMOKE else 1024, int)
 S3_DOWNLOADS = env("BENCH_S3_DOWNLOADS", 2 if SMOKE else 3, int)
 CONNS = env("BENCH_CONNS", 64, int)
@@ -54,7 +55,7 @@ OUT_JSON = env("BENCH_OUT", "")
 ACCESS_LOG = env("BENCH_ESTUARY_ACCESS_LOG", "off")   # "off" like the peers; "stderr"/path/"default"
 ESTUARY_CHECK = {}
 
-ORIGIN_PORT, H1_PORT, H2_PORT, SINK_PORT = PORT, PORT + 1, PORT + 2, PORT + 3
+ORIGIN_PORT, H1_PORT, H2_PORT, SINK_PORT, REDIS_PORT = PORT, PORT + 1, PORT + 2, PORT + 3, PORT + 4
 # S3u: uploads go to this origin (tests/bench/upload_sink.py), which reads each body whole
 # before it answers, and discards it
 UPLOAD_PEERS = ("estuary", "nginx")
@@ -79,7 +80,16 @@ SCEN = {
     "S4": dict(desc="S1 with %d keep-alive conns (wrk)" % S4_CONNS, path="/users/1", tool="wrk", conns=S4_CONNS),
     "S5": dict(desc="S1 over h2c prior knowledge, %d conns x %d streams (h2load)" % (CONNS, H2_STREAMS),
                path="/users/1", tool="h2load", conns=CONNS),
+    # estuary's policies (issue 15): no peer in Debian has them built in, so these compare with
+    # estuary's own S1 of the same run (CPU ratio, added p50)
+    "S7": dict(desc="S1 behind a JWT policy (RS256, one token: the verified-token cache), estuary only (wrk)",
+               path="/jwt/users/1", tool="wrk", conns=CONNS),
+    "S8": dict(desc="S1 behind a Redis rate limit (redis-server on the load CPU; never over the limit), "
+                    "estuary only (wrk)", path="/limited/users/1", tool="wrk", conns=CONNS),
 }
+ESTUARY_ONLY = ("S7", "S8")
+BEARER = {}         # S7: {"token": ..., "jwks": path}, made at start with the openssl CLI
+REDIS_UP = False    # S8: redis-server started on REDIS_PORT
 
 PROCS = []          # every Popen we started (stopped by PID)
 TMP = None
@@ -248,6 +258,16 @@ def estuary_cmd():
              "proxy": {"upstream": "sink", "path": "/upload/{rest...}"}},
         ],
     }
+    # the policy keys only when their scenarios run (a build without them refuses unknown keys)
+    if "jwks" in BEARER:  # made by main() when S7 runs
+        conf.setdefault("auth", {})["jwt"] = {"bench": {"jwks_file": BEARER["jwks"], "algorithms": ["RS256"]}}
+        conf["routes"].append({"path": "/jwt/users/{rest...}", "auth": ["bench"],
+                               "proxy": {"upstream": "origin", "path": "/users/{rest...}"}})
+    if REDIS_UP:  # started by main() when S8 runs
+        conf["redis"] = {"address": "127.0.0.1:%d" % REDIS_PORT, "timeout": "50ms", "on_failure": "deny"}
+        conf["rate_limits"] = {"bench": {"rate": 1000000000, "per": "1s", "key": "client_ip", "store": "redis"}}
+        conf["routes"].append({"path": "/limited/users/{rest...}", "rate_limit": "bench",
+                               "proxy": {"upstream": "origin", "path": "/users/{rest...}"}})
     # access logs are off for every peer (nginx access_log off, no HAProxy/h2o log); builds
     # that predate the "access_log" key reject it (unknown keys are errors): then leave it out
     if ACCESS_LOG != "default":
@@ -389,6 +409,7 @@ def detect():
     HAVE["wrk"] = shutil.which("wrk") is not None
     HAVE["h2load"] = shutil.which("h2load") is not None
     HAVE["curl"] = shutil.which("curl") is not None
+    HAVE["redis"] = shutil.which("redis-server") is not None
 
 
 def peer_supports(peer, scen):
@@ -404,6 +425,10 @@ def peer_supports(peer, scen):
             return False, "this h2o build has no mruby"
     if scen == "S3u" and peer not in UPLOAD_PEERS:
         return False, "S3u compares estuary with nginx only"
+    if scen in ESTUARY_ONLY and peer != "estuary":
+        return False, "estuary's own policy (compared with estuary's S1)"
+    if scen == "S8" and not HAVE["redis"]:
+        return False, "redis-server not installed"
     tool = SCEN[scen]["tool"]
     if not HAVE[tool]:
         return False, "%s not installed" % tool
@@ -411,13 +436,13 @@ def peer_supports(peer, scen):
 
 
 # ---------------------------------------------------------------- correctness
-def http_get(port, path, n=1):
+def http_get(port, path, n=1, headers=None):
     """n GETs on one keep-alive connection; returns list of (status, headers, body)."""
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     out = []
     try:
         for _ in range(n):
-            c.request("GET", path)
+            c.request("GET", path, headers=headers or {})
             r = c.getresponse()
             out.append((r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()))
             if r.will_close and len(out) < n:
@@ -430,8 +455,12 @@ def http_get(port, path, n=1):
 def check(peer, scen, port):
     """Raise RuntimeError if the output is not exactly right."""
     path = SCEN[scen]["path"]
-    if scen in ("S1", "S4"):
-        for st, hd, body in http_get(port, path, 3):
+    if scen == "S7":  # no token: refused; the token: through
+        st, _, body = http_get(port, path, 1)[0]
+        if st != 401:
+            raise RuntimeError("GET %s without a token: status %s body %r" % (path, st, body[:200]))
+    if scen in ("S1", "S4", "S7", "S8"):
+        for st, hd, body in http_get(port, path, 3, scen_headers(scen)):
             if st != 200 or body != USERS_BODY:
                 raise RuntimeError("GET %s: status %s body %r" % (path, st, body[:200]))
             if not hd.get("content-type", "").startswith("application/json"):
@@ -514,9 +543,37 @@ def ms(s):
     return float(m.group(1)) * UNIT[m.group(2)]
 
 
-def run_wrk(port, path, conns, duration):
+def scen_headers(scen):
+    return {"Authorization": "Bearer " + BEARER["token"]} if scen == "S7" else {}
+
+
+def make_bearer():
+    """An RSA key, its JWKS and one RS256 token (exp in a day), made with the openssl CLI
+    (the harness stays stdlib-only)."""
+    def b64u(b):
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    key = os.path.join(TMP, "jwt-key.pem")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key],
+                   check=True, capture_output=True)
+    mod = subprocess.run(["openssl", "rsa", "-in", key, "-noout", "-modulus"], check=True, capture_output=True,
+                         text=True).stdout.strip().split("=", 1)[1]
+    jwks = {"keys": [{"kty": "RSA", "kid": "bench", "alg": "RS256", "use": "sig",
+                      "n": b64u(bytes.fromhex(mod)), "e": b64u((65537).to_bytes(3, "big"))}]}
+    BEARER["jwks"] = write("jwks.json", json.dumps(jwks))
+    header = b64u(json.dumps({"alg": "RS256", "typ": "JWT", "kid": "bench"}).encode())
+    payload = b64u(json.dumps({"sub": "bench", "exp": int(time.time()) + 86400}).encode())
+    signing = (header + "." + payload).encode()
+    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=signing, check=True,
+                         capture_output=True).stdout
+    BEARER["token"] = header + "." + payload + "." + b64u(sig)
+
+
+def run_wrk(port, path, conns, duration, headers=None):
     cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", "-c%d" % conns, "-d%ds" % max(1, round(duration)), "--latency",
-           "--timeout", "5s", "http://127.0.0.1:%d%s" % (port, path)]
+           "--timeout", "5s"]
+    for k, v in (headers or {}).items():
+        cmd += ["-H", "%s: %s" % (k, v)]
+    cmd.append("http://127.0.0.1:%d%s" % (port, path))
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
     out = r.stdout
     res = {"raw": out}
@@ -629,7 +686,7 @@ def load(scen, port, duration):
     if scen == "S3u":
         return run_curl_upload(port, s["path"], S3_DOWNLOADS)
     if s["tool"] == "wrk":
-        return run_wrk(port, s["path"], s["conns"], duration)
+        return run_wrk(port, s["path"], s["conns"], duration, scen_headers(scen))
     if s["tool"] == "h2load":
         return run_h2load(port, s["path"], s["conns"], H2_STREAMS, duration)
     return run_curl(port, s["path"], S3_DOWNLOADS)
@@ -724,6 +781,26 @@ def table(results):
     return "\n".join(lines)
 
 
+def policy_ratios(results):
+    """S7/S8 against estuary's S1 of the same run: the CPU ratio (S7 target <= 1.2) and the p50 added."""
+    def med(scen, k):
+        runs = [r for r in results.get((scen, "estuary"), []) if isinstance(r, dict) and r.get(k) is not None]
+        return statistics.median([r[k] for r in runs]) if runs else None
+    out = []
+    s1_cpu, s1_p50 = med("S1", "cpu_us_per_req"), med("S1", "p50")
+    for scen, target in (("S7", 1.2), ("S8", None)):
+        cpu, p50 = med(scen, "cpu_us_per_req"), med(scen, "p50")
+        if scen not in SCENARIOS or cpu is None or s1_cpu is None:
+            continue
+        line = "%s vs S1 (estuary, same run): CPU %.2f / %.2f µs/req = %.2f ×" % (scen, cpu, s1_cpu, cpu / s1_cpu)
+        if target is not None:
+            line += " (target ≤ %.1f ×: %s)" % (target, "met" if cpu / s1_cpu <= target else "NOT met")
+        if p50 is not None and s1_p50 is not None:
+            line += "; p50 %.2f vs %.2f ms (%+.2f ms)" % (p50, s1_p50, p50 - s1_p50)
+        out.append(line)
+    return out
+
+
 # ---------------------------------------------------------------- profile mode
 def profile(tool, scen, n):
     """estuary alone under callgrind / strace -c / perf record, fixed request count (h2load)."""
@@ -807,7 +884,7 @@ def profile(tool, scen, n):
 
 # ---------------------------------------------------------------- main
 def main():
-    global TMP, FILE_BYTES, FILE_SHA
+    global TMP, FILE_BYTES, FILE_SHA, REDIS_UP
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     detect()
@@ -849,6 +926,15 @@ def main():
             if st != 200 or body not in (USERS_BODY, ORDERS_BODY):
                 sys.exit("origin does not answer as expected: %s %r" % (st, body))
 
+        if "S7" in SCENARIOS:
+            make_bearer()
+        if "S8" in SCENARIOS and HAVE["redis"]:
+            if not port_free(REDIS_PORT):
+                sys.exit("port %d on 127.0.0.1 is in use (set BENCH_PORT)" % REDIS_PORT)
+            redis = start("redis", ["redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--save", "",
+                                    "--appendonly", "no"], LOAD_CPU)
+            wait_port(REDIS_PORT, redis)
+            REDIS_UP = True
         if "S3u" in SCENARIOS:
             sink = start("sink", [sys.executable, os.path.join(HERE, "upload_sink.py"), str(SINK_PORT)], LOAD_CPU)
             wait_port(SINK_PORT, sink)
@@ -908,6 +994,8 @@ def main():
         print()
         print(table(results))
         print()
+        for line in policy_ratios(results):
+            print(line)
         print("CPU = utime+stime of the proxy process (/proc/PID/stat) during the measured run ÷ requests "
               "(S3, S3u: ÷ MiB sent); peak RSS = VmHWM; p50/p99 from wrk --latency / h2load --log-file "
               "(S3, S3u: median/max transfer time, ms). Harness time %.0fs." % elapsed)

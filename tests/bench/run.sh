@@ -3,7 +3,9 @@
 #
 #   tests/bench/run.sh            full run (all peers, S1-S5 and S3u, 3 rounds x 10 s; ~15-20 min)
 #                                 (S3u: a streamed upload of the S3 file, estuary vs nginx with
-#                                 proxy_request_buffering off, to tests/bench/upload_sink.py)
+#                                 proxy_request_buffering off, to tests/bench/upload_sink.py;
+#                                 S7: a JWT (RS256) route and S8: a Redis rate-limited route,
+#                                 estuary only, compared with its own S1 of the same run)
 #   tests/bench/run.sh --smoke    estuary only, ~2 s per scenario, 64 MiB file; exit 1 on
 #                                 wrong output, errors under load or a crash (used by CI)
 #   tests/bench/run.sh --profile callgrind|strace|perf|none S1|S2|S5 [REQUESTS]
@@ -11,7 +13,7 @@
 #                                 (h2load): instructions / syscalls per request, hotspots
 #
 # Environment (all optional): BENCH_DURATION (s per run), BENCH_WARMUP (s), BENCH_ROUNDS,
-# BENCH_PEERS (estuary,nginx,haproxy,h2o), BENCH_SCENARIOS (S1,S2,S3,S3u,S4,S5), BENCH_FILE_MIB (1024),
+# BENCH_PEERS (estuary,nginx,haproxy,h2o), BENCH_SCENARIOS (S1,S2,S3,S3u,S4,S5,S7,S8), BENCH_FILE_MIB (1024),
 # BENCH_S3_DOWNLOADS (3), BENCH_CONNS (64), BENCH_S4_CONNS (5000), BENCH_H2_STREAMS (10),
 # BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1), BENCH_PORT (18100: origin; +1 proxy, +2 proxy h2c),
 # ESTUARY_BIN (default build-bench/estuary, built here if missing), BENCH_NO_INSTALL=1,
@@ -39,9 +41,9 @@ SUDO=""
 if [ "${#PROFILE[@]}" -gt 0 ]; then
     PKGS="nginx nghttp2-client curl util-linux valgrind strace linux-perf"
 elif [ "$SMOKE" = 1 ]; then
-    PKGS="nginx wrk nghttp2-client curl util-linux"
+    PKGS="nginx wrk nghttp2-client curl util-linux redis-server openssl"
 else
-    PKGS="nginx haproxy h2o wrk nghttp2-client libnginx-mod-http-lua lua-cjson curl util-linux"
+    PKGS="nginx haproxy h2o wrk nghttp2-client libnginx-mod-http-lua lua-cjson curl util-linux redis-server openssl"
 fi
 if [ "${BENCH_NO_INSTALL:-0}" != 1 ]; then
     missing=""
