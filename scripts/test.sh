@@ -68,6 +68,7 @@ step "build (build/)" "$ROOT/scripts/build.sh"
 step "format (scripts/format-check.sh)" "$ROOT/scripts/format-check.sh"
 step "unit tests (build/)" run_ctest "$ROOT/build"
 step "fuzz (30 s per driver)" scripts/fuzz.sh 30
+step "promtool for the metrics test (scripts/promtool.sh)" "$ROOT/scripts/promtool.sh"
 step "e2e tests (build/estuary)" run_e2e "$ROOT/build/estuary"
 step "benchmark smoke (tests/bench/run.sh --smoke)" "$ROOT/tests/bench/run.sh" --smoke
 step "deploy manifests (tests/deploy)" env ESTUARY_BIN="$ROOT/build/estuary" "$PY" -m pytest "$ROOT/tests/deploy" -ra -p no:cacheprovider
