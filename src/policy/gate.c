@@ -9,6 +9,7 @@
 
 #include "admin/metrics.h"
 #include "common/log.h"
+#include "policy/jwks.h"
 
 typedef est_gate_verdict_t (*stage_fn)(est_gate_t *g);
 static const stage_fn stages[] = {est_cors_stage, est_auth_stage, est_ratelimit_stage};
@@ -21,6 +22,7 @@ est_policy_gen_t *est_policy_gen_create(const est_config_t *conf)
     if (pg == NULL)
         return NULL;
     pg->conf = conf;
+    est_jwks_set_dns(&conf->dns); /* the JWKS fetcher resolves as the workers do (used when it starts) */
     pg->auth = est_auth_gen_create(conf, &failed);
     if (!failed)
         pg->rl = est_rl_gen_create(conf, &failed);

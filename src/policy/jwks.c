@@ -577,6 +577,26 @@ static void poke_fetcher(void)
     }
 }
 
+/*
+ * libh2o 2.2.5 keeps freed socket buffers and memory-pool chunks (TLS output) in thread-local
+ * recycle lists that it never releases. The workers park instead of ending (server/server.c);
+ * this thread ends, so it empties them: socket buffers through their public allocator, pool
+ * chunks (at most 16 cached, memory.c's mempool_allocator) by taking each into a pool and
+ * freeing it directly instead of giving it back.
+ */
+static void release_thread_caches(void)
+{
+    h2o_mem_recycle_t *r = &h2o_socket_buffer_prototype.allocator;
+    while (r->cnt != 0)
+        free(h2o_mem_alloc_recycle(r, 1));
+    for (int i = 0; i != 16; ++i) {
+        h2o_mem_pool_t pool;
+        h2o_mem_init_pool(&pool);
+        h2o_mem_alloc_pool(&pool, 1);
+        free(pool.chunks); /* the pool's only chunk: not back to the recycle list */
+    }
+}
+
 static void *fetcher_main(void *arg)
 {
     static const est_dns_conf_t default_dns = {.min_ttl_ms = 1000,
@@ -646,11 +666,7 @@ static void *fetcher_main(void *arg)
     G.queue = NULL;
     h2o_evloop_destroy(G.loop);
     G.loop = NULL;
-    /* libh2o 2.2.5 keeps freed socket buffers in a thread-local recycle list that it never
-     * releases; this thread ends (the workers park instead), so release them here */
-    h2o_mem_recycle_t *r = &h2o_socket_buffer_prototype.allocator;
-    while (r->cnt != 0)
-        free(h2o_mem_alloc_recycle(r, 1));
+    release_thread_caches();
     return NULL;
 }
 
