@@ -236,26 +236,17 @@ void est_config_free(est_config_t *conf)
         free(conf->listen[i].ocsp_file);
     }
     free(conf->listen);
-    if (conf->admin != NULL)
+    if (conf->admin != NULL) {
         free(conf->admin->host);
+        free(conf->admin->token);
+    }
     free(conf->admin);
     free(conf->access_log);
     for (size_t i = 0; i < conf->dns.num_servers; i++)
         free(conf->dns.servers[i]);
     free(conf->dns.servers);
-    for (size_t i = 0; i < conf->num_upstreams; i++) {
-        est_upstream_conf_t *u = &conf->upstreams[i];
-        free(u->name);
-        for (size_t j = 0; j < u->num_targets; j++) {
-            free(u->targets[j].url);
-            free(u->targets[j].host);
-            free(u->targets[j].authority);
-        }
-        free(u->targets);
-        free(u->retry.statuses);
-        free(u->tls.ca_file);
-        free(u->tls.server_name);
-    }
+    for (size_t i = 0; i < conf->num_upstreams; i++)
+        est_upstream_conf_clear(&conf->upstreams[i]);
     free(conf->upstreams);
     for (size_t i = 0; i < conf->num_routes; i++) {
         est_route_conf_t *r = &conf->routes[i];
@@ -273,6 +264,36 @@ void est_config_free(est_config_t *conf)
     free(conf->file);
     free(conf->base_dir);
     free(conf);
+}
+
+void est_upstream_conf_defaults(est_upstream_conf_t *u)
+{
+    u->balance = EST_BALANCE_ROUND_ROBIN;
+    u->connect_timeout_ms = 1000;
+    u->response_timeout_ms = 10000;
+    u->pool.max_connections = 256;
+    u->pool.max_idle = 32;
+    u->pool.idle_timeout_ms = 30000;
+    u->pool.max_requests = 10000;
+    u->retry.attempts = 2;
+    u->retry.backoff_ms = 25;
+    u->retry.max_backoff_ms = 250;
+    u->retry.on = EST_RETRY_ON_CONNECT_FAILURE | EST_RETRY_ON_RESET;
+    u->tls.verify = 1;
+}
+
+void est_upstream_conf_clear(est_upstream_conf_t *u)
+{
+    free(u->name);
+    for (size_t j = 0; j < u->num_targets; j++) {
+        free(u->targets[j].url);
+        free(u->targets[j].host);
+        free(u->targets[j].authority);
+    }
+    free(u->targets);
+    free(u->retry.statuses);
+    free(u->tls.ca_file);
+    free(u->tls.server_name);
 }
 
 est_upstream_conf_t *est_config_find_upstream(const est_config_t *conf, const char *name)

@@ -212,6 +212,7 @@ typedef struct est_route_conf {
 typedef struct est_admin_conf {
     char *host;
     uint16_t port;
+    char *token; /* admin.token (NULL when absent): Bearer token for /, /state, /config beyond loopback */
 } est_admin_conf_t;
 
 typedef struct est_config {
@@ -278,6 +279,12 @@ est_config_t *est_config_load_buffer(const char *file, const char *text, size_t 
 void est_config_free(est_config_t *conf);
 
 est_upstream_conf_t *est_config_find_upstream(const est_config_t *conf, const char *name);
+
+/* An upstream's SPEC defaults (balance, timeouts, pool, retry, TLS verify); names, targets and
+ * files untouched. For the loader and for the upstreams it makes itself (a jwks_url's). */
+void est_upstream_conf_defaults(est_upstream_conf_t *u);
+/* Frees what `u` owns (name, targets, retry statuses, TLS files), not `u` itself */
+void est_upstream_conf_clear(est_upstream_conf_t *u);
 
 /* "1m30s" -> 90000; returns 0 on success, -1 on a malformed string */
 int est_parse_duration(const char *s, uint64_t *ms);

@@ -306,18 +306,8 @@ static void load_jwks_url(vctx_t *c, const char *url, est_jwt_conf_t *j)
                 u->name = est_cv_xmalloc(n);
                 snprintf(u->name, n, "jwks:%s", j->name);
                 u->index = 0; /* the only upstream of the JWKS fetcher's own set */
-                u->balance = EST_BALANCE_ROUND_ROBIN;
-                u->connect_timeout_ms = 1000;
-                u->response_timeout_ms = 5000;
-                u->pool.max_connections = 256;
-                u->pool.max_idle = 32;
-                u->pool.idle_timeout_ms = 30000;
-                u->pool.max_requests = 10000;
-                u->retry.attempts = 2;
-                u->retry.backoff_ms = 25;
-                u->retry.max_backoff_ms = 250;
-                u->retry.on = EST_RETRY_ON_CONNECT_FAILURE | EST_RETRY_ON_RESET;
-                u->tls.verify = 1;
+                est_upstream_conf_defaults(u);
+                u->response_timeout_ms = 5000; /* also the bound of one whole fetch (docs/jwks.md) */
                 j->jwks_upstream = u;
                 if (*path == '\0') {
                     j->jwks_path = est_cv_xstrdup("/");
@@ -979,16 +969,7 @@ static void free_upstream(est_upstream_conf_t *u)
 {
     if (u == NULL)
         return;
-    free(u->name);
-    for (size_t i = 0; i < u->num_targets; i++) {
-        free(u->targets[i].url);
-        free(u->targets[i].host);
-        free(u->targets[i].authority);
-    }
-    free(u->targets);
-    free(u->retry.statuses);
-    free(u->tls.ca_file);
-    free(u->tls.server_name);
+    est_upstream_conf_clear(u);
     free(u);
 }
 

@@ -19,18 +19,7 @@ static void load_upstream(vctx_t *c, json_t *o, est_upstream_conf_t *u)
     const char *s;
     json_int_t n;
 
-    u->balance = EST_BALANCE_ROUND_ROBIN;
-    u->connect_timeout_ms = 1000;
-    u->response_timeout_ms = 10000;
-    u->pool.max_connections = 256;
-    u->pool.max_idle = 32;
-    u->pool.idle_timeout_ms = 30000;
-    u->pool.max_requests = 10000;
-    u->retry.attempts = 2;
-    u->retry.backoff_ms = 25;
-    u->retry.max_backoff_ms = 250;
-    u->retry.on = EST_RETRY_ON_CONNECT_FAILURE | EST_RETRY_ON_RESET;
-    u->tls.verify = 1;
+    est_upstream_conf_defaults(u);
 
     if (!json_is_object(o)) {
         est_cv_err_val(c, "expected an object such as {\"targets\": [\"http://host:8080\"]}, got %s", est_cv_type_name(o));

@@ -229,16 +229,7 @@ static void upstream_conf_free(est_upstream_conf_t *u)
 {
     if (u == NULL)
         return;
-    free(u->name);
-    for (size_t i = 0; i != u->num_targets; ++i) {
-        free(u->targets[i].url);
-        free(u->targets[i].host);
-        free(u->targets[i].authority);
-    }
-    free(u->targets);
-    free(u->retry.statuses);
-    free(u->tls.ca_file);
-    free(u->tls.server_name);
+    est_upstream_conf_clear(u);
     free(u);
 }
 
