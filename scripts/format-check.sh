@@ -18,6 +18,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 FORMATTED=(
+  src/admin/console.c
+  src/admin/console.h
   src/common/asan.h
   src/common/fieldvalue.c
   src/common/fieldvalue.h
@@ -70,6 +72,7 @@ FORMATTED=(
   src/server/worker_gen.c
   src/server/worker_gen.h
   tests/fuzz/fuzz_resp.c
+  tests/unit/admin/test_console.c
   tests/unit/common/test_fieldvalue.c
   tests/unit/common/test_method.c
   tests/unit/common/test_wheel.c

@@ -11,6 +11,7 @@ PACKAGES=(
   curl openssl nghttp2-client ca-certificates
   clang clang-format-14 libclang-rt-14-dev python3-h2 python3-hyperframe python3-hpack util-linux
   python3-jwt python3-cryptography redis-server
+  chromium fonts-dejavu-core
 )
 
 missing=()

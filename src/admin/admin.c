@@ -15,11 +15,14 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <arpa/inet.h>
 #include <h2o/http2.h>
+#include <openssl/crypto.h>
 
 #include "common/h2o_compat.h"
 #include "common/log.h"
 #include "common/net.h"
+#include "admin/console.h"
 
 #define SCRAPE_TIMEOUT_MS 1000
 #define STOP_TIMEOUT_MS 2000
@@ -44,6 +47,11 @@ struct est_admin {
     atomic_int stop;
     atomic_int ready, draining;
     atomic_uint_fast64_t generation, reloads_ok, reloads_failed;
+    atomic_int last_reload;               /* 0 none, 1 ok, 2 failed */
+    atomic_uint_fast64_t last_reload_ms;  /* unix milliseconds */
+    atomic_int need_token;                /* bound beyond loopback: /, /state, /config need admin.token */
+    atomic_int next_need_token;           /* (reload) need_token once the rebind_fd is taken */
+    char *token;                          /* (json_mu) admin.token of the current config, or NULL */
     double start_time;
     int stop_failed;
     /* owned by the admin thread */
@@ -54,6 +62,7 @@ struct est_admin {
     h2o_multithread_receiver_t wake_rx, reply_rx;
     h2o_timeout_t scrape_timeout;
     size_t num_conns, num_scrapes;
+    est_console_history_t *history;
 };
 
 typedef struct st_admin_handler_t {
@@ -68,6 +77,7 @@ typedef struct st_scrape_ref_t {
 
 struct st_scrape_t {
     est_admin_t *a;
+    int state;         /* answers /state instead of /metrics */
     h2o_req_t *req;    /* NULL once answered or the client left */
     scrape_ref_t *ref;
     size_t outstanding; /* messages not back yet */
@@ -114,6 +124,13 @@ static void scrape_maybe_free(scrape_t *s)
     free(s);
 }
 
+static double now_unix(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 static void scrape_answer(scrape_t *s)
 {
     est_admin_t *a = s->a;
@@ -137,10 +154,26 @@ static void scrape_answer(scrape_t *s)
     proc.draining = atomic_load(&a->draining);
     proc.start_time = a->start_time;
     if (proc.workers_missing != 0)
-        est_log_warn("admin: /metrics: %zu worker(s) did not answer within %dms", proc.workers_missing, SCRAPE_TIMEOUT_MS);
+        est_log_warn("admin: %s: %zu worker(s) did not answer within %dms", s->state ? "/state" : "/metrics", proc.workers_missing,
+                     SCRAPE_TIMEOUT_MS);
     est_strbuf_t out = {0};
-    est_metrics_render(&out, s->snaps, a->hooks.num_workers, &proc);
-    send_body(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", out.base, out.len);
+    if (s->state) {
+        struct timespec mono;
+        clock_gettime(CLOCK_MONOTONIC, &mono);
+        est_console_info_t info = {.proc = &proc,
+                                   .last_reload = atomic_load(&a->last_reload),
+                                   .last_reload_time = (double)atomic_load(&a->last_reload_ms) / 1000,
+                                   .now = now_unix(),
+                                   .mono = (double)mono.tv_sec + mono.tv_nsec / 1e9};
+        pthread_mutex_lock(&a->json_mu); /* the reload's main thread only: the workers never take it */
+        info.config = a->json;
+        est_console_render_state(&out, s->snaps, a->hooks.num_workers, &info, a->history);
+        pthread_mutex_unlock(&a->json_mu);
+        send_body(req, 200, "OK", "application/json", out.base, out.len);
+    } else {
+        est_metrics_render(&out, s->snaps, a->hooks.num_workers, &proc);
+        send_body(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", out.base, out.len);
+    }
     est_strbuf_dispose(&out);
 }
 
@@ -182,12 +215,13 @@ static void on_reply(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
     }
 }
 
-static void start_scrape(est_admin_t *a, h2o_req_t *req)
+static void start_scrape(est_admin_t *a, h2o_req_t *req, int state)
 {
     scrape_t *s = calloc(1, sizeof(*s));
     if (s == NULL)
         abort();
     s->a = a;
+    s->state = state;
     s->req = req;
     s->snaps = calloc(a->hooks.num_workers == 0 ? 1 : a->hooks.num_workers, sizeof(*s->snaps));
     if (s->snaps == NULL)
@@ -301,6 +335,61 @@ static void send_config(est_admin_t *a, h2o_req_t *req)
     free(body);
 }
 
+/* ---- admin.token ---------------------------------------------------------------------------- */
+
+/* 127.0.0.1 and ::1 (in any spelling) need no token; every other bind address does */
+static int is_loopback_host(const char *host)
+{
+    unsigned char a[16];
+    if (inet_pton(AF_INET, host, a) == 1)
+        return a[0] == 127 && a[1] == 0 && a[2] == 0 && a[3] == 1;
+    if (inet_pton(AF_INET6, host, a) == 1)
+        return memcmp(a, in6addr_loopback.s6_addr, 16) == 0;
+    return 0;
+}
+
+/* `Authorization: Bearer <admin.token>` (RFC 6750 section 2.1; the scheme is case-insensitive,
+ * RFC 7235 section 2.1), compared in constant time; no configured token matches nothing */
+static int authorized(est_admin_t *a, h2o_req_t *req)
+{
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    if (i == -1)
+        return 0;
+    h2o_iovec_t v = req->headers.entries[i].value;
+    if (v.len < 7 || strncasecmp(v.base, "Bearer ", 7) != 0)
+        return 0;
+    const char *cred = v.base + 7;
+    size_t len = v.len - 7;
+    while (len != 0 && *cred == ' ')
+        ++cred, --len;
+    while (len != 0 && cred[len - 1] == ' ')
+        --len;
+    int ok = 0;
+    pthread_mutex_lock(&a->json_mu);
+    if (a->token != NULL) {
+        size_t tlen = strlen(a->token);
+        /* the length is not secret (admin.token's minimum is public); the bytes are */
+        ok = tlen == len && CRYPTO_memcmp(a->token, cred, len) == 0;
+    }
+    pthread_mutex_unlock(&a->json_mu);
+    return ok;
+}
+
+static void set_token(est_admin_t *a, const est_admin_conf_t *c)
+{
+    char *t = c != NULL && c->token != NULL ? strdup(c->token) : NULL;
+    if (c != NULL && c->token != NULL && t == NULL)
+        abort();
+    pthread_mutex_lock(&a->json_mu);
+    char *old = a->token;
+    a->token = t;
+    pthread_mutex_unlock(&a->json_mu);
+    if (old != NULL) {
+        OPENSSL_cleanse(old, strlen(old));
+        free(old);
+    }
+}
+
 /* ---- dispatch ------------------------------------------------------------------------------ */
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
@@ -309,10 +398,12 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     req->http1_is_persistent = 0; /* see admin.h: close after each answer */
     size_t len = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
     h2o_iovec_t path = h2o_iovec_init(req->path.base, len);
+    int is_page = h2o_memis(path.base, path.len, H2O_STRLIT("/")), is_state = h2o_memis(path.base, path.len, H2O_STRLIT("/state")),
+        is_config = h2o_memis(path.base, path.len, H2O_STRLIT("/config"));
     int known = h2o_memis(path.base, path.len, H2O_STRLIT("/healthz")) || h2o_memis(path.base, path.len, H2O_STRLIT("/readyz")) ||
-                h2o_memis(path.base, path.len, H2O_STRLIT("/metrics")) || h2o_memis(path.base, path.len, H2O_STRLIT("/config"));
+                h2o_memis(path.base, path.len, H2O_STRLIT("/metrics")) || is_config || is_page || is_state;
     if (!known) {
-        send_error(req, 404, "Not Found", "not_found", "admin endpoints: /healthz, /readyz, /metrics, /config");
+        send_error(req, 404, "Not Found", "not_found", "admin endpoints: /, /state, /healthz, /readyz, /metrics, /config");
         return 0;
     }
     if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) &&
@@ -321,7 +412,23 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         send_error(req, 405, "Method Not Allowed", "method_not_allowed", "admin endpoints accept GET and HEAD");
         return 0;
     }
-    if (h2o_memis(path.base, path.len, H2O_STRLIT("/healthz"))) {
+    if ((is_page || is_state || is_config) && atomic_load(&a->need_token) && !authorized(a, req)) {
+        static const char challenge[] = "Bearer realm=\"estuary-admin\"";
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, challenge, sizeof(challenge) - 1);
+        send_error(req, 401, "Unauthorized", "unauthorized",
+                   "the admin listener is bound beyond loopback: send Authorization: Bearer <admin.token>");
+        return 0;
+    }
+    if (is_page) {
+        /* the page loads nothing else: forbid any outside fetch, framing and sniffing */
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("content-security-policy"), 0, NULL,
+                       H2O_STRLIT("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                                  "connect-src 'self'; img-src data:; frame-ancestors 'none'"));
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-content-type-options"), 0, NULL, H2O_STRLIT("nosniff"));
+        send_body(req, 200, "OK", "text/html; charset=utf-8", (const char *)est_console_html, est_console_html_len);
+    } else if (is_state) {
+        start_scrape(a, req, 1);
+    } else if (h2o_memis(path.base, path.len, H2O_STRLIT("/healthz"))) {
         send_json(req, 200, "OK", "{\"status\":\"ok\"}\n");
     } else if (h2o_memis(path.base, path.len, H2O_STRLIT("/readyz"))) {
         if (atomic_load(&a->draining))
@@ -331,7 +438,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         else
             send_json(req, 200, "OK", "{\"status\":\"ready\"}\n");
     } else if (h2o_memis(path.base, path.len, H2O_STRLIT("/metrics"))) {
-        start_scrape(a, req);
+        start_scrape(a, req, 0);
     } else {
         send_config(a, req);
     }
@@ -409,8 +516,10 @@ static void *admin_main(void *arg)
     while (!atomic_load(&a->stop)) {
         h2o_evloop_run(a->ctx.loop, INT32_MAX);
         int fd = atomic_exchange(&a->rebind_fd, -1);
-        if (fd != -1)
+        if (fd != -1) {
             take_listener(a, fd);
+            atomic_store(&a->need_token, atomic_load(&a->next_need_token));
+        }
     }
 
     take_listener(a, REBIND_CLOSE);
@@ -450,6 +559,12 @@ est_admin_t *est_admin_start(const est_config_t *conf, const est_admin_hooks_t *
     a->conf = conf;
     pthread_mutex_init(&a->json_mu, NULL);
     a->json = json_deep_copy(conf->json);
+    set_token(a, conf->admin);
+    atomic_init(&a->need_token, !is_loopback_host(conf->admin->host));
+    atomic_init(&a->next_need_token, 0);
+    atomic_init(&a->last_reload, 0);
+    atomic_init(&a->last_reload_ms, 0);
+    a->history = est_console_history_create();
     a->hooks = *hooks;
     a->listen_fd = fd;
     atomic_init(&a->rebind_fd, -1);
@@ -505,6 +620,8 @@ void est_admin_count_reload(est_admin_t *a, int ok)
     } else {
         atomic_fetch_add(&a->reloads_failed, 1);
     }
+    atomic_store(&a->last_reload_ms, (uint_fast64_t)(now_unix() * 1000));
+    atomic_store(&a->last_reload, ok ? 1 : 2);
 }
 
 void est_admin_set_config(est_admin_t *a, const est_config_t *conf)
@@ -517,6 +634,7 @@ void est_admin_set_config(est_admin_t *a, const est_config_t *conf)
     a->json = copy;
     pthread_mutex_unlock(&a->json_mu);
     json_decref(old);
+    set_token(a, conf->admin);
 }
 
 int est_admin_rebind(est_admin_t *a, const est_admin_conf_t *c)
@@ -524,6 +642,11 @@ int est_admin_rebind(est_admin_t *a, const est_admin_conf_t *c)
     int fd = REBIND_CLOSE;
     if (c != NULL && (fd = open_listener(c)) == -1)
         return -1;
+    /* stricter at once; a looser rule only once the admin thread swapped the socket */
+    int need = c != NULL && !is_loopback_host(c->host);
+    atomic_store(&a->next_need_token, need);
+    if (need)
+        atomic_store(&a->need_token, 1);
     int old = atomic_exchange(&a->rebind_fd, fd);
     if (old >= 0)
         close(old); /* an earlier rebind the admin thread had not taken yet */
@@ -560,6 +683,8 @@ int est_admin_stop(est_admin_t *a)
     pthread_barrier_destroy(&a->started);
     h2o_config_dispose(&a->h2oconf);
     json_decref(a->json);
+    set_token(a, NULL);
+    est_console_history_destroy(a->history);
     pthread_mutex_destroy(&a->json_mu);
     free(a);
     return 0;

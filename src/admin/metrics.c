@@ -3,6 +3,8 @@
  */
 #include "admin/metrics.h"
 
+#include <arpa/inet.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,6 +97,78 @@ static void copy_route(est_route_metrics_t *dst, const est_route_metrics_t *src)
     dst->cap_counts = src->num_counts;
 }
 
+static void format_addr(char *buf, size_t size, const struct sockaddr_storage *sa, uint16_t port)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (sa->ss_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, ip, sizeof(ip));
+        snprintf(buf, size, "%s:%u", ip, port);
+    } else if (sa->ss_family == AF_INET6) {
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
+        snprintf(buf, size, "[%s]:%u", ip, port);
+    } else {
+        snprintf(buf, size, "?");
+    }
+}
+
+typedef struct st_upstream_state_fill_t {
+    est_metrics_upstream_state_t *st;
+    uint64_t now;
+} upstream_state_fill_t;
+
+static void fill_upstream_addr(void *data, const est_upstream_addr_info_t *info)
+{
+    upstream_state_fill_t *f = data;
+    est_metrics_upstream_state_t *st = f->st;
+    if (st->num_addrs == EST_METRICS_MAX_ADDRS) {
+        ++st->addrs_dropped;
+        return;
+    }
+    est_metrics_addr_t *a = st->addrs + st->num_addrs++;
+    format_addr(a->addr, sizeof(a->addr), info->sa, info->port);
+    a->target = (uint32_t)info->target;
+    a->fails = info->fails;
+    a->ejected = info->ejected_until > f->now;
+    a->half_open = info->ejected_until != 0 && info->ejected_until <= f->now;
+    a->ejected_for_ms = a->ejected ? info->ejected_until - f->now : 0;
+}
+
+/* the addresses of `u`'s targets (each target's last DNS answer) with their passive health */
+static void fill_upstream_state(est_metrics_upstream_state_t *st, const est_upstream_t *u)
+{
+    st->addrs = xcalloc(EST_METRICS_MAX_ADDRS, sizeof(*st->addrs));
+    /* the clock is read by est_upstream_describe before any callback runs */
+    upstream_state_fill_t f = {st, 0};
+    st->waiting = est_upstream_describe(u, fill_upstream_addr, &f, &f.now);
+}
+
+static void fill_dns_entry(void *data, const est_dns_entry_info_t *info)
+{
+    est_metrics_snapshot_t *snap = data;
+    est_metrics_dns_entry_t *d = snap->dns_entries + snap->num_dns_entries++;
+    snprintf(d->name, sizeof(d->name), "%s", info->name);
+    d->ttl_left_ms = info->ttl_left_ms;
+    d->has_answer = info->result != NULL;
+    d->stale = (uint8_t)info->stale;
+    d->failure = (uint8_t)info->failure;
+    size_t len = 0;
+    for (size_t i = 0; info->result != NULL && i != info->result->num_addrs; ++i) {
+        char a[80];
+        format_addr(a, sizeof(a), &info->result->addrs[i].sa, 0);
+        size_t n = strlen(a) - 2; /* without the ":0" port */
+        if (a[0] == '[') {        /* "[v6]:0" -> "v6" */
+            memmove(a, a + 1, n - 2);
+            n -= 2;
+        }
+        a[n] = '\0';
+        if (len + n + 5 >= sizeof(d->addrs)) {
+            snprintf(d->addrs + len, sizeof(d->addrs) - len, "%s...", len != 0 ? " " : "");
+            break;
+        }
+        len += (size_t)snprintf(d->addrs + len, sizeof(d->addrs) - len, "%s%s", len != 0 ? " " : "", a);
+    }
+}
+
 void est_metrics_snapshot_fill(est_metrics_snapshot_t *snap, const est_worker_metrics_t *m, const est_config_t *conf,
                                est_upstream_set_t *upstreams, est_dns_t *dns, uint64_t open_connections)
 {
@@ -111,14 +185,20 @@ void est_metrics_snapshot_fill(est_metrics_snapshot_t *snap, const est_worker_me
     snap->num_upstreams = upstreams != NULL ? conf->num_upstreams : 0;
     snap->upstream_names = xcalloc(snap->num_upstreams, sizeof(char *));
     snap->upstreams = xcalloc(snap->num_upstreams, sizeof(*snap->upstreams));
+    snap->upstream_states = xcalloc(snap->num_upstreams, sizeof(*snap->upstream_states));
     for (size_t i = 0; i != snap->num_upstreams; ++i) {
         snap->upstream_names[i] = xstrdup(conf->upstreams[i].name);
         est_upstream_t *u = est_upstream_set_get(upstreams, i);
-        if (u != NULL)
+        if (u != NULL) {
             snap->upstreams[i] = *est_upstream_get_stats(u);
+            fill_upstream_state(snap->upstream_states + i, u);
+        }
     }
-    if (dns != NULL)
+    if (dns != NULL) {
         snap->dns = *est_dns_get_stats(dns);
+        snap->dns_entries = xcalloc(EST_METRICS_MAX_DNS, sizeof(*snap->dns_entries));
+        est_dns_list(dns, fill_dns_entry, snap, EST_METRICS_MAX_DNS);
+    }
     snap->open_connections = open_connections;
     snap->conns = m->conns;
 }
@@ -145,8 +225,13 @@ void est_metrics_snapshot_dispose(est_metrics_snapshot_t *snap)
         free(snap->route_names[i]);
     for (size_t i = 0; i != snap->num_routes + 1; ++i)
         free(snap->routes[i].counts);
-    for (size_t i = 0; i != snap->num_upstreams; ++i)
+    for (size_t i = 0; i != snap->num_upstreams; ++i) {
         free(snap->upstream_names[i]);
+        if (snap->upstream_states != NULL)
+            free(snap->upstream_states[i].addrs);
+    }
+    free(snap->upstream_states);
+    free(snap->dns_entries);
     free(snap->route_names);
     free(snap->routes);
     free(snap->upstream_names);

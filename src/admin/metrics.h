@@ -128,6 +128,33 @@ void est_worker_metrics_record(est_worker_metrics_t *m, size_t route_index, cons
 /* the method label for a label index ("GET", ..., "OTHER") */
 const char *est_metrics_method_label(unsigned idx);
 
+/* One upstream address as a worker sees it (the console's health column; passive health is per worker) */
+#define EST_METRICS_MAX_ADDRS 64 /* per upstream and worker; more are counted in addrs_dropped */
+typedef struct est_metrics_addr {
+    char addr[64];           /* "192.0.2.1:8080", "[2001:db8::1]:443" */
+    uint32_t target;         /* index in the upstream's targets */
+    uint32_t fails;          /* consecutive connect failures */
+    uint8_t ejected;         /* ejected now */
+    uint8_t half_open;       /* ejection over: admitted for one trial attempt */
+    uint64_t ejected_for_ms; /* while ejected: time left */
+} est_metrics_addr_t;
+
+typedef struct est_metrics_upstream_state {
+    est_metrics_addr_t *addrs; /* malloc'd */
+    size_t num_addrs, addrs_dropped;
+    uint64_t waiting; /* requests queued for a connection slot now */
+} est_metrics_upstream_state_t;
+
+/* One name in a worker's DNS cache (the console only) */
+#define EST_METRICS_MAX_DNS 32 /* names per worker, most recently used first */
+typedef struct est_metrics_dns_entry {
+    char name[256];
+    char addrs[200];      /* numeric addresses, space-separated ("..." when more did not fit) */
+    uint64_t ttl_left_ms; /* 0 once expired */
+    uint8_t has_answer, stale;
+    uint8_t failure;      /* est_dns_status_t cached now (EST_DNS_OK: none) */
+} est_metrics_dns_entry_t;
+
 /* A self-contained copy of one worker's counters (names copied, so it outlives a reload) */
 typedef struct est_metrics_snapshot {
     int filled;          /* 0: the worker did not answer (missing) */
@@ -137,7 +164,10 @@ typedef struct est_metrics_snapshot {
     size_t num_upstreams;
     char **upstream_names;
     est_upstream_stats_t *upstreams;
+    est_metrics_upstream_state_t *upstream_states; /* num_upstreams: addresses and queue (the console only) */
     est_dns_stats_t dns;
+    est_metrics_dns_entry_t *dns_entries; /* malloc'd, num_dns_entries (the console only) */
+    size_t num_dns_entries;
     uint64_t open_connections;
     est_conn_counters_t conns;
 } est_metrics_snapshot_t;

@@ -212,7 +212,7 @@ static void load_listen(vctx_t *c, json_t *root)
 
 static void load_admin(vctx_t *c, json_t *root)
 {
-    static const char *const keys[] = {"host", "port", NULL};
+    static const char *const keys[] = {"host", "port", "token", NULL};
     json_t *o = est_cv_get_typed(c, root, "admin", JSON_OBJECT);
     if (o == NULL)
         return;
@@ -220,6 +220,17 @@ static void load_admin(vctx_t *c, json_t *root)
     est_cv_push_key(c, "admin");
     est_cv_check_keys(c, o, keys);
     load_address(c, o, "127.0.0.1", &a->host, &a->port);
+    /* admin.token: required on /, /state and /config when bound beyond loopback (SPEC "Admin console") */
+    const char *token;
+    if (est_cv_get_string(c, o, "token", &token) > 0) {
+        if (strlen(token) < 16) {
+            est_cv_push_key(c, "token");
+            est_cv_err_val(c, "must be at least 16 characters long");
+            est_cv_pop(c);
+        } else {
+            a->token = est_cv_xstrdup(token);
+        }
+    }
     for (size_t j = 0; j < c->conf->num_listen; j++) {
         est_listen_conf_t *l = &c->conf->listen[j];
         if (a->port != 0 && a->port == l->port && l->host != NULL && strcmp(a->host, l->host) == 0) {

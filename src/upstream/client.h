@@ -169,6 +169,20 @@ typedef struct est_upstream_stats {
 
 const est_upstream_stats_t *est_upstream_get_stats(const est_upstream_t *u);
 
+/* (admin console) one address of an upstream's targets, as the balancer sees it now */
+typedef struct est_upstream_addr_info {
+    size_t target;                     /* index in the upstream's conf->targets */
+    const struct sockaddr_storage *sa; /* borrowed: valid during the callback */
+    uint16_t port;
+    unsigned fails;         /* consecutive connect failures */
+    uint64_t ejected_until; /* h2o_now() ms; 0: admitted; in the past: half-open */
+} est_upstream_addr_info_t;
+
+/* Calls cb for every address of every target's last DNS answer (loop thread). Returns the
+ * requests waiting for a connection slot now; *now receives the loop's clock. Read-only. */
+size_t est_upstream_describe(const est_upstream_t *u, void (*cb)(void *data, const est_upstream_addr_info_t *a), void *data,
+                             uint64_t *now);
+
 /*
  * (reload) Hands the runtime state of `from` (an upstream of a set that is no longer the
  * worker's current one) to `to` (the upstream of the same name in the current set, whose

@@ -110,6 +110,28 @@ const est_dns_stats_t *est_dns_get_stats(const est_dns_t *dns)
     return &dns->stats;
 }
 
+size_t est_dns_list(const est_dns_t *dns, void (*cb)(void *data, const est_dns_entry_info_t *info), void *data, size_t max)
+{
+    uint64_t now = h2o_now(dns->loop);
+    size_t n = 0;
+    if (dns->cache.buckets == NULL)
+        return 0;
+    for (h2o_linklist_t *l = dns->cache.lru.prev; l != &dns->cache.lru && n != max; l = l->prev) {
+        const est_dns_entry_t *e = H2O_STRUCT_FROM_MEMBER(est_dns_entry_t, lru, l);
+        if (e->permanent)
+            continue;
+        est_dns_entry_state_t st = est_dns_entry_state(e, now);
+        est_dns_entry_info_t info = {.name = e->name,
+                                     .result = e->result,
+                                     .ttl_left_ms = e->result != NULL && e->expires_at > now ? e->expires_at - now : 0,
+                                     .stale = st == EST_DNS_ENTRY_STALE,
+                                     .failure = st == EST_DNS_ENTRY_NEGATIVE ? e->neg_status : EST_DNS_OK};
+        cb(data, &info);
+        ++n;
+    }
+    return n;
+}
+
 static est_dns_status_t status_from_ares(int status)
 {
     switch (status) {

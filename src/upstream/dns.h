@@ -97,4 +97,20 @@ void est_dns_cancel(est_dns_query_t *q);
 
 const est_dns_stats_t *est_dns_get_stats(const est_dns_t *dns);
 
+/* One cached name as the admin console shows it (est_dns_list) */
+typedef struct est_dns_entry_info {
+    const char *name;               /* lower-case */
+    const est_dns_result_t *result; /* the last good answer (possibly expired), or NULL */
+    uint64_t ttl_left_ms;           /* until that answer expires; 0 once expired */
+    int stale;                      /* expired, and served because its refresh failed */
+    est_dns_status_t failure;       /* EST_DNS_OK, or the failure cached now */
+} est_dns_entry_info_t;
+
+/*
+ * Calls `cb` for at most `max` names cached from DNS (hosts-file names and IP literals left
+ * out), most recently used first; returns how many. From the loop; `info` is borrowed for
+ * the call.
+ */
+size_t est_dns_list(const est_dns_t *dns, void (*cb)(void *data, const est_dns_entry_info_t *info), void *data, size_t max);
+
 #endif

@@ -88,6 +88,27 @@ est_upstream_t *est_upstream_set_get(est_upstream_set_t *set, size_t upstream_in
     return upstream_index < set->num_upstreams ? &set->upstreams[upstream_index] : NULL;
 }
 
+size_t est_upstream_describe(const est_upstream_t *u, void (*cb)(void *data, const est_upstream_addr_info_t *a), void *data,
+                             uint64_t *now)
+{
+    *now = h2o_now(u->set->loop);
+    for (size_t t = 0; t != u->conf->num_targets; ++t) {
+        const est_target_t *tg = u->targets + t;
+        for (size_t i = 0; tg->res != NULL && i != tg->res->num_addrs; ++i) {
+            est_upstream_addr_info_t a = {.target = t, .sa = &tg->res->addrs[i].sa, .port = tg->conf->port};
+            if (tg->health != NULL) {
+                a.fails = tg->health[i].fails;
+                a.ejected_until = tg->health[i].ejected_until;
+            }
+            cb(data, &a);
+        }
+    }
+    size_t waiting = 0;
+    for (h2o_linklist_t *l = u->waiters.next; l != &u->waiters && waiting != 1000000; l = l->next)
+        ++waiting;
+    return waiting;
+}
+
 const est_upstream_stats_t *est_upstream_get_stats(const est_upstream_t *u)
 {
     return &u->stats;
