@@ -20,6 +20,8 @@ cd "$ROOT"
 FORMATTED=(
   src/admin/console.c
   src/admin/console.h
+  src/aggregate/jspan.c
+  src/aggregate/jspan.h
   src/common/asan.h
   src/common/fieldvalue.c
   src/common/fieldvalue.h
@@ -71,8 +73,10 @@ FORMATTED=(
   src/server/tls.h
   src/server/worker_gen.c
   src/server/worker_gen.h
+  tests/fuzz/fuzz_jspan.c
   tests/fuzz/fuzz_resp.c
   tests/unit/admin/test_console.c
+  tests/unit/aggregate/test_jspan.c
   tests/unit/common/test_fieldvalue.c
   tests/unit/common/test_method.c
   tests/unit/common/test_wheel.c
