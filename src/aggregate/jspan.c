@@ -690,7 +690,9 @@ static size_t decode_one(const unsigned char *s, size_t *i, unsigned char *out)
         return 1;
     }
     unsigned char e = s[p + 1];
-    unsigned cp, lo;
+    /* the string was validated by the parse, so hex4 always succeeds here; the initial values
+     * only keep gcc -O3 from seeing a path where they are unset */
+    unsigned cp = 0, lo = 0xdc00;
     switch (e) {
     case 'b':
         out[0] = '\b';
