@@ -224,22 +224,6 @@ static void add_upstream_state(sum_upstream_t *d, const est_metrics_upstream_sta
     }
 }
 
-static void add_upstream(est_upstream_stats_t *d, const est_upstream_stats_t *s)
-{
-    d->attempts_ok += s->attempts_ok;
-    for (size_t e = 0; e != sizeof(d->attempts_failed) / sizeof(d->attempts_failed[0]); ++e)
-        d->attempts_failed[e] += s->attempts_failed[e];
-    d->retries += s->retries;
-    d->conns_created += s->conns_created;
-    d->conns_reused += s->conns_reused;
-    d->conns_open += s->conns_open;
-    d->conns_idle += s->conns_idle;
-    d->queue_waits += s->queue_waits;
-    d->ejections += s->ejections;
-    d->retries_budget_exceeded += s->retries_budget_exceeded;
-    d->tls_resumed += s->tls_resumed;
-}
-
 /* ---- JSON ------------------------------------------------------------------------------- */
 
 static json_t *u64(uint64_t v)
@@ -447,7 +431,7 @@ void est_console_render_state(est_strbuf_t *out, const est_metrics_snapshot_t *s
                 ups[j].name = s->upstream_names[i];
                 ++num_ups;
             }
-            add_upstream(&ups[j].s, s->upstreams + i);
+            est_upstream_stats_add(&ups[j].s, s->upstreams + i);
             if (s->upstream_states != NULL)
                 add_upstream_state(ups + j, s->upstream_states + i);
         }

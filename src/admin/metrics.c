@@ -344,7 +344,7 @@ static void merge_route(est_route_metrics_t *dst, const est_route_metrics_t *src
     dst->rate_limited += src->rate_limited;
 }
 
-static void add_upstream(est_upstream_stats_t *d, const est_upstream_stats_t *s)
+void est_upstream_stats_add(est_upstream_stats_t *d, const est_upstream_stats_t *s)
 {
     d->attempts_ok += s->attempts_ok;
     for (size_t e = 0; e != sizeof(d->attempts_failed) / sizeof(d->attempts_failed[0]); ++e)
@@ -498,7 +498,7 @@ void est_metrics_render(est_strbuf_t *out, const est_metrics_snapshot_t *snaps, 
                 ups[j].name = s->upstream_names[i];
                 ++num_ups;
             }
-            add_upstream(&ups[j].s, s->upstreams + i);
+            est_upstream_stats_add(&ups[j].s, s->upstreams + i);
         }
         dns.queries_ok += s->dns.queries_ok;
         dns.queries_failed += s->dns.queries_failed;

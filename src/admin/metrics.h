@@ -187,6 +187,8 @@ typedef struct est_process_metrics {
     double start_time;       /* unix seconds */
 } est_process_metrics_t;
 
+/* d += s, counter by counter (merging the workers' snapshots: /metrics and the console) */
+void est_upstream_stats_add(est_upstream_stats_t *d, const est_upstream_stats_t *s);
 /* Sums `n` snapshots (missing ones skipped) and appends Prometheus text (format 0.0.4). */
 void est_metrics_render(est_strbuf_t *out, const est_metrics_snapshot_t *snaps, size_t n, const est_process_metrics_t *proc);
 

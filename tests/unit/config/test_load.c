@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "helpers.h"
 
 /* a config file name whose folder does not exist: relative paths resolve to "no-such-dir.est/..." */
 #define F "no-such-dir.est/t.json"
@@ -287,12 +288,6 @@ static void test_routes_and_targets(void **state)
 
 /* ---- malformed configs ----------------------------------------------------------------- */
 
-typedef struct bad_case {
-    const char *name;
-    const char *text;
-    const char *errors[12]; /* in order, NULL-terminated */
-} bad_case_t;
-
 static const bad_case_t bad_cases[] = {
     {"syntax: invalid token", "{\"workers\": x}", {F ":1:13: invalid JSON: invalid token near 'x'"}},
     {"syntax: missing comma",
@@ -484,37 +479,9 @@ static const bad_case_t bad_cases[] = {
       F ":3:18: unknown key \"bogus\" at the top level"}},
 };
 
-/* returns 1 when the case fails (after printing why) */
-static int run_bad_case(const bad_case_t *bc)
-{
-    est_errors_t errs = {0};
-    size_t want = 0, n;
-    est_config_t *conf = est_config_load_buffer(F, bc->text, strlen(bc->text), &errs);
-    while (want < sizeof(bc->errors) / sizeof(bc->errors[0]) && bc->errors[want] != NULL)
-        want++;
-    int bad = conf != NULL || errs.count != want;
-    n = errs.count > want ? errs.count : want;
-    for (size_t i = 0; i < n; i++) {
-        const char *got = i < errs.count ? errs.items[i] : "(none)", *exp = i < want ? bc->errors[i] : "(none)";
-        if (strcmp(got, exp) != 0) {
-            print_error("[%s] error %zu\n  want: %s\n  got:  %s\n", bc->name, i, exp, got);
-            bad = 1;
-        }
-    }
-    est_config_free(conf);
-    est_errors_clear(&errs);
-    if (bad)
-        print_error("case \"%s\" failed (%zu errors, want %zu)\n", bc->name, n, want);
-    return bad;
-}
-
 static void test_bad_configs(void **state)
 {
-    size_t failed = 0;
-    for (size_t i = 0; i < sizeof(bad_cases) / sizeof(bad_cases[0]); i++)
-        failed += run_bad_case(&bad_cases[i]);
-    if (failed != 0)
-        fail_msg("%zu of %zu malformed configs did not give the expected errors", failed, sizeof(bad_cases) / sizeof(bad_cases[0]));
+    run_bad_cases(F, bad_cases, sizeof(bad_cases) / sizeof(bad_cases[0]));
 }
 
 static void test_load_file_errors(void **state)
