@@ -87,6 +87,11 @@ typedef struct est_mapping_conf {
     char *from, *to;
 } est_mapping_conf_t;
 
+typedef struct est_header_tpl_conf {
+    char *name;  /* lower-case */
+    char *value; /* template text, as written */
+} est_header_tpl_conf_t;
+
 typedef struct est_backend_conf {
     char *upstream_name;
     est_upstream_conf_t *upstream; /* resolved, never NULL after a successful load */
@@ -101,6 +106,14 @@ typedef struct est_backend_conf {
     est_mapping_conf_t *mapping; /* in file order */
     size_t num_mapping;
     char *timing_name; /* Server-Timing name: group, else upstream; "#2", "#3" appended on a clash */
+    /* (dependent backends, SPEC "Dependent backends") extra request headers of this backend:
+     * name lower-case, value a template that may hold {param} and {GROUP.dot.path} */
+    est_header_tpl_conf_t *headers;
+    size_t num_headers;
+    /* indexes (in the route's backends, all lower than this backend's) of the backends whose
+     * group this backend's path or headers name; sorted, unique; 0: starts at once */
+    size_t *deps;
+    size_t num_deps;
 } est_backend_conf_t;
 
 typedef enum { EST_ON_ERROR_PARTIAL = 0, EST_ON_ERROR_FAIL } est_on_error_t;
@@ -215,6 +228,15 @@ typedef struct est_admin_conf {
     char *token; /* admin.token (NULL when absent): Bearer token for /, /state, /config beyond loopback */
 } est_admin_conf_t;
 
+/* SPEC "Tracing" (NULL in est_config_t when absent) */
+typedef struct est_tracing_conf {
+    char *otlp_endpoint;                 /* as written: "http://collector:4318/v1/traces" */
+    est_upstream_conf_t *otlp_upstream;  /* the endpoint's origin as an upstream (SPEC defaults), owned */
+    char *otlp_path;                     /* the endpoint's path and query, owned */
+    char *service_name;                  /* default "estuary" */
+    double sample_ratio;                 /* 0..1, default 1 */
+} est_tracing_conf_t;
+
 typedef struct est_config {
     char *file;     /* path as given */
     char *base_dir; /* folder of the file, for relative paths */
@@ -243,6 +265,10 @@ typedef struct est_config {
     est_rate_limit_conf_t *rate_limits; /* in file order */
     size_t num_rate_limits;
     est_redis_conf_t *redis; /* NULL when absent */
+    /* SPEC "Client limits": a fan-out's buffered reply per backend (default 64MiB) and all
+     * fan-outs' buffered replies of the process together (default 512MiB) */
+    uint64_t max_backend_reply, aggregate_memory;
+    est_tracing_conf_t *tracing; /* NULL when absent */
     json_t *json; /* the parsed document, for GET /config (owned) */
 } est_config_t;
 

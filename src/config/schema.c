@@ -339,7 +339,8 @@ void est_cv_load_root(vctx_t *c, json_t *root)
 {
     static const char *const keys[] = {"listen", "workers", "shutdown_timeout", "max_request_body", "admin", "dns", "upstreams", "routes",
                                        "access_log", "client_header_timeout", "client_body_timeout", "client_send_timeout",
-                                       "client_idle_timeout", "auth", "rate_limits", "redis", NULL};
+                                       "client_idle_timeout", "auth", "rate_limits", "redis", "max_backend_reply",
+                                       "aggregate_memory", NULL};
     est_config_t *conf = c->conf;
 
     conf->shutdown_timeout_ms = 10000;
@@ -348,6 +349,8 @@ void est_cv_load_root(vctx_t *c, json_t *root)
     conf->client_body_timeout_ms = 10000;
     conf->client_send_timeout_ms = 30000;
     conf->client_idle_timeout_ms = 60000;
+    conf->max_backend_reply = 64u << 20;
+    conf->aggregate_memory = 512u << 20;
     if (!json_is_object(root)) {
         est_cv_err_val(c, "the config must be a JSON object, not %s", est_cv_type_name(root));
         load_dns(c, root); /* defaults only */
@@ -362,6 +365,8 @@ void est_cv_load_root(vctx_t *c, json_t *root)
     est_cv_get_duration(c, root, "client_body_timeout", 0, &conf->client_body_timeout_ms);
     est_cv_get_duration(c, root, "client_send_timeout", 0, &conf->client_send_timeout_ms);
     est_cv_get_duration(c, root, "client_idle_timeout", 0, &conf->client_idle_timeout_ms);
+    est_cv_get_size(c, root, "max_backend_reply", &conf->max_backend_reply);
+    est_cv_get_size(c, root, "aggregate_memory", &conf->aggregate_memory);
     load_admin(c, root);
     load_access_log(c, root);
     load_dns(c, root);

@@ -325,3 +325,12 @@ void est_run_disposers(est_disposer_t **list)
     for (; d != NULL; d = d->next)
         d->cb(d + 1);
 }
+
+int est_request_prepare_backend(est_request_t *r, size_t backend_index, h2o_iovec_t method, est_upstream_request_t *u,
+                                est_group_value_cb lookup, void *lookup_data)
+{
+    /* placeholder until dependent backends land: no group references yet */
+    (void)lookup;
+    (void)lookup_data;
+    return est_request_prepare_upstream(r, backend_index, method, u);
+}

@@ -155,6 +155,30 @@ int est_request_id_is_valid(const char *s, size_t len);
  */
 int est_request_prepare_upstream(est_request_t *r, size_t backend_index, h2o_iovec_t method, est_upstream_request_t *u);
 
+/*
+ * (dependent backends, SPEC "Dependent backends") Gives the value of a {GROUP.dot.path}
+ * reference: `backend_index` is the earlier backend whose group is GROUP, `path` the dot path
+ * after "GROUP." (never empty). Returns 0 with *text set to a string's decoded value or a
+ * number's text exactly as the backend wrote it (valid until the fan-out ends); -1 when that
+ * backend failed or contributed nothing, the path is missing, or the value is not a string or
+ * a number (object, array, null, true, false).
+ */
+typedef int (*est_group_value_cb)(void *data, size_t backend_index, const char *path, size_t pathlen, h2o_iovec_t *text);
+
+#define EST_PREPARE_DEPENDENCY_FAILED (-2)
+
+/*
+ * est_request_prepare_upstream for a backend of an aggregating route that may name earlier
+ * groups (conf->num_deps > 0) in its path or headers: values come from `lookup` (which may be
+ * NULL for a backend without deps); a path value is percent-encoded as one segment, a header
+ * value used as it is. The backend's own `headers` are added to the forwarded ones. Returns
+ * 0, -1 when the path cannot be built, or EST_PREPARE_DEPENDENCY_FAILED when a value is
+ * missing or unusable (lookup -1, or a header value with CR, LF or NUL): the backend then
+ * fails with reason `dependency_failed` and is not called.
+ */
+int est_request_prepare_backend(est_request_t *r, size_t backend_index, h2o_iovec_t method, est_upstream_request_t *u,
+                                est_group_value_cb lookup, void *lookup_data);
+
 /* Copies `bytes` into a buffer owned by req->pool and sends it as the whole body. */
 void est_send_body(h2o_req_t *req, const char *bytes, size_t len);
 
