@@ -25,6 +25,8 @@ FORMATTED=(
   src/common/asan.h
   src/common/fieldvalue.c
   src/common/fieldvalue.h
+  src/common/file.c
+  src/common/file.h
   src/common/h2o_compat.c
   src/common/h2o_compat.h
   src/common/jsonutil.h
@@ -78,6 +80,7 @@ FORMATTED=(
   tests/unit/admin/test_console.c
   tests/unit/aggregate/test_jspan.c
   tests/unit/common/test_fieldvalue.c
+  tests/unit/common/test_file.c
   tests/unit/common/test_method.c
   tests/unit/common/test_wheel.c
   tests/unit/config/test_access_log.c

@@ -1,12 +1,9 @@
 #include "policy/apikeys.h"
+#include "common/file.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
@@ -94,43 +91,15 @@ Error:
 
 est_apikeys_t *est_apikeys_load(const char *path, char *err, size_t errlen)
 {
-    est_apikeys_t *keys = NULL;
-    char *buf = NULL;
-    struct stat st;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        goto Exit;
+    char *buf = NULL, why[128];
+    size_t len = 0;
+    if (est_read_file(path, EST_APIKEYS_MAX_FILE, &buf, &len, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "%s: %s", path, why);
+        return NULL;
     }
-    if (!S_ISREG(st.st_mode) || st.st_size > EST_APIKEYS_MAX_FILE) {
-        snprintf(err, errlen, "%s: not a regular file of at most %d bytes", path, EST_APIKEYS_MAX_FILE);
-        goto Exit;
-    }
-    /* read up to one byte more than allowed: a file that grew since fstat is still refused */
-    size_t len = 0, cap = (size_t)EST_APIKEYS_MAX_FILE + 1;
-    if ((buf = malloc(cap)) == NULL) {
-        snprintf(err, errlen, "out of memory");
-        goto Exit;
-    }
-    for (;;) {
-        ssize_t r = read(fd, buf + len, cap - len);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            snprintf(err, errlen, "%s: %s", path, strerror(errno));
-            goto Exit;
-        }
-        if (r == 0 || (len += (size_t)r) == cap)
-            break;
-    }
-    keys = est_apikeys_parse(buf, len, err, errlen);
-Exit:
-    if (buf != NULL) {
-        OPENSSL_cleanse(buf, (size_t)EST_APIKEYS_MAX_FILE + 1);
-        free(buf);
-    }
-    if (fd >= 0)
-        close(fd);
+    est_apikeys_t *keys = est_apikeys_parse(buf, len, err, errlen);
+    OPENSSL_cleanse(buf, len);
+    free(buf);
     return keys;
 }
 

@@ -19,19 +19,16 @@
 #include "policy/gate.h"
 #include "policy/auth_internal.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <openssl/crypto.h>
 
 #include "admin/metrics.h"
+#include "common/file.h"
 #include "common/log.h"
 #include "policy/apikeys.h"
 #include "policy/jwk.h"
@@ -193,58 +190,6 @@ void est_auth_edit_headers(h2o_mem_pool_t *pool, h2o_header_t **hdrs, size_t *nu
 
 /* ---- generation: files read once, on the main thread ---------------------------------------- */
 
-/* Reads the whole regular file `path` when it holds at most `max` bytes: 0 with *out (malloc'd,
- * NUL-terminated, the caller cleanses and frees it) and *len, or -1 with a reason in err. */
-static int read_small_file(const char *path, size_t max, char **out, size_t *len, char *err, size_t errlen)
-{
-    struct stat st;
-    char *buf = NULL;
-    size_t n = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        snprintf(err, errlen, "%s", strerror(errno));
-        goto Error;
-    }
-    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > max) {
-        snprintf(err, errlen, "not a regular file of at most %zu bytes", max);
-        goto Error;
-    }
-    if ((buf = malloc(max + 2)) == NULL) {
-        snprintf(err, errlen, "out of memory");
-        goto Error;
-    }
-    /* read up to one byte more than allowed: a file that grew since fstat is still refused */
-    for (;;) {
-        ssize_t r = read(fd, buf + n, max + 1 - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            snprintf(err, errlen, "%s", strerror(errno));
-            goto Error;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-        if (n > max) {
-            snprintf(err, errlen, "larger than %zu bytes", max);
-            goto Error;
-        }
-    }
-    close(fd);
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    return 0;
-Error:
-    if (buf != NULL) {
-        OPENSSL_cleanse(buf, max + 2);
-        free(buf);
-    }
-    if (fd >= 0)
-        close(fd);
-    return -1;
-}
-
 /* the key set of a jwks_file or secret_file policy; NULL (logged) when unusable */
 static est_jwks_t *load_keys(const est_jwt_conf_t *jc, unsigned algorithms)
 {
@@ -256,7 +201,7 @@ static est_jwks_t *load_keys(const est_jwt_conf_t *jc, unsigned algorithms)
                *path = jc->jwks_file != NULL ? jc->jwks_file : jc->secret_file;
 
     cap = jc->jwks_file != NULL ? EST_JWKS_MAX_BYTES : EST_JWK_MAX_OCT_BYTES + 1 /* one trailing newline */;
-    if (read_small_file(path, cap, &buf, &len, err, sizeof(err)) != 0)
+    if (est_read_file(path, cap, &buf, &len, err, sizeof(err)) != 0)
         goto Error;
     if (jc->jwks_file != NULL) {
         if ((set = est_jwks_parse(buf, len, err, sizeof(err))) == NULL)
@@ -289,7 +234,7 @@ Error:
     set = NULL;
 Exit:
     if (buf != NULL) {
-        OPENSSL_cleanse(buf, cap + 2);
+        OPENSSL_cleanse(buf, len + 1); /* len may have lost the trailing newline: within the buffer still */
         free(buf);
     }
     return set;

@@ -17,6 +17,7 @@
 #include <openssl/rand.h>
 #include <h2o.h>
 
+#include "common/file.h"
 #include "common/log.h"
 
 /* ---- the ticket key ring ---------------------------------------------------------------- */
@@ -230,25 +231,20 @@ static const char *ssl_error(char *buf, size_t size)
 /* reads the whole of `path` (a regular file, 1..max bytes) into a new ocsp_blob_t */
 static ocsp_blob_t *read_ocsp_file(const char *path, char *err, size_t err_size)
 {
-    FILE *f = fopen(path, "rbe");
-    struct stat st;
+    char *buf;
+    size_t len;
     ocsp_blob_t *b = NULL;
-    if (f == NULL) {
-        snprintf(err, err_size, "%s", strerror(errno));
+    if (est_read_file(path, EST_TLS_OCSP_MAX_BYTES, &buf, &len, err, err_size) != 0)
         return NULL;
-    }
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        snprintf(err, err_size, "not a regular file");
-    } else if (st.st_size <= 0 || st.st_size > EST_TLS_OCSP_MAX_BYTES) {
-        snprintf(err, err_size, "size %lld is not within 1..%d bytes", (long long)st.st_size, EST_TLS_OCSP_MAX_BYTES);
-    } else if ((b = malloc(sizeof(*b) + (size_t)st.st_size + 1)) == NULL) {
+    if (len == 0) {
+        snprintf(err, err_size, "the file is empty");
+    } else if ((b = malloc(sizeof(*b) + len)) == NULL) {
         snprintf(err, err_size, "out of memory");
-    } else if ((b->len = fread(b->der, 1, (size_t)st.st_size + 1, f)) != (size_t)st.st_size) {
-        snprintf(err, err_size, "the file changed while being read");
-        free(b);
-        b = NULL;
+    } else {
+        b->len = len;
+        memcpy(b->der, buf, len);
     }
-    fclose(f);
+    free(buf);
     return b;
 }
 
