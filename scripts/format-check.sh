@@ -39,6 +39,7 @@ FORMATTED=(
   src/common/phr.h
   src/common/sockaddr.c
   src/common/sockaddr.h
+  src/common/swar.h
   src/common/wheel.c
   src/common/wheel.h
   src/config/address.c

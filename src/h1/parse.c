@@ -12,6 +12,7 @@
 #include "h1/parse.h"
 #include "h1/parse_internal.h"
 #include "common/fieldvalue.h"
+#include "common/swar.h"
 
 #include <string.h>
 
@@ -34,77 +35,22 @@ const unsigned char est_h1_ctype[256] = {
     2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  /* 0xf0 */
 };
 
-/* --- word-at-a-time scanning (8 bytes per step on the long runs: target and values) --- */
+/* --- word-at-a-time scanning (common/swar.h; 8 bytes per step on the long runs: target and values) --- */
 
-#define ONES 0x0101010101010101ULL
-#define HIGHS 0x8080808080808080ULL
-
-static inline uint64_t load64(const unsigned char *p)
-{
-    uint64_t x;
-    memcpy(&x, p, 8);
-    return x;
-}
-
-/* non-zero iff some byte of x is < n (n <= 128) */
-static inline uint64_t has_less(uint64_t x, uint64_t n)
-{
-    return (x - ONES * n) & ~x & HIGHS;
-}
-
-/* non-zero iff some byte of x equals n */
-static inline uint64_t has_byte(uint64_t x, uint64_t n)
-{
-    uint64_t y = x ^ (ONES * n);
-    return (y - ONES) & ~y & HIGHS;
-}
-
-/* In both masks above the lowest flagged byte is exact (a borrow only flags bytes above a true
- * hit), so on a little-endian load the first hit is at ctz / 8; elsewhere, at the word start
- * (the byte loop that follows is the authority either way). */
-static inline size_t first_hit(uint64_t mask)
-{
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    return (size_t)__builtin_ctzll(mask) / 8;
-#else
-    (void)mask;
-    return 0;
-#endif
-}
-
-/* bytes that end the fast path in a field value: CTLs (HTAB included, checked bytewise) and DEL */
-static inline uint64_t value_stop(uint64_t x)
-{
-    return has_less(x, 0x20) | has_byte(x, 0x7f);
-}
-
-/* bytes that end the fast path in a field name: all but ALPHA, DIGIT and '-' (the other tchars
- * are checked bytewise). Exact per byte: each sum below stays within its byte. */
-static inline uint64_t alnum_dash(uint64_t x7)
-{
-    uint64_t y = x7 | (ONES * 0x20);
-    uint64_t alpha = (y + ONES * (0x80 - 'a')) & ~(y + ONES * (0x7f - 'z'));
-    uint64_t digit = (x7 + ONES * (0x80 - '0')) & ~(x7 + ONES * (0x7f - '9'));
-    uint64_t dash = ~((x7 ^ (ONES * '-')) + ~HIGHS);
-    return alpha | digit | dash;
-}
-
-static inline uint64_t name_stop(uint64_t x)
-{
-    return (~alnum_dash(x & ~HIGHS) | x) & HIGHS;
-}
+#define ONES EST_SWAR_ONES
+#define HIGHS EST_SWAR_HIGHS
 
 /* the same for a host: ALPHA, DIGIT, '-' and '.' (C_HOST's '_' and '~' go bytewise) */
 static inline uint64_t host_stop(uint64_t x)
 {
     uint64_t x7 = x & ~HIGHS, dot = ~((x7 ^ (ONES * '.')) + ~HIGHS);
-    return (~(alnum_dash(x7) | dot) | x) & HIGHS;
+    return (~(est_alnum_dash(x7) | dot) | x) & HIGHS;
 }
 
 /* bytes not allowed in a request target (and SP, which ends it): see C_TARGET */
 static inline uint64_t target_stop(uint64_t x)
 {
-    return has_less(x, 0x21) | has_byte(x, 0x7f) | has_byte(x, '#') | (x & HIGHS);
+    return est_has_less(x, 0x21) | est_has_byte(x, 0x7f) | est_has_byte(x, '#') | (x & HIGHS);
 }
 
 /* --- helpers --- */
@@ -118,7 +64,7 @@ static inline int lit_eq(const unsigned char *n, size_t n_len, const char *lit, 
     if (n_len != lit_len)
         return 0;
     for (; i + 8 <= lit_len; i += 8)
-        if ((load64(n + i) | (ONES * 0x20)) != load64((const unsigned char *)lit + i))
+        if ((est_load64(n + i) | (ONES * 0x20)) != est_load64((const unsigned char *)lit + i))
             return 0;
     for (; i < lit_len; ++i)
         if ((n[i] | 0x20) != (unsigned char)lit[i])
@@ -159,9 +105,9 @@ static int valid_authority(const unsigned char *a, size_t n)
         ++i;
     } else {
         while (i + 8 <= n) {
-            uint64_t m = host_stop(load64(a + i));
+            uint64_t m = host_stop(est_load64(a + i));
             if (m != 0) {
-                i += first_hit(m);
+                i += est_first_hit(m);
                 break;
             }
             i += 8;
@@ -411,9 +357,9 @@ int est_h1_parse_request(const char *buf, size_t len, est_h1_request_t *req, est
         /* only EST_H1_MAX_TARGET + 1 bytes are needed to tell 414 */
         const unsigned char *tend = (size_t)(end - p) > EST_H1_MAX_TARGET ? p + EST_H1_MAX_TARGET + 1 : end;
         while (tend - p >= 8) {
-            uint64_t m = target_stop(load64(p));
+            uint64_t m = target_stop(est_load64(p));
             if (m != 0) {
-                p += first_hit(m);
+                p += est_first_hit(m);
                 break;
             }
             p += 8;
@@ -487,9 +433,9 @@ int est_h1_parse_request(const char *buf, size_t len, est_h1_request_t *req, est
         name = p;
         for (;;) {
             while (end - p >= 8) {
-                uint64_t m = name_stop(load64(p));
+                uint64_t m = est_name_stop(est_load64(p));
                 if (m != 0) {
-                    p += first_hit(m);
+                    p += est_first_hit(m);
                     break;
                 }
                 p += 8;
@@ -516,9 +462,9 @@ int est_h1_parse_request(const char *buf, size_t len, est_h1_request_t *req, est
         value = p;
         for (;;) {
             while (end - p >= 8) {
-                uint64_t m = value_stop(load64(p));
+                uint64_t m = est_value_stop(est_load64(p));
                 if (m != 0) {
-                    p += first_hit(m);
+                    p += est_first_hit(m);
                     break;
                 }
                 p += 8;
