@@ -9,12 +9,13 @@
 
 #define NO_ROUTE_NAME "none"
 #define RATE_WINDOW 5.0   /* seconds behind "requests per second" */
-#define ERROR_WINDOW 60.0 /* seconds behind "error ratio over the last minute" */
+#define ERROR_WINDOW 60.0 /* seconds behind "error ratio over the last minute" and the minute's p50/p99 */
 #define SAMPLE_EVERY 1.0  /* at most one history sample a second */
 
 typedef struct {
     char *name;
     uint64_t requests, errors;
+    uint64_t buckets[EST_METRICS_NUM_BUCKETS + 1]; /* duration histogram so far, per bucket */
 } hist_route_t;
 
 typedef struct {
@@ -126,8 +127,10 @@ static void history_push(est_console_history_t *h, double mono, const sum_route_
     s->mono = mono;
     s->num = num;
     s->routes = xrealloc(NULL, num * sizeof(*s->routes));
-    for (size_t i = 0; i != num; ++i)
-        s->routes[i] = (hist_route_t){xstrdup(routes[i].name), routes[i].requests, routes[i].errors};
+    for (size_t i = 0; i != num; ++i) {
+        s->routes[i] = (hist_route_t){xstrdup(routes[i].name), routes[i].requests, routes[i].errors, {0}};
+        memcpy(s->routes[i].buckets, routes[i].buckets, sizeof(s->routes[i].buckets));
+    }
 }
 
 /* the newest sample at least `age` seconds older than `mono`, else the oldest one at least
@@ -287,6 +290,18 @@ static json_t *dns_entry_json(const sum_dns_t *d)
                      u64(d->workers));
 }
 
+/* now - then, per bucket; 0 when a bucket went backwards (a route of the same name that is
+ * not the same series, e.g. after a reload reset it) */
+static int buckets_delta(const uint64_t *now, const uint64_t *then, uint64_t *out)
+{
+    for (size_t b = 0; b != EST_METRICS_NUM_BUCKETS + 1; ++b) {
+        if (now[b] < then[b])
+            return 0;
+        out[b] = now[b] - then[b];
+    }
+    return 1;
+}
+
 static json_t *route_json(const sum_route_t *r, size_t idx, est_console_history_t *h, double mono)
 {
     json_t *o = json_object();
@@ -317,6 +332,14 @@ static json_t *route_json(const sum_route_t *r, size_t idx, est_console_history_
     double p50 = est_console_quantile(r->buckets, 0.5), p99 = est_console_quantile(r->buckets, 0.99);
     json_object_set_new(o, "p50_ms", num_or_null(p50 * 1000, p50 >= 0));
     json_object_set_new(o, "p99_ms", num_or_null(p99 * 1000, p99 >= 0));
+    /* the same over the last minute: the histogram now minus the one a minute ago (null until
+     * there is an older sample, or when the minute saw no request) */
+    uint64_t delta[EST_METRICS_NUM_BUCKETS + 1];
+    int have = hr != NULL && buckets_delta(r->buckets, hr->buckets, delta);
+    p50 = have ? est_console_quantile(delta, 0.5) : -1;
+    p99 = have ? est_console_quantile(delta, 0.99) : -1;
+    json_object_set_new(o, "p50_ms_1m", num_or_null(p50 * 1000, p50 >= 0));
+    json_object_set_new(o, "p99_ms_1m", num_or_null(p99 * 1000, p99 >= 0));
 
     uint64_t auth = 0;
     json_t *reasons = json_object();
@@ -329,8 +352,9 @@ static json_t *route_json(const sum_route_t *r, size_t idx, est_console_history_
     json_object_set_new(o, "auth_rejected_by_reason", reasons);
     json_object_set_new(o, "rate_limited", u64(r->rate_limited));
 
-    /* requests per second between consecutive samples, oldest first (the page's chart) */
-    json_t *hist = json_array();
+    /* requests per second and p99 (ms; null without requests) between consecutive samples,
+     * oldest first (the page's charts) */
+    json_t *hist = json_array(), *p99_hist = json_array();
     const hist_route_t *prev = NULL;
     double prev_t = 0;
     for (size_t i = 0; i != h->count; ++i) {
@@ -339,11 +363,14 @@ static json_t *route_json(const sum_route_t *r, size_t idx, est_console_history_
         if (prev != NULL && c != NULL && cur->mono > prev_t) {
             double v = c->requests >= prev->requests ? (double)(c->requests - prev->requests) / (cur->mono - prev_t) : 0;
             json_array_append_new(hist, num_or_null(v, 1));
+            double q = buckets_delta(c->buckets, prev->buckets, delta) ? est_console_quantile(delta, 0.99) : -1;
+            json_array_append_new(p99_hist, num_or_null(q * 1000, q >= 0));
         }
         prev = c;
         prev_t = cur->mono;
     }
     json_object_set_new(o, "rps_history", hist);
+    json_object_set_new(o, "p99_history", p99_hist);
     return o;
 }
 

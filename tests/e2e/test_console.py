@@ -128,6 +128,11 @@ def test_state_shape_and_exact_counts(backend, estuary, http):
     a = by_path(later)["/a"]
     assert a["rps"] >= 0 and all(v >= 0 for v in a["rps_history"])
     assert a["error_ratio_1m"] in (None, 0)
+    # the latency chart has one value per interval of the rate chart (null for an interval
+    # without requests)
+    assert len(a["p99_history"]) == len(a["rps_history"])
+    assert all(v is None or v > 0 for v in a["p99_history"])
+    assert a["p99_ms_1m"] is None or a["p99_ms_1m"] > 0
 
     # a reload shows in config
     reload(gw, gw.config)

@@ -108,6 +108,7 @@ static void test_state_sums_and_rates(void **state)
     double p50 = json_real_value(json_object_get(a, "p50_ms")), p99 = json_real_value(json_object_get(a, "p99_ms"));
     assert_true(p50 > 2.5 && p50 <= 5.0);
     assert_true(p99 > 250 && p99 <= 500);
+    assert_true(json_is_null(json_object_get(a, "p99_ms_1m"))); /* no older sample yet */
     assert_true(json_is_true(json_object_get(none, "unmatched")));
     assert_int_equal(geti(none, "requests"), 1);
     /* the upstream, summed; its address ejected on one worker of two */
@@ -152,6 +153,13 @@ static void test_state_sums_and_rates(void **state)
     assert_int_equal(geti(a, "requests"), 30);
     assert_true(json_real_value(json_object_get(a, "rps")) == 2.0);
     assert_true(json_real_value(json_object_get(a, "error_ratio_1m")) == 0.25);
+    /* the window's 20 requests all took 3 ms; since start, one of 30 took 300 ms */
+    p99 = json_real_value(json_object_get(a, "p99_ms_1m"));
+    assert_true(p99 > 2.5 && p99 <= 5.0);
+    p50 = json_real_value(json_object_get(a, "p50_ms_1m"));
+    assert_true(p50 > 2.5 && p50 <= 5.0);
+    p99 = json_real_value(json_object_get(a, "p99_ms"));
+    assert_true(p99 > 5.0);
     assert_int_equal(json_array_size(json_object_get(a, "rps_history")), 0); /* this call's sample comes after */
     addr = json_array_get(json_object_get(json_array_get(json_object_get(doc, "upstreams"), 0), "addresses"), 0);
     assert_string_equal(json_string_value(json_object_get(addr, "health")), "ok");
@@ -161,6 +169,9 @@ static void test_state_sums_and_rates(void **state)
     a = json_array_get(json_object_get(doc, "routes"), 0);
     assert_int_equal(json_array_size(json_object_get(a, "rps_history")), 1);
     assert_true(json_real_value(json_array_get(json_object_get(a, "rps_history"), 0)) == 2.0);
+    assert_int_equal(json_array_size(json_object_get(a, "p99_history")), 1);
+    p99 = json_real_value(json_array_get(json_object_get(a, "p99_history"), 0));
+    assert_true(p99 > 2.5 && p99 <= 5.0);
     json_decref(doc);
     doc = render(snaps, 2, h, 110.8);
     assert_int_equal(json_array_size(json_object_get(json_array_get(json_object_get(doc, "routes"), 0), "rps_history")), 1);
@@ -176,6 +187,10 @@ static void test_state_sums_and_rates(void **state)
     a = json_array_get(json_object_get(doc, "routes"), 0);
     assert_int_equal(json_array_size(json_object_get(a, "rps_history")), EST_CONSOLE_HISTORY - 1);
     assert_true(json_real_value(json_object_get(a, "rps")) == 0.0);
+    /* no request in those intervals: no p99 for them, nor for the last minute */
+    assert_int_equal(json_array_size(json_object_get(a, "p99_history")), EST_CONSOLE_HISTORY - 1);
+    assert_true(json_is_null(json_array_get(json_object_get(a, "p99_history"), 0)));
+    assert_true(json_is_null(json_object_get(a, "p99_ms_1m")));
     json_decref(doc);
     for (size_t i = 0; i != 2; ++i)
         est_metrics_snapshot_dispose(snaps + i);
