@@ -22,6 +22,14 @@ FORMATTED=(
   src/admin/console.h
   src/aggregate/jspan.c
   src/aggregate/jspan.h
+  src/cache/ccontrol.c
+  src/cache/ccontrol.h
+  src/cache/coalesce.c
+  src/cache/coalesce.h
+  src/cache/hash.c
+  src/cache/hash.h
+  src/cache/store.c
+  src/cache/store.h
   src/common/asan.h
   src/common/fieldvalue.c
   src/common/fieldvalue.h
@@ -76,10 +84,14 @@ FORMATTED=(
   src/server/tls.h
   src/server/worker_gen.c
   src/server/worker_gen.h
+  tests/fuzz/fuzz_cache_control.c
   tests/fuzz/fuzz_jspan.c
   tests/fuzz/fuzz_resp.c
   tests/unit/admin/test_console.c
   tests/unit/aggregate/test_jspan.c
+  tests/unit/cache/test_ccontrol.c
+  tests/unit/cache/test_coalesce.c
+  tests/unit/cache/test_store.c
   tests/unit/common/test_fieldvalue.c
   tests/unit/common/test_file.c
   tests/unit/common/test_method.c
