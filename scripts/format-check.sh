@@ -84,9 +84,17 @@ FORMATTED=(
   src/server/tls.h
   src/server/worker_gen.c
   src/server/worker_gen.h
+  src/trace/export.c
+  src/trace/export.h
+  src/trace/otlp.c
+  src/trace/span.c
+  src/trace/span.h
+  src/trace/traceparent.c
+  src/trace/traceparent.h
   tests/fuzz/fuzz_cache_control.c
   tests/fuzz/fuzz_jspan.c
   tests/fuzz/fuzz_resp.c
+  tests/fuzz/fuzz_traceparent.c
   tests/unit/admin/test_console.c
   tests/unit/aggregate/test_jspan.c
   tests/unit/cache/test_ccontrol.c
@@ -97,7 +105,9 @@ FORMATTED=(
   tests/unit/common/test_method.c
   tests/unit/common/test_wheel.c
   tests/unit/config/test_access_log.c
+  tests/unit/config/test_depend.c
   tests/unit/config/test_policy.c
+  tests/unit/config/test_tracing.c
   tests/unit/policy/test_auth.c
   tests/unit/policy/test_gcra.c
   tests/unit/policy/test_jwks_fetch.c
@@ -109,6 +119,8 @@ FORMATTED=(
   tests/unit/server/test_reload.c
   tests/unit/server/test_tls.c
   tests/unit/server/test_worker_gen.c
+  tests/unit/trace/test_span.c
+  tests/unit/trace/test_traceparent.c
 )
 
 CF=

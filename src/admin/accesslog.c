@@ -2,6 +2,7 @@
  * estuary - the access log (see accesslog.h).
  */
 #include "admin/accesslog.h"
+#include "trace/traceparent.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -216,9 +217,9 @@ void est_accesslog_build(est_strbuf_t *out, const est_access_entry_t *e)
                 LIT(out, "null");
             LIT(out, ",\"status\":");
             append_int(out, x->status);
-            if (x->error != EST_UERR_NONE) {
+            if (x->error != EST_UERR_NONE || x->reason != NULL) {
                 LIT(out, ",\"error\":");
-                const char *en = est_uerr_name(x->error);
+                const char *en = x->reason != NULL ? x->reason : est_uerr_name(x->error);
                 append_string(out, en, strlen(en));
             }
             LIT(out, ",\"connect_ms\":");
@@ -232,6 +233,12 @@ void est_accesslog_build(est_strbuf_t *out, const est_access_entry_t *e)
     }
     LIT(out, "],\"retries\":");
     append_u64(out, retries);
+    if (e->trace_id != NULL) {
+        char hex[32];
+        est_hex_lower(hex, e->trace_id, 16);
+        LIT(out, ",\"trace_id\":");
+        append_string(out, hex, sizeof(hex));
+    }
     LIT(out, "}\n");
     out->base[out->len] = '\0'; /* put() leaves room for it */
 }

@@ -33,6 +33,7 @@ typedef struct est_access_entry {
     uint64_t bytes_sent;
     double duration_ms;
     const est_request_trace_t *trace; /* NULL -> no upstreams */
+    const uint8_t *trace_id;  /* (SPEC "Tracing") 16 bytes, shown as "trace_id"; NULL: tracing off, no key */
 } est_access_entry_t;
 
 /* Appends one JSON line (with its '\n') for `e` to `out` */

@@ -511,6 +511,8 @@ void est_metrics_render(est_strbuf_t *out, const est_metrics_snapshot_t *snaps, 
         closed.accept_paused += s->conns.accept_paused;
         for (size_t r = 0; r != EST_REDIS_RESULT__COUNT; ++r)
             closed.redis[r] += s->conns.redis[r];
+        closed.spans_dropped += s->conns.spans_dropped;
+        closed.spans_exported += s->conns.spans_exported;
     }
 
     render_requests(out, routes, num_routes);
@@ -542,6 +544,11 @@ void est_metrics_render(est_strbuf_t *out, const est_metrics_snapshot_t *snaps, 
         const char *l[] = {"result", est_redis_result_label((est_redis_result_t)r), NULL};
         sample_u64(out, "estuary_redis_requests_total", l, closed.redis[r]);
     }
+    header(out, "estuary_tracing_spans_dropped_total", "counter",
+           "Spans not delivered to the OTLP collector: dropped from a full queue or by a failed export.");
+    sample_u64(out, "estuary_tracing_spans_dropped_total", NULL, closed.spans_dropped);
+    header(out, "estuary_tracing_spans_exported_total", "counter", "Spans the OTLP collector accepted (2xx).");
+    sample_u64(out, "estuary_tracing_spans_exported_total", NULL, closed.spans_exported);
     header(out, "estuary_workers", "gauge", "Worker threads.");
     sample_u64(out, "estuary_workers", NULL, proc->workers);
     header(out, "estuary_workers_missing", "gauge", "Workers that did not answer this scrape within 1s (not counted above).");

@@ -108,6 +108,8 @@ typedef struct est_conn_counters {
     uint64_t closed[EST_CLOSE__COUNT];
     uint64_t accept_paused; /* accept backed off because descriptors ran out (EMFILE/ENFILE) */
     uint64_t redis[EST_REDIS_RESULT__COUNT]; /* rate-limit round trips to Redis, by result */
+    /* (SPEC "Tracing") spans the worker's exporter dropped (queue full, failed export) / delivered */
+    uint64_t spans_dropped, spans_exported;
 } est_conn_counters_t;
 
 /* Owned by one worker, touched only from its loop */

@@ -222,6 +222,12 @@ static void free_backend(est_backend_conf_t *b)
     }
     free(b->mapping);
     free(b->timing_name);
+    for (size_t i = 0; i < b->num_headers; i++) {
+        free(b->headers[i].name);
+        free(b->headers[i].value);
+    }
+    free(b->headers);
+    free(b->deps);
 }
 
 void est_config_free(est_config_t *conf)
@@ -258,6 +264,7 @@ void est_config_free(est_config_t *conf)
             free_backend(r->proxy);
         free(r->proxy);
     }
+    est_cv_free_tracing(conf);
     est_cv_free_policy(conf); /* the routes' policy keys too */
     free(conf->routes);
     json_decref(conf->json);
@@ -294,6 +301,7 @@ void est_upstream_conf_clear(est_upstream_conf_t *u)
     free(u->retry.statuses);
     free(u->tls.ca_file);
     free(u->tls.server_name);
+    free(u->hedge);
 }
 
 est_upstream_conf_t *est_config_find_upstream(const est_config_t *conf, const char *name)

@@ -58,6 +58,14 @@ typedef struct est_target_conf {
     int is_ip_literal;
 } est_target_conf_t;
 
+/* SPEC "Caching, coalescing and hedging": an upstream's "hedge" */
+typedef struct est_hedge_conf {
+    int delay_auto;        /* "delay": "auto": the upstream's recent p95 time to first byte (>= 1 ms) */
+    uint64_t delay_ms;     /* a fixed "delay" (delay_auto 0) */
+    unsigned max;          /* extra attempts at most; default 1 */
+    unsigned budget_permille; /* hedges at most this share of first attempts over 10 s ("10%" -> 100) */
+} est_hedge_conf_t;
+
 typedef struct est_upstream_conf {
     char *name;
     size_t index; /* position in est_config_t.upstreams */
@@ -81,6 +89,7 @@ typedef struct est_upstream_conf {
         char *ca_file;     /* resolved path, or NULL for the system store */
         char *server_name; /* SNI and name checked; NULL -> the target's host */
     } tls;
+    est_hedge_conf_t *hedge; /* owned; NULL: no hedging */
 } est_upstream_conf_t;
 
 typedef struct est_mapping_conf {
@@ -199,6 +208,16 @@ typedef struct est_cors_conf {
     int has_max_age;
 } est_cors_conf_t;
 
+/* SPEC "Caching, coalescing and hedging": a route's "cache" */
+typedef struct est_route_cache_conf {
+    uint64_t ttl_ms;                    /* when the backend says nothing (default 0: not stored then) */
+    uint64_t stale_while_revalidate_ms; /* default 0 */
+    uint64_t stale_if_error_ms;         /* default 0, counted from expiry (RFC 5861) */
+    char **vary;                        /* request header names in the key, lower-case */
+    size_t num_vary;
+    int shared; /* requests with Authorization or Cookie are served from the cache too */
+} est_route_cache_conf_t;
+
 typedef struct est_route_conf {
     size_t index;
     char *path;       /* template */
@@ -220,6 +239,8 @@ typedef struct est_route_conf {
     size_t num_scopes;
     est_rate_limit_conf_t *rate_limit; /* borrowed from est_config_t.rate_limits; NULL: none */
     est_cors_conf_t *cors;             /* owned; NULL: none */
+    struct est_route_cache_conf *cache; /* owned; NULL: the route's replies are not cached */
+    int coalesce;                       /* "coalesce": true, or implied by "cache" */
 } est_route_conf_t;
 
 typedef struct est_admin_conf {
@@ -269,6 +290,9 @@ typedef struct est_config {
      * fan-outs' buffered replies of the process together (default 512MiB) */
     uint64_t max_backend_reply, aggregate_memory;
     est_tracing_conf_t *tracing; /* NULL when absent */
+    /* "cache": the process's response cache (defaults 256MiB, 8MiB; used when any route has
+     * "cache", whether or not the top-level key is there) */
+    uint64_t cache_max_size, cache_max_entry;
     json_t *json; /* the parsed document, for GET /config (owned) */
 } est_config_t;
 

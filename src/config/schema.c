@@ -22,6 +22,7 @@ static void load_admin(vctx_t *c, json_t *root);
 static void load_dns(vctx_t *c, json_t *root);
 static void load_workers(vctx_t *c, json_t *root);
 static void load_access_log(vctx_t *c, json_t *root);
+static void load_tracing(vctx_t *c, json_t *root);
 
 /* ---- sections -------------------------------------------------------------------------- */
 
@@ -313,6 +314,72 @@ static void load_access_log(vctx_t *c, json_t *root)
     }
 }
 
+/*
+ * "tracing" (SPEC "Tracing"): otlp_endpoint (required) becomes an upstream of its own like a
+ * jwks_url (SPEC upstream defaults, a 5 s response timeout: one export never waits longer);
+ * service_name defaults to "estuary", sample_ratio (a number from 0 to 1) to 1.
+ */
+static void load_tracing(vctx_t *c, json_t *root)
+{
+    static const char *const keys[] = {"otlp_endpoint", "service_name", "sample_ratio", NULL};
+    json_t *o = est_cv_get_typed(c, root, "tracing", JSON_OBJECT), *v;
+    const char *s;
+    if (o == NULL)
+        return;
+    est_tracing_conf_t *t = c->conf->tracing = est_cv_xcalloc(1, sizeof(*t));
+    t->sample_ratio = 1.0;
+    est_cv_push_key(c, "tracing");
+    est_cv_check_keys(c, o, keys);
+    if (est_cv_get_string(c, o, "otlp_endpoint", &s) > 0) {
+        t->otlp_endpoint = est_cv_xstrdup(s);
+        const char *why = est_cv_url_upstream(s, "tracing", &t->otlp_upstream, &t->otlp_path);
+        if (why == NULL) {
+            t->otlp_upstream->response_timeout_ms = 5000;
+        } else {
+            est_cv_push_key(c, "otlp_endpoint");
+            est_cv_err_val(c, "bad URL \"%s\": %s", est_cv_short(c, s), why);
+            est_cv_pop(c);
+        }
+    } else if (json_object_get(o, "otlp_endpoint") == NULL) {
+        est_cv_err_val(c, "missing \"otlp_endpoint\" (such as \"http://127.0.0.1:4318/v1/traces\")");
+    }
+    if (est_cv_get_string(c, o, "service_name", &s) > 0) {
+        if (strlen(s) > 128) {
+            est_cv_push_key(c, "service_name");
+            est_cv_err_val(c, "must be at most 128 characters long");
+            est_cv_pop(c);
+        } else {
+            t->service_name = est_cv_xstrdup(s);
+        }
+    }
+    if (t->service_name == NULL)
+        t->service_name = est_cv_xstrdup("estuary");
+    if ((v = json_object_get(o, "sample_ratio")) != NULL) {
+        est_cv_push_key(c, "sample_ratio");
+        if (!json_is_number(v))
+            est_cv_err_val(c, "expected a number from 0 to 1, got %s", est_cv_type_name(v));
+        else if (!(json_number_value(v) >= 0.0 && json_number_value(v) <= 1.0))
+            est_cv_err_val(c, "expected a number from 0 to 1, got %g", json_number_value(v));
+        else
+            t->sample_ratio = json_number_value(v);
+        est_cv_pop(c);
+    }
+    est_cv_pop(c);
+}
+
+void est_cv_free_tracing(est_config_t *conf)
+{
+    est_tracing_conf_t *t = conf->tracing;
+    if (t == NULL)
+        return;
+    free(t->otlp_endpoint);
+    est_cv_free_upstream(t->otlp_upstream);
+    free(t->otlp_path);
+    free(t->service_name);
+    free(t);
+    conf->tracing = NULL;
+}
+
 static void load_workers(vctx_t *c, json_t *root)
 {
     json_t *v = json_object_get(root, "workers");
@@ -340,7 +407,7 @@ void est_cv_load_root(vctx_t *c, json_t *root)
     static const char *const keys[] = {"listen", "workers", "shutdown_timeout", "max_request_body", "admin", "dns", "upstreams", "routes",
                                        "access_log", "client_header_timeout", "client_body_timeout", "client_send_timeout",
                                        "client_idle_timeout", "auth", "rate_limits", "redis", "max_backend_reply",
-                                       "aggregate_memory", NULL};
+                                       "aggregate_memory", "tracing", NULL};
     est_config_t *conf = c->conf;
 
     conf->shutdown_timeout_ms = 10000;
@@ -373,4 +440,5 @@ void est_cv_load_root(vctx_t *c, json_t *root)
     est_cv_load_upstreams(c, root);
     est_cv_load_policy(c, root); /* before the routes, which name its policies */
     est_cv_load_routes(c, root);
+    load_tracing(c, root);
 }

@@ -275,57 +275,75 @@ static void check_policy_name(vctx_t *c, const char *name, const char *what)
 }
 
 /*
+ * An http:// or https:// URL whose origin becomes an upstream of its own, named `name`, with
+ * SPEC upstream defaults; its path and query ("/" when empty) are kept for the requests. Used by
+ * jwks_url and tracing.otlp_endpoint.
+ */
+const char *est_cv_url_upstream(const char *url, const char *name, est_upstream_conf_t **up, char **path_out)
+{
+    const char *p = strstr(url, "://"), *why = NULL;
+    *up = NULL;
+    *path_out = NULL;
+    if (p == NULL)
+        return "it must start with http:// or https://";
+    const char *path = p + 3 + strcspn(p + 3, "/?#");
+    if (strchr(path, '#') != NULL)
+        return "a fragment (#) is not allowed";
+    for (const unsigned char *q = (const unsigned char *)path; *q; q++)
+        if (*q <= 0x20 || *q >= 0x7f)
+            return "the path must not contain spaces, control or non-ASCII characters (percent-encode them)";
+    size_t olen = (size_t)(path - url);
+    char *origin = est_cv_xmalloc(olen + 1);
+    memcpy(origin, url, olen);
+    origin[olen] = '\0';
+    est_upstream_conf_t *u = est_cv_xcalloc(1, sizeof(*u));
+    u->targets = est_cv_xcalloc(1, sizeof(*u->targets));
+    if ((why = est_cv_parse_target(origin, &u->targets[0])) == NULL) {
+        u->num_targets = 1;
+        u->name = est_cv_xstrdup(name);
+        u->index = 0; /* the only upstream of its user's own set */
+        est_upstream_conf_defaults(u);
+        *up = u;
+        if (*path == '\0') {
+            *path_out = est_cv_xstrdup("/");
+        } else if (*path == '?') {
+            size_t m = strlen(path) + 2;
+            *path_out = est_cv_xmalloc(m);
+            snprintf(*path_out, m, "/%s", path);
+        } else {
+            *path_out = est_cv_xstrdup(path);
+        }
+    } else {
+        free(u->targets);
+        free(u);
+    }
+    free(origin);
+    return why;
+}
+
+void est_cv_free_upstream(est_upstream_conf_t *u)
+{
+    if (u == NULL)
+        return;
+    est_upstream_conf_clear(u);
+    free(u);
+}
+
+/*
  * jwks_url: the origin becomes an upstream of its own (SPEC upstream defaults, a shorter
  * response timeout: a key set is small), the path and query are kept for the request.
  */
 static void load_jwks_url(vctx_t *c, const char *url, est_jwt_conf_t *j)
 {
-    const char *p = strstr(url, "://"), *why = NULL;
+    size_t n = strlen(j->name) + 6;
+    char *name = est_cv_xmalloc(n);
+    snprintf(name, n, "jwks:%s", j->name);
     j->jwks_url = est_cv_xstrdup(url);
-    if (p == NULL) {
-        why = "it must start with http:// or https://";
+    const char *why = est_cv_url_upstream(url, name, &j->jwks_upstream, &j->jwks_path);
+    free(name);
+    if (why == NULL) {
+        j->jwks_upstream->response_timeout_ms = 5000; /* also the bound of one whole fetch (docs/jwks.md) */
     } else {
-        const char *path = p + 3 + strcspn(p + 3, "/?#");
-        if (strchr(path, '#') != NULL) {
-            why = "a fragment (#) is not allowed";
-        } else {
-            for (const unsigned char *q = (const unsigned char *)path; *q && why == NULL; q++)
-                if (*q <= 0x20 || *q >= 0x7f)
-                    why = "the path must not contain spaces, control or non-ASCII characters (percent-encode them)";
-        }
-        if (why == NULL) {
-            size_t olen = (size_t)(path - url);
-            char *origin = est_cv_xmalloc(olen + 1);
-            memcpy(origin, url, olen);
-            origin[olen] = '\0';
-            est_upstream_conf_t *u = est_cv_xcalloc(1, sizeof(*u));
-            u->targets = est_cv_xcalloc(1, sizeof(*u->targets));
-            if ((why = est_cv_parse_target(origin, &u->targets[0])) == NULL) {
-                size_t n = strlen(j->name) + 6;
-                u->num_targets = 1;
-                u->name = est_cv_xmalloc(n);
-                snprintf(u->name, n, "jwks:%s", j->name);
-                u->index = 0; /* the only upstream of the JWKS fetcher's own set */
-                est_upstream_conf_defaults(u);
-                u->response_timeout_ms = 5000; /* also the bound of one whole fetch (docs/jwks.md) */
-                j->jwks_upstream = u;
-                if (*path == '\0') {
-                    j->jwks_path = est_cv_xstrdup("/");
-                } else if (*path == '?') {
-                    size_t m = strlen(path) + 2;
-                    j->jwks_path = est_cv_xmalloc(m);
-                    snprintf(j->jwks_path, m, "/%s", path);
-                } else {
-                    j->jwks_path = est_cv_xstrdup(path);
-                }
-            } else {
-                free(u->targets);
-                free(u);
-            }
-            free(origin);
-        }
-    }
-    if (why != NULL) {
         est_cv_push_key(c, "jwks_url");
         est_cv_err_val(c, "bad URL \"%s\": %s", est_cv_short(c, url), why);
         est_cv_pop(c);
@@ -965,21 +983,13 @@ static void free_list(char **list, size_t n)
     free(list);
 }
 
-static void free_upstream(est_upstream_conf_t *u)
-{
-    if (u == NULL)
-        return;
-    est_upstream_conf_clear(u);
-    free(u);
-}
-
 void est_cv_free_policy(est_config_t *conf)
 {
     for (size_t i = 0; i < conf->num_jwt; i++) {
         est_jwt_conf_t *j = &conf->jwt[i];
         free(j->name);
         free(j->jwks_url);
-        free_upstream(j->jwks_upstream);
+        est_cv_free_upstream(j->jwks_upstream);
         free(j->jwks_path);
         free(j->jwks_file);
         free(j->secret_file);

@@ -13,6 +13,19 @@
 
 /* "did you mean" looks among at most this many upstream names */
 #define MAX_SUGGEST_CANDIDATES 256
+/* a backend's own request headers: at most this many, each value template at most this long */
+#define MAX_BACKEND_HEADERS 32
+#define MAX_HEADER_VALUE 8192
+
+/*
+ * What a backend's templates may refer to (SPEC "Dependent backends"): the `group` of every
+ * backend of its route, as written (NULL where absent), and its own position. For a proxy,
+ * groups is NULL: there is nothing to refer to.
+ */
+typedef struct group_scope {
+    const char *const *groups;
+    size_t num, self;
+} group_scope_t;
 
 static int bad_dot_path_value(vctx_t *c, json_t *v)
 {
@@ -47,12 +60,120 @@ static char **load_path_list(vctx_t *c, json_t *o, const char *key, size_t *num)
 }
 
 
+/* adds backend `j` to b->deps (sorted, unique; room for `self` entries, all below it) */
+static void add_dep(est_backend_conf_t *b, size_t self, size_t j)
+{
+    size_t k = 0;
+    if (b->deps == NULL)
+        b->deps = est_cv_xcalloc(self, sizeof(*b->deps));
+    while (k < b->num_deps && b->deps[k] < j)
+        k++;
+    if (k < b->num_deps && b->deps[k] == j)
+        return;
+    memmove(b->deps + k + 1, b->deps + k, (b->num_deps - k) * sizeof(*b->deps));
+    b->deps[k] = j;
+    b->num_deps++;
+}
+
+/*
+ * Resolves the {GROUP.path} reference `p` of template `tpl` (parsed from the current string
+ * value) of backend b = groups->self: GROUP must be the group of a backend listed before it
+ * (the last such one is used); records it in b->deps or reports the problem at the '{'.
+ */
+static void check_group_ref(vctx_t *c, const est_template_t *tpl, const est_tpl_piece_t *p, const group_scope_t *gs,
+                            est_backend_conf_t *b)
+{
+    unsigned line, col;
+    size_t j, found = SIZE_MAX, later = SIZE_MAX;
+    int shown = p->len > 200 ? 200 : (int)p->len, gshown = p->group_len > 200 ? 200 : (int)p->group_len; /* in messages */
+    est_cv_string_offset_pos(c, (size_t)(p->text - tpl->_buf) - 1, &line, &col);
+    if (gs->groups == NULL) {
+        est_cv_err_at(c, line, col,
+                      "%s: {%.*s}: a proxy has no groups to refer to; only the backends of an aggregating route can "
+                      "use an earlier backend's reply",
+                      est_cv_short(c, c->disp), shown, p->text);
+        return;
+    }
+    for (j = 0; j < gs->num; j++) {
+        const char *g = gs->groups[j];
+        if (g == NULL || strlen(g) != p->group_len || memcmp(g, p->text, p->group_len) != 0)
+            continue;
+        if (j < gs->self)
+            found = j; /* the last earlier one */
+        else if (later == SIZE_MAX)
+            later = j;
+    }
+    if (found != SIZE_MAX) {
+        add_dep(b, gs->self, found);
+        return;
+    }
+    if (later == gs->self) {
+        est_cv_err_at(c, line, col,
+                      "%s: {%.*s} names this backend's own group \"%.*s\": a backend can only use the reply of a "
+                      "backend listed before it",
+                      est_cv_short(c, c->disp), shown, p->text, gshown, p->text);
+    } else if (later != SIZE_MAX) {
+        est_cv_err_at(c, line, col,
+                      "%s: {%.*s}: group \"%.*s\" belongs to a later backend (backends[%zu]); list that backend "
+                      "before this one (dependencies cannot form a cycle)",
+                      est_cv_short(c, c->disp), shown, p->text, gshown, p->text, later);
+    } else {
+        char hint[128] = "", name[128];
+        if (!est_cv_errors_full(c) && gs->self <= MAX_SUGGEST_CANDIDATES && p->group_len < sizeof(name)) {
+            const char **names = est_cv_xcalloc(gs->self + 1, sizeof(char *));
+            size_t n = 0;
+            for (j = 0; j < gs->self; j++)
+                if (gs->groups[j] != NULL)
+                    names[n++] = gs->groups[j];
+            memcpy(name, p->text, p->group_len);
+            name[p->group_len] = '\0';
+            const char *sug = est_cv_suggest(name, names, n);
+            if (sug != NULL)
+                snprintf(hint, sizeof(hint), " (did you mean \"%s\"?)", est_cv_short(c, sug));
+            free(names);
+        }
+        est_cv_err_at(c, line, col, "%s: {%.*s}: no backend listed before this one has group \"%.*s\"%s", est_cv_short(c, c->disp),
+                      shown, p->text, gshown, p->text, hint);
+    }
+}
+
+/*
+ * Checks the references of template `tpl`, parsed from the current string value `s`:
+ * parameters bound by the route's template `route_tpl` (NULL: not checked), groups resolved
+ * into b->deps.
+ */
+static void check_refs(vctx_t *c, const est_template_t *tpl, const char *s, const est_template_t *route_tpl, const char *route_path,
+                       const group_scope_t *gs, est_backend_conf_t *b)
+{
+    unsigned line, col;
+    for (size_t i = 0; i < tpl->num_pieces && !est_cv_errors_full(c); i++) {
+        const est_tpl_piece_t *p = &tpl->pieces[i];
+        if (p->kind == EST_TPL_GROUP) {
+            check_group_ref(c, tpl, p, gs, b);
+            continue;
+        }
+        if (p->kind == EST_TPL_LITERAL || route_tpl == NULL || est_template_find_param(route_tpl, p->text, p->len) != NULL)
+            continue;
+        /* point at the "{name" in the source string */
+        size_t at = 0;
+        for (const char *q = s; (q = strchr(q, '{')) != NULL; q++) {
+            if (strncmp(q + 1, p->text, p->len) == 0 && (q[1 + p->len] == '}' || q[1 + p->len] == '.')) {
+                at = (size_t)(q - s);
+                break;
+            }
+        }
+        est_cv_string_offset_pos(c, at, &line, &col);
+        est_cv_err_at(c, line, col, "%s: parameter {%.*s} is not bound by the route path \"%s\"", est_cv_short(c, c->disp),
+                      (int)p->len, p->text, est_cv_short(c, route_path));
+    }
+}
+
 /*
  * Reads the "upstream" and "path" of a backend or proxy object into `b`; `route_tpl` is
  * the route's parsed template (NULL if it did not parse).
  */
 static void load_backend_target(vctx_t *c, json_t *o, est_backend_conf_t *b, const est_template_t *route_tpl,
-                                const char *route_path, int path_required)
+                                const char *route_path, int path_required, const group_scope_t *gs)
 {
     const char *s;
     if (est_cv_get_string(c, o, "upstream", &s) > 0) {
@@ -88,22 +209,7 @@ static void load_backend_target(vctx_t *c, json_t *o, est_backend_conf_t *b, con
             est_cv_string_offset_pos(c, off, &line, &col);
             est_cv_err_at(c, line, col, "%s: bad path \"%s\": %s", est_cv_short(c, c->disp), est_cv_short(c, s), err);
         } else {
-            for (size_t i = 0; route_tpl != NULL && i < tpl.num_pieces && !est_cv_errors_full(c); i++) {
-                const est_tpl_piece_t *p = &tpl.pieces[i];
-                if (p->kind == EST_TPL_LITERAL || est_template_find_param(route_tpl, p->text, p->len) != NULL)
-                    continue;
-                /* point at the "{name" in the source string */
-                size_t at = 0;
-                for (const char *q = s; (q = strchr(q, '{')) != NULL; q++) {
-                    if (strncmp(q + 1, p->text, p->len) == 0 && (q[1 + p->len] == '}' || q[1 + p->len] == '.')) {
-                        at = (size_t)(q - s);
-                        break;
-                    }
-                }
-                est_cv_string_offset_pos(c, at, &line, &col);
-                est_cv_err_at(c, line, col, "%s: parameter {%.*s} is not bound by the route path \"%s\"", est_cv_short(c, c->disp),
-                              (int)p->len, p->text, est_cv_short(c, route_path));
-            }
+            check_refs(c, &tpl, s, route_tpl, route_path, gs, b);
             est_template_dispose(&tpl);
         }
         est_cv_pop(c);
@@ -112,9 +218,101 @@ static void load_backend_target(vctx_t *c, json_t *o, est_backend_conf_t *b, con
     }
 }
 
-static void load_backend(vctx_t *c, json_t *o, est_backend_conf_t *b, const est_template_t *route_tpl, const char *route_path)
+/* RFC 9110 5.6.2 tchar */
+static int is_tchar(unsigned char ch)
 {
-    static const char *const keys[] = {"upstream", "path", "group", "target", "allow", "deny", "mapping", NULL};
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+}
+
+/* header names a backend cannot set: framing and connection management belong to estuary's
+ * upstream client (RFC 9110 7.6.1 hop-by-hop fields, RFC 9112 6 framing, Host 7.2) */
+static const char *reserved_header_reason(const char *lower)
+{
+    static const char *const hop[] = {"connection", "keep-alive",     "te", "trailer", "transfer-encoding",
+                                      "upgrade",    "http2-settings", NULL};
+    for (size_t i = 0; hop[i] != NULL; i++)
+        if (strcmp(lower, hop[i]) == 0)
+            return "is a hop-by-hop header";
+    if (strncmp(lower, "proxy-", 6) == 0)
+        return "is a hop-by-hop header";
+    if (strcmp(lower, "host") == 0)
+        return "is set by estuary (the target's authority, or the client's with \"preserve_host\")";
+    if (strcmp(lower, "content-length") == 0 || strcmp(lower, "expect") == 0)
+        return "is set by estuary with the request body";
+    return NULL;
+}
+
+/* the backend's "headers": {"Name": "value template"} */
+static void load_backend_headers(vctx_t *c, json_t *o, est_backend_conf_t *b, const est_template_t *route_tpl,
+                                 const char *route_path, const group_scope_t *gs)
+{
+    json_t *hs = est_cv_get_typed(c, o, "headers", JSON_OBJECT), *v;
+    const char *name;
+    if (hs == NULL)
+        return;
+    est_cv_push_key(c, "headers");
+    if (json_object_size(hs) > MAX_BACKEND_HEADERS) {
+        est_cv_err_val(c, "at most %d headers per backend, got %zu", MAX_BACKEND_HEADERS, json_object_size(hs));
+        est_cv_pop(c);
+        return;
+    }
+    b->headers = est_cv_xcalloc(json_object_size(hs) + 1, sizeof(*b->headers));
+    json_object_foreach(hs, name, v) {
+        size_t nlen = strlen(name), i;
+        int bad = nlen == 0;
+        const char *why;
+        est_cv_push_key(c, name);
+        for (i = 0; i < nlen && !bad; i++)
+            bad = !is_tchar((unsigned char)name[i]);
+        char *lower = est_cv_xstrdup(name);
+        for (i = 0; i < nlen; i++)
+            if (lower[i] >= 'A' && lower[i] <= 'Z')
+                lower[i] = (char)(lower[i] - 'A' + 'a');
+        for (i = 0; !bad && i < b->num_headers && strcmp(b->headers[i].name, lower) != 0; i++)
+            ;
+        if (bad) {
+            est_cv_err_key(c, "\"%s\" is not a valid header name (RFC 9110 5.1: letters, digits and !#$%%&'*+-.^_`|~)",
+                           est_cv_short(c, name));
+        } else if (i < b->num_headers) {
+            est_cv_err_key(c, "header \"%s\" is set twice (names are case-insensitive)", est_cv_short(c, name));
+        } else if ((why = reserved_header_reason(lower)) != NULL) {
+            est_cv_err_key(c, "header \"%s\" %s; a backend cannot set it", est_cv_short(c, name), why);
+        } else if (!json_is_string(v)) {
+            est_cv_err_val(c, "expected the header value as a string such as \"Bearer {session.token}\", got %s",
+                           est_cv_type_name(v));
+        } else if (json_string_length(v) > MAX_HEADER_VALUE) {
+            est_cv_err_val(c, "a header value is at most %d bytes, got %zu", MAX_HEADER_VALUE, json_string_length(v));
+        } else if (strlen(json_string_value(v)) != json_string_length(v)) {
+            est_cv_err_val(c, "a header value cannot hold NUL (\\u0000)");
+        } else {
+            est_template_t tpl;
+            char err[256];
+            size_t off = 0;
+            unsigned line, col;
+            const char *s = json_string_value(v);
+            if (est_template_parse_value(&tpl, s, err, sizeof(err), &off) != 0) {
+                est_cv_string_offset_pos(c, off, &line, &col);
+                est_cv_err_at(c, line, col, "%s: bad header value \"%s\": %s", est_cv_short(c, c->disp), est_cv_short(c, s), err);
+            } else {
+                check_refs(c, &tpl, s, route_tpl, route_path, gs, b);
+                est_template_dispose(&tpl);
+                b->headers[b->num_headers].name = lower;
+                b->headers[b->num_headers].value = est_cv_xstrdup(s);
+                b->num_headers++;
+                lower = NULL;
+            }
+        }
+        free(lower);
+        est_cv_pop(c);
+    }
+    est_cv_pop(c);
+}
+
+static void load_backend(vctx_t *c, json_t *o, est_backend_conf_t *b, const est_template_t *route_tpl, const char *route_path,
+                         const group_scope_t *gs)
+{
+    static const char *const keys[] = {"upstream", "path", "group", "target", "allow", "deny", "mapping", "headers", NULL};
     json_t *m;
     const char *s;
 
@@ -124,7 +322,8 @@ static void load_backend(vctx_t *c, json_t *o, est_backend_conf_t *b, const est_
         return;
     }
     est_cv_check_keys(c, o, keys);
-    load_backend_target(c, o, b, route_tpl, route_path, 1);
+    load_backend_target(c, o, b, route_tpl, route_path, 1, gs);
+    load_backend_headers(c, o, b, route_tpl, route_path, gs);
     if (est_cv_get_string(c, o, "group", &s) > 0)
         b->group = est_cv_xstrdup(s);
     if (json_object_get(o, "target") != NULL) {
@@ -205,7 +404,7 @@ static void load_route(vctx_t *c, json_t *o, est_route_conf_t *r, est_template_t
     static const char *const keys[] = {"path",          "methods",          "timeout",  "on_error", "websocket",
                                        "preserve_host", "max_request_body", "backends", "proxy",    "auth",
                                        "scopes",        "rate_limit",       "cors",     NULL};
-    static const char *const proxy_keys[] = {"upstream", "path", "buffer", NULL};
+    static const char *const proxy_keys[] = {"upstream", "path", "buffer", "headers", NULL};
     json_t *v, *backends, *proxy;
     const char *s;
 
@@ -306,11 +505,20 @@ static void load_route(vctx_t *c, json_t *o, est_route_conf_t *r, est_template_t
         } else {
             r->num_backends = json_array_size(backends);
             r->backends = est_cv_xcalloc(r->num_backends, sizeof(*r->backends));
+            /* every backend's group first: a reference to a later one is told apart from a typo */
+            const char **groups = est_cv_xcalloc(r->num_backends, sizeof(*groups));
             for (size_t i = 0; i < r->num_backends; i++) {
+                json_t *g = json_is_object(json_array_get(backends, i)) ? json_object_get(json_array_get(backends, i), "group")
+                                                                        : NULL;
+                groups[i] = json_is_string(g) ? json_string_value(g) : NULL;
+            }
+            for (size_t i = 0; i < r->num_backends; i++) {
+                group_scope_t gs = {groups, r->num_backends, i};
                 est_cv_push_index(c, i);
-                load_backend(c, json_array_get(backends, i), &r->backends[i], *tpl_ok ? tpl : NULL, r->path);
+                load_backend(c, json_array_get(backends, i), &r->backends[i], *tpl_ok ? tpl : NULL, r->path, &gs);
                 est_cv_pop(c);
             }
+            free(groups);
             set_timing_names(r);
         }
         est_cv_pop(c);
@@ -319,10 +527,17 @@ static void load_route(vctx_t *c, json_t *o, est_route_conf_t *r, est_template_t
         if (!json_is_object(proxy)) {
             est_cv_err_val(c, "expected an object such as {\"upstream\": \"users\"}, got %s", est_cv_type_name(proxy));
         } else {
+            group_scope_t gs = {NULL, 0, 0};
             r->proxy = est_cv_xcalloc(1, sizeof(*r->proxy));
             est_cv_check_keys(c, proxy, proxy_keys);
             est_cv_get_size(c, proxy, "buffer", &r->proxy_buffer);
-            load_backend_target(c, proxy, r->proxy, *tpl_ok ? tpl : NULL, r->path, 0);
+            if (json_object_get(proxy, "headers") != NULL) {
+                est_cv_push_key(c, "headers");
+                est_cv_err_key(c, "\"headers\" applies to the backends of an aggregating route, not to a proxy (which forwards "
+                                  "the client's headers)");
+                est_cv_pop(c);
+            }
+            load_backend_target(c, proxy, r->proxy, *tpl_ok ? tpl : NULL, r->path, 0, &gs);
             r->proxy->timing_name = est_cv_xstrdup(r->proxy->upstream_name ? r->proxy->upstream_name : "");
         }
         est_cv_pop(c);

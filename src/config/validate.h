@@ -130,5 +130,22 @@ void est_cv_load_routes(vctx_t *c, json_t *root);
 void est_cv_load_policy(vctx_t *c, json_t *root);
 void est_cv_load_route_policy(vctx_t *c, json_t *route_obj, est_route_conf_t *r);
 void est_cv_free_policy(est_config_t *conf);
+/*
+ * schema_policy.c: an http:// or https:// URL (jwks_url, tracing.otlp_endpoint) as an upstream
+ * of its own named `name` (SPEC upstream defaults) in *up, and its path and query ("/" at
+ * least) in *path (both owned by the caller; free *up with est_cv_free_upstream). Returns NULL,
+ * or a static message saying what is wrong (then *up and *path are NULL).
+ */
+const char *est_cv_url_upstream(const char *url, const char *name, est_upstream_conf_t **up, char **path);
+void est_cv_free_upstream(est_upstream_conf_t *u);
+/* schema.c: "tracing" (SPEC "Tracing") */
+void est_cv_free_tracing(est_config_t *conf);
+
+/* schema_cache.c: top-level "cache", a route's "cache" and "coalesce", an upstream's "hedge"
+ * (SPEC "Caching, coalescing and hedging") */
+void est_cv_load_cache(vctx_t *c, json_t *root);
+void est_cv_load_route_cache(vctx_t *c, json_t *route_obj, est_route_conf_t *r);
+void est_cv_load_hedge(vctx_t *c, json_t *upstream_obj, est_upstream_conf_t *u);
+void est_cv_free_route_cache(est_route_conf_t *r);
 
 #endif

@@ -284,13 +284,17 @@ void est_build_forward_headers(h2o_req_t *req, h2o_iovec_t request_id, int keep_
     est_build_forward_headers_peer(req, request_id, keep_upgrade, h2o_iovec_init(peer, peer_len), out, num_out);
 }
 
-int est_request_prepare_upstream(est_request_t *r, size_t backend_index, h2o_iovec_t method, est_upstream_request_t *u)
+/* est_request_prepare_upstream; `path` non-NULL: the backend path already built (dependent backends) */
+static int prepare_upstream(est_request_t *r, size_t backend_index, h2o_iovec_t method, est_upstream_request_t *u,
+                            const h2o_iovec_t *path)
 {
     h2o_req_t *req = r->req;
     memset(u, 0, sizeof(*u));
     u->method = method;
-    if (est_template_expand(est_router_backend_template(r->router, r->match->route_index, backend_index), r->match,
-                            &req->pool, r->query, &u->path) != 0)
+    if (path != NULL)
+        u->path = *path;
+    else if (est_template_expand(est_router_backend_template(r->router, r->match->route_index, backend_index), r->match,
+                                 &req->pool, r->query, &u->path) != 0)
         return -1;
     if (r->route->preserve_host)
         u->host = req->authority;
@@ -302,7 +306,13 @@ int est_request_prepare_upstream(est_request_t *r, size_t backend_index, h2o_iov
     }
     u->deadline = r->deadline;
     u->is_idempotent = !(r->method == EST_METHOD_POST || r->method == EST_METHOD_PATCH);
+    u->trace = r->tctx; /* each attempt sends its own traceparent */
     return 0;
+}
+
+int est_request_prepare_upstream(est_request_t *r, size_t backend_index, h2o_iovec_t method, est_upstream_request_t *u)
+{
+    return prepare_upstream(r, backend_index, method, u, NULL);
 }
 
 /* ---- per-request cleanups ------------------------------------------------------------------ */
@@ -326,11 +336,68 @@ void est_run_disposers(est_disposer_t **list)
         d->cb(d + 1);
 }
 
+/* ---- dependent backends (SPEC "Dependent backends") ------------------------------------------ */
+
+/* 1 when the header name `name` (any case) is one of the `n` lower-case `names` */
+static int is_one_of(const h2o_iovec_t *names, size_t n, const h2o_iovec_t *name)
+{
+    for (size_t k = 0; k != n; ++k)
+        if (names[k].len == name->len && strncasecmp(names[k].base, name->base, name->len) == 0)
+            return 1;
+    return 0;
+}
+
 int est_request_prepare_backend(est_request_t *r, size_t backend_index, h2o_iovec_t method, est_upstream_request_t *u,
                                 est_group_value_cb lookup, void *lookup_data)
 {
-    /* placeholder until dependent backends land: no group references yet */
-    (void)lookup;
-    (void)lookup_data;
-    return est_request_prepare_upstream(r, backend_index, method, u);
+    const est_route_conf_t *route = r->route;
+    const est_backend_conf_t *b =
+        route->proxy == NULL && backend_index < route->num_backends ? route->backends + backend_index : NULL;
+    if (b == NULL || (b->num_deps == 0 && b->num_headers == 0))
+        return est_request_prepare_upstream(r, backend_index, method, u);
+
+    h2o_req_t *req = r->req;
+    size_t route_index = r->match->route_index, k;
+    int rc;
+
+    /* the header values first: a missing value fails the backend before anything is built */
+    h2o_header_t *own = NULL;
+    h2o_iovec_t *names = NULL;
+    if (b->num_headers != 0) {
+        own = h2o_mem_alloc_pool(&req->pool, sizeof(*own) * b->num_headers);
+        names = h2o_mem_alloc_pool(&req->pool, sizeof(*names) * b->num_headers);
+    }
+    for (k = 0; k != b->num_headers; ++k) {
+        const est_template_t *tpl = est_router_header_template(r->router, route_index, backend_index, k);
+        h2o_iovec_t value;
+        if (tpl == NULL)
+            return -1;
+        if ((rc = est_template_expand_value(tpl, r->match, lookup, lookup_data, &req->pool, &value)) != 0)
+            return rc == EST_TEMPLATE_NO_VALUE ? EST_PREPARE_DEPENDENCY_FAILED : -1;
+        names[k] = h2o_iovec_init(b->headers[k].name, strlen(b->headers[k].name));
+        own[k] = (h2o_header_t){names + k, NULL, value};
+    }
+
+    const est_template_t *path_tpl = est_router_backend_template(r->router, route_index, backend_index);
+    h2o_iovec_t path;
+    if (path_tpl != NULL && path_tpl->num_groups != 0) {
+        if ((rc = est_template_expand_refs(path_tpl, r->match, lookup, lookup_data, &req->pool, r->query, &path)) != 0)
+            return rc == EST_TEMPLATE_NO_VALUE ? EST_PREPARE_DEPENDENCY_FAILED : -1;
+        rc = prepare_upstream(r, backend_index, method, u, &path);
+    } else {
+        rc = prepare_upstream(r, backend_index, method, u, NULL);
+    }
+    if (rc != 0 || b->num_headers == 0)
+        return rc;
+
+    /* the forwarded headers without those the backend sets itself, then the backend's own */
+    h2o_header_t *hdrs = h2o_mem_alloc_pool(&req->pool, sizeof(*hdrs) * (u->num_headers + b->num_headers));
+    size_t n = 0;
+    for (k = 0; k != u->num_headers; ++k)
+        if (!is_one_of(names, b->num_headers, u->headers[k].name))
+            hdrs[n++] = u->headers[k];
+    memcpy(hdrs + n, own, sizeof(*own) * b->num_headers);
+    u->headers = hdrs;
+    u->num_headers = n + b->num_headers;
+    return 0;
 }

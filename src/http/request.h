@@ -40,6 +40,8 @@ typedef struct est_trace_exchange {
     unsigned attempt;     /* attempts made: 1 + retries */
     uint64_t connect_ms;  /* of the last attempt (0 for a reused connection) */
     uint64_t duration_ms; /* from the exchange's start to its head or failure */
+    const char *reason;   /* static; when set, the access log's "error" instead of est_uerr_name(error)
+                           * (aggregate: invalid_json, reply_too_large, dependency_failed) */
 } est_trace_exchange_t;
 
 #define EST_TRACE_MAX_EXCHANGES 8
@@ -86,6 +88,7 @@ typedef struct est_request {
     uint64_t deadline;           /* h2o_now() + route timeout */
     est_request_trace_t *trace;  /* (admin) upstream exchanges for the access log; may be NULL */
     h2o_iovec_t client_ip;       /* the peer's bare IP as text ("" when unknown), for client_ip rate-limit keys */
+    est_trace_ctx_t *tctx;       /* (SPEC "Tracing") the request's trace context, NULL when tracing is off */
 } est_request_t;
 
 /*
@@ -111,6 +114,7 @@ static inline void est_request_trace_exchange(est_request_t *r, const char *upst
     e->address[sizeof(e->address) - 1] = '\0';
     e->status = status;
     e->error = status != 0 ? EST_UERR_NONE : err;
+    e->reason = NULL;
     e->attempt = info->attempts;
     e->connect_ms = info->connect_ms;
     uint64_t now = h2o_now(r->svc->loop);

@@ -24,6 +24,10 @@ typedef struct st_route_entry_t {
     est_template_t tpl;
     est_template_t *backend_tpls; /* one per backend (proxy: one); pieces NULL when no path */
     size_t num_backend_tpls;
+    struct st_header_tpls_t {
+        est_template_t *tpls; /* one per backends[j].headers[k] */
+        size_t num;
+    } * header_tpls; /* one per backend; NULL for a proxy route */
 } route_entry_t;
 
 typedef struct st_trie_node_t trie_node_t;
@@ -79,6 +83,7 @@ static void node_sort(trie_node_t *n);
 static int edge_cmp(const void *a, const void *b);
 static int insert_route(est_router_t *r, lit_index_t *ix, route_entry_t *e);
 static int compile_backends(route_entry_t *e, char *err, size_t errsz);
+static int bind_groups(est_template_t *t, const est_backend_conf_t *bs, size_t self, int is_proxy);
 static int check_terminal(walk_t *w, const trie_node_t *n);
 static int walk(walk_t *w, const trie_node_t *n, size_t pos, size_t ncaps);
 static int dot_count(const char *s, size_t len);
@@ -219,15 +224,70 @@ static int compile_backends(route_entry_t *e, char *err, size_t errsz)
         return -1;
     }
     e->num_backend_tpls = n;
+    if (rc->proxy == NULL && (e->header_tpls = calloc(n, sizeof(*e->header_tpls))) == NULL) {
+        set_err(err, errsz, "out of memory");
+        return -1;
+    }
     for (i = 0; i != n; ++i) {
         char msg[160];
         size_t off = 0;
-        if (bs[i].path == NULL)
+        if (bs[i].path != NULL) {
+            if (est_template_parse(e->backend_tpls + i, bs[i].path, 0, msg, sizeof(msg), &off) != 0) {
+                set_err(err, errsz, "route '%s': backend path '%s': %s (at offset %zu)", rc->path, bs[i].path, msg, off);
+                return -1;
+            }
+            if (bind_groups(e->backend_tpls + i, bs, i, rc->proxy != NULL) != 0) {
+                set_err(err, errsz, "route '%s': backend path '%s': names no earlier backend's group", rc->path, bs[i].path);
+                return -1;
+            }
+        }
+        if (bs[i].num_headers == 0)
             continue;
-        if (est_template_parse(e->backend_tpls + i, bs[i].path, 0, msg, sizeof(msg), &off) != 0) {
-            set_err(err, errsz, "route '%s': backend path '%s': %s (at offset %zu)", rc->path, bs[i].path, msg, off);
+        if (rc->proxy != NULL) {
+            set_err(err, errsz, "route '%s': a proxy cannot set request headers", rc->path);
             return -1;
         }
+        struct st_header_tpls_t *h = e->header_tpls + i;
+        if ((h->tpls = calloc(bs[i].num_headers, sizeof(*h->tpls))) == NULL) {
+            set_err(err, errsz, "out of memory");
+            return -1;
+        }
+        for (; h->num != bs[i].num_headers; ++h->num) {
+            const est_header_tpl_conf_t *hc = bs[i].headers + h->num;
+            if (est_template_parse_value(h->tpls + h->num, hc->value, msg, sizeof(msg), &off) != 0) {
+                set_err(err, errsz, "route '%s': backend header '%s': %s (at offset %zu)", rc->path, hc->name, msg, off);
+                return -1;
+            }
+            if (bind_groups(h->tpls + h->num, bs, i, 0) != 0) {
+                est_template_dispose(h->tpls + h->num);
+                set_err(err, errsz, "route '%s': backend header '%s': names no earlier backend's group", rc->path, hc->name);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* binds each GROUP piece of `t` (of backend bs[self]) to the last earlier backend of that group */
+static int bind_groups(est_template_t *t, const est_backend_conf_t *bs, size_t self, int is_proxy)
+{
+    for (size_t i = 0; i != t->num_pieces; ++i) {
+        est_tpl_piece_t *p = t->pieces + i;
+        if (p->kind != EST_TPL_GROUP)
+            continue;
+        if (is_proxy)
+            return -1;
+        size_t j = self, found = SIZE_MAX;
+        while (j-- != 0) {
+            const char *g = bs[j].group;
+            if (g != NULL && strlen(g) == p->group_len && memcmp(g, p->text, p->group_len) == 0) {
+                found = j;
+                break;
+            }
+        }
+        if (found == SIZE_MAX)
+            return -1;
+        p->backend = found;
     }
     return 0;
 }
@@ -301,9 +361,16 @@ void est_router_destroy(est_router_t *r)
     for (i = 0; i != r->num_entries; ++i) {
         route_entry_t *e = r->entries + i;
         est_template_dispose(&e->tpl);
-        for (j = 0; j != e->num_backend_tpls; ++j)
+        for (j = 0; j != e->num_backend_tpls; ++j) {
             est_template_dispose(e->backend_tpls + j);
+            if (e->header_tpls != NULL) {
+                for (size_t k = 0; k != e->header_tpls[j].num; ++k)
+                    est_template_dispose(e->header_tpls[j].tpls + k);
+                free(e->header_tpls[j].tpls);
+            }
+        }
         free(e->backend_tpls);
+        free(e->header_tpls);
     }
     free(r->entries);
     free(r);
@@ -412,6 +479,17 @@ const est_template_t *est_router_backend_template(const est_router_t *router, si
     if (backend_index >= e->num_backend_tpls || e->backend_tpls[backend_index].pieces == NULL)
         return NULL;
     return e->backend_tpls + backend_index;
+}
+
+const est_template_t *est_router_header_template(const est_router_t *router, size_t route_index, size_t backend_index,
+                                                 size_t header_index)
+{
+    if (route_index >= router->num_entries)
+        return NULL;
+    const route_entry_t *e = router->entries + route_index;
+    if (e->header_tpls == NULL || backend_index >= e->num_backend_tpls || header_index >= e->header_tpls[backend_index].num)
+        return NULL;
+    return e->header_tpls[backend_index].tpls + header_index;
 }
 
 /* 1 for ".", 2 for "..", counting "%2e" as a dot; 0 otherwise (RFC 3986 2.3: %2E is '.') */
@@ -536,8 +614,9 @@ int est_template_expand(const est_template_t *tpl, const est_match_t *m, h2o_mem
                 if (v == NULL)
                     return -1;
                 total += value_size(*v, in_query);
+                /* a '&' of a value in the query goes out as "%26": it is no separator */
                 if (v->len != 0)
-                    last = v->base[v->len - 1];
+                    last = in_query && v->base[v->len - 1] == '&' ? '%' : v->base[v->len - 1];
             }
         }
     }
@@ -574,5 +653,169 @@ int est_template_expand(const est_template_t *tpl, const est_match_t *m, h2o_mem
     }
     *dst = '\0';
     *out = h2o_iovec_init(buf, (size_t)(dst - buf));
+    return 0;
+}
+
+/* RFC 3986 2.3 */
+static int is_unreserved(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
+           c == '~';
+}
+
+static size_t encoded_size(h2o_iovec_t v)
+{
+    size_t n = v.len;
+    for (size_t i = 0; i != v.len; ++i)
+        if (!is_unreserved((unsigned char)v.base[i]))
+            n += 2;
+    return n;
+}
+
+static char *append_encoded(char *dst, h2o_iovec_t v)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (size_t i = 0; i != v.len; ++i) {
+        unsigned char c = (unsigned char)v.base[i];
+        if (is_unreserved(c)) {
+            *dst++ = (char)c;
+        } else {
+            *dst++ = '%';
+            *dst++ = hex[c >> 4];
+            *dst++ = hex[c & 0xf];
+        }
+    }
+    return dst;
+}
+
+/* the value of non-literal piece `p`: 0, -1 (unbound parameter) or EST_TEMPLATE_NO_VALUE */
+static int piece_value(const est_tpl_piece_t *p, const est_match_t *m, est_template_lookup_cb lookup, void *lookup_data,
+                       h2o_iovec_t *v)
+{
+    if (p->kind == EST_TPL_GROUP) {
+        *v = h2o_iovec_init(NULL, 0);
+        if (lookup == NULL || lookup(lookup_data, p->backend, p->text + p->group_len + 1, p->len - p->group_len - 1, v) != 0)
+            return EST_TEMPLATE_NO_VALUE;
+        if (v->len != 0 && v->base == NULL)
+            return EST_TEMPLATE_NO_VALUE;
+        return 0;
+    }
+    const h2o_iovec_t *pv = est_match_get_param(m, p->text, p->len);
+    if (pv == NULL)
+        return -1;
+    *v = *pv;
+    return 0;
+}
+
+int est_template_expand_refs(const est_template_t *tpl, const est_match_t *m, est_template_lookup_cb lookup, void *lookup_data,
+                             h2o_mem_pool_t *pool, h2o_iovec_t query, h2o_iovec_t *out)
+{
+    if (tpl == NULL || tpl->num_groups == 0)
+        return est_template_expand(tpl, m, pool, query, out);
+
+    h2o_iovec_t vals[EST_TEMPLATE_MAX_REFS];
+    size_t i, nv = 0, total = 0;
+    int in_query = 0, rc;
+    char last = '\0';
+
+    /* pass 1: every value (each reference looked up once), the size, the query state */
+    for (i = 0; i != tpl->num_pieces; ++i) {
+        const est_tpl_piece_t *p = tpl->pieces + i;
+        if (p->kind == EST_TPL_LITERAL) {
+            total += p->len;
+            if (!in_query && memchr(p->text, '?', p->len) != NULL)
+                in_query = 1;
+            if (p->len != 0)
+                last = p->text[p->len - 1];
+            continue;
+        }
+        if (nv == EST_TEMPLATE_MAX_REFS)
+            return -1; /* est_template_parse never makes more */
+        h2o_iovec_t *v = vals + nv++;
+        if ((rc = piece_value(p, m, lookup, lookup_data, v)) != 0)
+            return rc;
+        if (p->kind == EST_TPL_GROUP) {
+            /* as (part of) a path segment, "", "." and ".." would name another resource */
+            if (!in_query && (v->len == 0 || (v->len <= 2 && memcmp(v->base, "..", v->len) == 0)))
+                return EST_TEMPLATE_NO_VALUE;
+            total += encoded_size(*v);
+        } else {
+            total += value_size(*v, in_query);
+        }
+        if (v->len != 0)
+            last = v->base[v->len - 1] == '?' || v->base[v->len - 1] == '&' ? '%' : v->base[v->len - 1];
+    }
+    int need_sep = query.len != 0 && !(in_query && (last == '?' || last == '&'));
+    total += need_sep + query.len;
+
+    /* pass 2: write */
+    char *buf = h2o_mem_alloc_pool(pool, total + 1), *dst = buf;
+    in_query = 0;
+    nv = 0;
+    for (i = 0; i != tpl->num_pieces; ++i) {
+        const est_tpl_piece_t *p = tpl->pieces + i;
+        if (p->kind == EST_TPL_LITERAL) {
+            memcpy(dst, p->text, p->len);
+            dst += p->len;
+            if (!in_query && memchr(p->text, '?', p->len) != NULL)
+                in_query = 1;
+        } else if (p->kind == EST_TPL_GROUP) {
+            dst = append_encoded(dst, vals[nv++]);
+        } else {
+            dst = append_value(dst, vals[nv++], in_query);
+        }
+    }
+    if (need_sep)
+        *dst++ = in_query ? '&' : '?';
+    if (query.len != 0) {
+        memcpy(dst, query.base, query.len);
+        dst += query.len;
+    }
+    *dst = '\0';
+    *out = h2o_iovec_init(buf, (size_t)(dst - buf));
+    return 0;
+}
+
+int est_template_expand_value(const est_template_t *tpl, const est_match_t *m, est_template_lookup_cb lookup, void *lookup_data,
+                              h2o_mem_pool_t *pool, h2o_iovec_t *out)
+{
+    h2o_iovec_t vals[EST_TEMPLATE_MAX_REFS];
+    size_t i, nv = 0, total = 0;
+    int rc;
+
+    for (i = 0; i != tpl->num_pieces; ++i) {
+        const est_tpl_piece_t *p = tpl->pieces + i;
+        if (p->kind == EST_TPL_LITERAL) {
+            total += p->len;
+            continue;
+        }
+        if (nv == EST_TEMPLATE_MAX_REFS)
+            return -1;
+        h2o_iovec_t *v = vals + nv++;
+        if ((rc = piece_value(p, m, lookup, lookup_data, v)) != 0)
+            return rc;
+        /* RFC 9110 5.5: CR, LF and NUL would end or split the field */
+        for (size_t k = 0; k != v->len; ++k)
+            if (v->base[k] == '\r' || v->base[k] == '\n' || v->base[k] == '\0')
+                return EST_TEMPLATE_NO_VALUE;
+        total += v->len;
+        if (total > EST_TEMPLATE_MAX_VALUE)
+            return EST_TEMPLATE_NO_VALUE;
+    }
+    if (total > EST_TEMPLATE_MAX_VALUE)
+        return EST_TEMPLATE_NO_VALUE;
+
+    char *buf = h2o_mem_alloc_pool(pool, total + 1), *dst = buf;
+    nv = 0;
+    for (i = 0; i != tpl->num_pieces; ++i) {
+        const est_tpl_piece_t *p = tpl->pieces + i;
+        h2o_iovec_t v = p->kind == EST_TPL_LITERAL ? h2o_iovec_init(p->text, p->len) : vals[nv++];
+        if (v.len != 0) {
+            memcpy(dst, v.base, v.len);
+            dst += v.len;
+        }
+    }
+    *dst = '\0';
+    *out = h2o_iovec_init(buf, total);
     return 0;
 }

@@ -50,8 +50,11 @@ static inline size_t est_match_size(const est_match_t *m)
 }
 
 /*
- * Compiles the route templates (routes[i].path) and the backend path templates
- * (routes[i].backends[j].path, routes[i].proxy->path). `routes` is borrowed and must outlive
+ * Compiles the route templates (routes[i].path), the backend path templates
+ * (routes[i].backends[j].path, routes[i].proxy->path) and the backends' header value
+ * templates (routes[i].backends[j].headers[k].value). A {GROUP.path} reference is bound to the
+ * last backend listed before its own whose `group` is GROUP (the config validator has checked
+ * there is one; a proxy has none). `routes` is borrowed and must outlive
  * the router (matches point into it). Returns NULL with a message in `err` on a bad template
  * or out of memory. Same-shape clashes are the config validator's job; if present anyway, the
  * first route in array order wins.
@@ -81,6 +84,10 @@ const h2o_iovec_t *est_match_get_param(const est_match_t *m, const char *name, s
 const est_template_t *est_router_backend_template(const est_router_t *router, size_t route_index,
                                                   size_t backend_index);
 
+/* the compiled value template of backends[backend_index].headers[header_index], or NULL */
+const est_template_t *est_router_header_template(const est_router_t *router, size_t route_index, size_t backend_index,
+                                                 size_t header_index);
+
 /*
  * Resolves "." and ".." segments of `path` (RFC 3986 5.2.4) into `out` (at least len + 1
  * bytes, NUL-terminated; `out` may be `path`). A segment made only of '.' and "%2e"/"%2E"
@@ -102,5 +109,39 @@ ssize_t est_path_normalize(const char *path, size_t len, char *out);
  */
 int est_template_expand(const est_template_t *backend_tpl, const est_match_t *m, h2o_mem_pool_t *pool, h2o_iovec_t query,
                         h2o_iovec_t *out);
+
+/*
+ * The value of a {GROUP.dot.path} reference (same contract as est_group_value_cb in
+ * http/request.h): `backend_index` is the piece's `backend`, `path` the text after "GROUP.".
+ * Returns 0 with *text set, or -1 when there is no usable value.
+ */
+typedef int (*est_template_lookup_cb)(void *data, size_t backend_index, const char *path, size_t pathlen, h2o_iovec_t *text);
+
+/* est_template_expand_refs / est_template_expand_value: a reference has no usable value */
+#define EST_TEMPLATE_NO_VALUE (-2)
+/* an expanded header value is at most this long (else EST_TEMPLATE_NO_VALUE) */
+#define EST_TEMPLATE_MAX_VALUE 8192
+
+/*
+ * est_template_expand for a template that may hold {GROUP.dot.path} references, whose values
+ * come from `lookup` (called once per reference). Such a value is percent-encoded as data:
+ * every byte but the unreserved ones (RFC 3986 2.3: A-Z a-z 0-9 - . _ ~) becomes %XX, so
+ * that it stays one path segment or one query value ('/', '?', '#', '&', '=', '%' cannot
+ * change the target). In the path part (before the first '?') a value that is empty, "." or
+ * ".." is refused, as it would name another resource (RFC 3986 5.2.4). Returns 0, -1 for an
+ * unbound parameter, or EST_TEMPLATE_NO_VALUE when a reference has no usable value.
+ */
+int est_template_expand_refs(const est_template_t *backend_tpl, const est_match_t *m, est_template_lookup_cb lookup,
+                             void *lookup_data, h2o_mem_pool_t *pool, h2o_iovec_t query, h2o_iovec_t *out);
+
+/*
+ * Expands a header value template (est_template_parse_value) into `*out` (from `pool`):
+ * literal text copied, {param} the raw matched value, {GROUP.path} the looked-up value as it
+ * is. Returns 0, -1 for an unbound parameter, or EST_TEMPLATE_NO_VALUE when a reference has
+ * no usable value, or the result holds CR, LF or NUL (RFC 9110 5.5: it would split or end
+ * the header) or is longer than EST_TEMPLATE_MAX_VALUE.
+ */
+int est_template_expand_value(const est_template_t *tpl, const est_match_t *m, est_template_lookup_cb lookup,
+                              void *lookup_data, h2o_mem_pool_t *pool, h2o_iovec_t *out);
 
 #endif

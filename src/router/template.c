@@ -5,6 +5,8 @@
  *                   possibly empty: a trailing slash is significant), "{name}", or - last
  *                   only - "{name...}".
  * Backend template: "/" followed by literal text with "{name}" / "{name...}" anywhere.
+ * Value template:   literal header-value text with the same references anywhere.
+ * Both of the latter also take "{GROUP.field.field}" (a group reference).
  *
  * The template keeps one copy of the source in _buf; every piece's text points into it.
  */
@@ -20,6 +22,10 @@ static int fail(char *err, size_t errsz, size_t *err_offset, size_t off, const c
 static int is_name_start(char c);
 static int is_name_char(char c);
 static int is_bad_char(char c);
+static int is_bad_value_char(char c);
+static int parse_group_ref(const char *s, size_t len, size_t open, size_t *close, size_t *group_len, char *err, size_t errsz,
+                           size_t *err_offset);
+static int parse(est_template_t *t, const char *s, int mode, char *err, size_t errsz, size_t *err_offset);
 static int parse_ref(const char *s, size_t len, size_t open, size_t *name_end, size_t *close, int *is_rest, char *err,
                      size_t errsz, size_t *err_offset);
 static int check_duplicate(const est_template_t *t, const est_tpl_piece_t *p);
@@ -52,6 +58,53 @@ static int is_bad_char(char c)
 {
     unsigned char u = (unsigned char)c;
     return u <= 0x20 || u == 0x7f;
+}
+
+/* bytes a header value template cannot hold: CTLs but HTAB, and DEL (RFC 9110 5.5) */
+static int is_bad_value_char(char c)
+{
+    unsigned char u = (unsigned char)c;
+    return (u < 0x20 && u != '\t') || u == 0x7f;
+}
+
+/* what est_template_parse's `is_route` selects, plus header values */
+enum { MODE_PATH = 0, MODE_ROUTE = 1, MODE_VALUE = 2 };
+
+/*
+ * Recognises "{GROUP.field...}" whose '{' is at s[open]: the text up to the next '}' holds no
+ * '{', '/', whitespace or CTL, holds a '.', and is not "name..." (a rest parameter). Returns 1
+ * with *close (offset of '}') and *group_len set, 0 when it is no group reference (the
+ * parameter rules then apply), -1 with a message when it is one with an empty name.
+ */
+static int parse_group_ref(const char *s, size_t len, size_t open, size_t *close, size_t *group_len, char *err, size_t errsz,
+                           size_t *err_offset)
+{
+    size_t i, start = open + 1, dot = 0;
+    for (i = start; i < len && s[i] != '}'; ++i) {
+        if (s[i] == '{' || s[i] == '/' || is_bad_char(s[i]))
+            return 0;
+        if (s[i] == '.' && dot == 0)
+            dot = i;
+    }
+    if (i >= len || dot == 0)
+        return 0;
+    /* "{name...}" is a rest parameter */
+    if (i - start > 3 && memcmp(s + i - 3, "...", 3) == 0 && dot == i - 3 && is_name_start(s[start])) {
+        size_t k = start + 1;
+        while (k < dot && is_name_char(s[k]))
+            ++k;
+        if (k == dot)
+            return 0;
+    }
+    if (dot == start)
+        return fail(err, errsz, err_offset, start, "empty group name in a {GROUP.field} reference");
+    for (size_t k = dot; k < i; ++k)
+        if (s[k] == '.' && (k + 1 == i || s[k + 1] == '.'))
+            return fail(err, errsz, err_offset, k + 1, "empty field name in the group reference {%.*s}", (int)(i - start),
+                        s + start);
+    *close = i;
+    *group_len = dot - start;
+    return 1;
 }
 
 /*
@@ -96,13 +149,26 @@ static int check_duplicate(const est_template_t *t, const est_tpl_piece_t *p)
 
 int est_template_parse(est_template_t *t, const char *s, int is_route, char *err, size_t errsz, size_t *err_offset)
 {
+    return parse(t, s, is_route ? MODE_ROUTE : MODE_PATH, err, errsz, err_offset);
+}
+
+int est_template_parse_value(est_template_t *t, const char *s, char *err, size_t errsz, size_t *err_offset)
+{
+    return parse(t, s, MODE_VALUE, err, errsz, err_offset);
+}
+
+static int parse(est_template_t *t, const char *s, int mode, char *err, size_t errsz, size_t *err_offset)
+{
     size_t len, max_pieces, i, nrefs = 0;
+    int is_route = mode == MODE_ROUTE;
 
     memset(t, 0, sizeof(*t));
-    t->is_route = is_route != 0;
+    t->is_route = is_route;
     if (err != NULL && errsz != 0)
         err[0] = '\0';
-    if (s == NULL || s[0] != '/')
+    if (s == NULL)
+        return fail(err, errsz, err_offset, 0, "missing template");
+    if (mode != MODE_VALUE && s[0] != '/')
         return fail(err, errsz, err_offset, 0, "%s template must start with '/'", is_route ? "a route" : "a backend path");
     len = strlen(s);
 
@@ -127,8 +193,14 @@ int est_template_parse(est_template_t *t, const char *s, int is_route, char *err
                 ++end;
             est_tpl_piece_t *p = t->pieces + t->num_pieces;
             if (seg < end && s[seg] == '{') {
-                size_t name_end, close;
+                size_t name_end, close, group_len;
                 int is_rest;
+                if (parse_group_ref(s, end, seg, &close, &group_len, NULL, 0, NULL) == 1) {
+                    fail(err, errsz, err_offset, seg,
+                         "{%.*s} names a group: only a backend's path and headers can use an earlier backend's reply",
+                         (int)(close - seg - 1), s + seg + 1);
+                    goto Error;
+                }
                 if (parse_ref(s, end, seg, &name_end, &close, &is_rest, err, errsz, err_offset) != 0)
                     goto Error;
                 if (close + 1 != end) {
@@ -189,8 +261,9 @@ int est_template_parse(est_template_t *t, const char *s, int is_route, char *err
                     fail(err, errsz, err_offset, i, "unmatched '}'");
                     goto Error;
                 }
-                if (is_bad_char(s[i])) {
-                    fail(err, errsz, err_offset, i, "invalid character 0x%02x in a backend path", (unsigned char)s[i]);
+                if (mode == MODE_VALUE ? is_bad_value_char(s[i]) : is_bad_char(s[i])) {
+                    fail(err, errsz, err_offset, i, "invalid character 0x%02x in a %s", (unsigned char)s[i],
+                         mode == MODE_VALUE ? "header value" : "backend path");
                     goto Error;
                 }
                 continue;
@@ -203,18 +276,27 @@ int est_template_parse(est_template_t *t, const char *s, int is_route, char *err
             }
             if (i == len)
                 break;
-            size_t name_end, close;
-            int is_rest;
-            if (parse_ref(s, len, i, &name_end, &close, &is_rest, err, errsz, err_offset) != 0)
+            size_t name_end, close, group_len = 0;
+            int is_rest = 0, is_group;
+            if ((is_group = parse_group_ref(s, len, i, &close, &group_len, err, errsz, err_offset)) < 0)
+                goto Error;
+            if (!is_group && parse_ref(s, len, i, &name_end, &close, &is_rest, err, errsz, err_offset) != 0)
                 goto Error;
             if (++nrefs > EST_TEMPLATE_MAX_REFS) {
                 fail(err, errsz, err_offset, i, "more than %d parameter references", EST_TEMPLATE_MAX_REFS);
                 goto Error;
             }
             est_tpl_piece_t *p = t->pieces + t->num_pieces++;
-            p->kind = is_rest ? EST_TPL_REST : EST_TPL_PARAM;
             p->text = s + i + 1;
-            p->len = name_end - (i + 1);
+            if (is_group) {
+                p->kind = EST_TPL_GROUP;
+                p->len = close - (i + 1);
+                p->group_len = group_len;
+                ++t->num_groups;
+            } else {
+                p->kind = is_rest ? EST_TPL_REST : EST_TPL_PARAM;
+                p->len = name_end - (i + 1);
+            }
             i = close;
             lit = close + 1;
         }
@@ -223,7 +305,7 @@ int est_template_parse(est_template_t *t, const char *s, int is_route, char *err
 
 Error:
     est_template_dispose(t);
-    t->is_route = is_route != 0;
+    t->is_route = is_route;
     return -1;
 }
 
@@ -233,6 +315,7 @@ void est_template_dispose(est_template_t *t)
     free(t->_buf);
     t->pieces = NULL;
     t->num_pieces = 0;
+    t->num_groups = 0;
     t->_buf = NULL;
 }
 
@@ -241,7 +324,7 @@ const est_tpl_piece_t *est_template_find_param(const est_template_t *t, const ch
     size_t i;
     for (i = 0; i != t->num_pieces; ++i) {
         const est_tpl_piece_t *p = t->pieces + i;
-        if (p->kind != EST_TPL_LITERAL && p->len == len && memcmp(p->text, name, len) == 0)
+        if ((p->kind == EST_TPL_PARAM || p->kind == EST_TPL_REST) && p->len == len && memcmp(p->text, name, len) == 0)
             return p;
     }
     return NULL;

@@ -200,6 +200,45 @@ void est_handler_setup_fallback(h2o_hostconf_t *host)
     f->on_setup_ostream = on_setup_fallback_ostream;
 }
 
+/* (tracing) the value of header `name` when it appears exactly once, else NULL (W3C Trace
+ * Context §3.2.1: several traceparent fields make the request's context invalid) */
+static const h2o_iovec_t *single_header(h2o_req_t *req, const char *name, size_t len)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, name, len, -1);
+    if (i == -1 || h2o_find_header_by_str(&req->headers, name, len, i) != -1)
+        return NULL;
+    return &req->headers.entries[i].value;
+}
+
+/* (tracing) continues the client's trace or starts one; NULL when the view does not trace */
+static est_trace_ctx_t *begin_trace(est_worker_gen_t *wg, h2o_req_t *req, est_reqlog_t *rl)
+{
+    if (wg->tracer == NULL)
+        return NULL;
+    est_trace_ctx_t *t = h2o_mem_alloc_pool(&req->pool, sizeof(*t));
+    const h2o_iovec_t *tp = single_header(req, H2O_STRLIT("traceparent"));
+    const h2o_iovec_t *ts = tp != NULL ? single_header(req, H2O_STRLIT("tracestate")) : NULL;
+    est_trace_begin(t, est_tracer_sink(wg->tracer), tp != NULL ? tp->base : NULL, tp != NULL ? tp->len : 0,
+                    ts != NULL ? ts->base : NULL, ts != NULL ? ts->len : 0, est_trace_now_ns());
+    est_observe_request_trace(rl, t);
+    return t;
+}
+
+/* (tracing) the client's traceparent/tracestate are not forwarded as they came: each attempt
+ * sends its own (upstream/client.h) */
+static void drop_trace_headers(est_request_t *r)
+{
+    size_t n = 0;
+    for (size_t i = 0; i != r->num_fwd_headers; ++i) {
+        const h2o_iovec_t *name = r->fwd_headers[i].name;
+        if ((name->len == 11 && memcmp(name->base, "traceparent", 11) == 0) ||
+            (name->len == 10 && memcmp(name->base, "tracestate", 10) == 0))
+            continue;
+        r->fwd_headers[n++] = r->fwd_headers[i];
+    }
+    r->num_fwd_headers = n;
+}
+
 /* the request's pool is being freed: it no longer uses its generation nor its connection */
 static void on_request_dispose(void *p)
 {
@@ -254,6 +293,7 @@ int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
     const est_router_t *router = wg->gen->router;
     h2o_iovec_t rid = take_request_id(w, req);
     est_reqlog_t *rl = est_observe_request_start(w, req, rid, peer, &rec->inflight.disposers); /* (admin) metrics + access log at the end */
+    est_trace_ctx_t *tctx = begin_trace(wg, req, rl);
     /* (perf) the Server header is ours, not h2o's server_name (see setup_h2o in server.c) */
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_SERVER, NULL, H2O_STRLIT(EST_SERVER_HEADER));
     /* HTTP/2: RFC 9113 §8.2-§8.3 field rules, beyond what libh2o refuses itself (docs/http2.md) */
@@ -336,6 +376,10 @@ int est_handler_on_req(h2o_handler_t *self, h2o_req_t *req)
     r->client_ip = h2o_iovec_init(peer->remote + peer->ip_off, peer->ip_len);
     est_build_forward_headers_peer(req, rid, is_upgrade, h2o_iovec_init(peer->remote + peer->ip_off, peer->ip_len),
                                    &r->fwd_headers, &r->num_fwd_headers);
+    if (tctx != NULL) {
+        r->tctx = tctx;
+        drop_trace_headers(r);
+    }
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rid.base, rid.len);
 
     void (*dispatch)(est_request_t *) = route->proxy != NULL ? est_proxy_handle : est_aggregate_handle;

@@ -40,6 +40,8 @@ struct est_reqlog {
     size_t route_index;  /* SIZE_MAX: no route */
     const char *route;
     est_accesslog_t *log; /* NULL: the access log is off and `access` is not allocated */
+    est_trace_ctx_t *tctx; /* (tracing) NULL when off; lives in the request record, freed after us */
+    h2o_iovec_t trace_path; /* (tracing, sampled) url.path: a copy in the request pool */
     est_reqlog_access_t access[];
 };
 
@@ -94,6 +96,9 @@ static void on_request_done(void *p)
     }
     if (route_index != SIZE_MAX - 1)
         est_worker_metrics_record(&w->metrics, route_index, rl->method.base, rl->method.len, req->res.status, ms / 1e3);
+    if (est_trace_sampled(rl->tctx)) /* (tracing) the server span: a copy into the worker's ring */
+        est_trace_record_server(rl->tctx, est_trace_now_ns(), rl->method.base, rl->method.len, rl->route, rl->trace_path.base,
+                                rl->trace_path.len, req->res.status);
 
     est_accesslog_t *log = rl->log;
     if (log == NULL)
@@ -108,7 +113,8 @@ static void on_request_done(void *p)
                             .status = req->res.status,
                             .bytes_sent = req->bytes_sent,
                             .duration_ms = ms,
-                            .trace = &a->trace};
+                            .trace = &a->trace,
+                            .trace_id = rl->tctx != NULL ? rl->tctx->trace_id : NULL};
     w->logline.len = 0;
     est_accesslog_build(&w->logline, &e);
     est_accesslog_append(log, w->id, w->logline.base, w->logline.len);
@@ -129,6 +135,8 @@ est_reqlog_t *est_observe_request_start(est_worker_t *w, h2o_req_t *req, h2o_iov
     rl->method = h2o_strdup(&req->pool, req->method.base, req->method.len);
     rl->route_index = SIZE_MAX;
     rl->route = NULL;
+    rl->tctx = NULL;
+    rl->trace_path = h2o_iovec_init(NULL, 0);
     if (log != NULL) {
         est_reqlog_access_t *a = rl->access;
         clock_gettime(CLOCK_REALTIME, &a->start_wall);
@@ -138,6 +146,16 @@ est_reqlog_t *est_observe_request_start(est_worker_t *w, h2o_req_t *req, h2o_iov
         memset(&a->trace, 0, sizeof(a->trace));
     }
     return rl;
+}
+
+void est_observe_request_trace(est_reqlog_t *rl, est_trace_ctx_t *tctx)
+{
+    rl->tctx = tctx;
+    if (est_trace_sampled(tctx)) { /* url.path: without the query, which may carry secrets */
+        h2o_req_t *req = rl->req;
+        size_t n = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+        rl->trace_path = h2o_strdup(&req->pool, req->path.base, n < 128 ? n : 128);
+    }
 }
 
 est_request_trace_t *est_observe_request_matched(est_reqlog_t *rl, const est_route_conf_t *route)
@@ -189,6 +207,7 @@ void est_observe_worker_switch(est_worker_t *w, const est_config_t *from, const 
     m.routes[to->num_routes] = w->metrics.routes[from->num_routes]; /* "no route" */
     memset(&w->metrics.routes[from->num_routes], 0, sizeof(w->metrics.routes[0]));
     free(moved);
+    m.conns = w->metrics.conns; /* per worker, not per route: they carry over as they are */
     est_worker_metrics_dispose(&w->metrics);
     w->metrics = m;
 }

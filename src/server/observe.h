@@ -41,6 +41,9 @@ est_reqlog_t *est_observe_request_start(est_worker_t *w, h2o_req_t *req, h2o_iov
                                         est_disposer_t **disposers);
 /* (reload) worker thread: the route counters move from `from`'s routes to `to`'s (by path) */
 void est_observe_worker_switch(est_worker_t *w, const est_config_t *from, const est_config_t *to);
+/* (tracing) the request's trace context (NULL: off): the server span and the access log's
+ * trace_id come from it when the request ends; `tctx` must live until then */
+void est_observe_request_trace(est_reqlog_t *rl, est_trace_ctx_t *tctx);
 /* returns the trace handlers fill (est_request_t.trace) */
 est_request_trace_t *est_observe_request_matched(est_reqlog_t *rl, const est_route_conf_t *route);
 

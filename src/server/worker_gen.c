@@ -37,6 +37,14 @@ est_worker_gen_t *est_worker_gen_create(est_worker_t *w, est_gen_t *gen)
         free(wg);
         return NULL;
     }
+    /* tracing: an exporter per view, so a reload that adds, drops or changes "tracing" takes
+     * effect for new requests at once; a failure leaves this view without tracing (logged) */
+    if (gen->conf->tracing != NULL &&
+        (wg->tracer = est_tracer_create(w->ctx.loop, w->dns, gen->conf->tracing, est_worker_timeout(w, 1000),
+                                        est_worker_timeout(w, 0), &w->metrics.conns.spans_dropped,
+                                        &w->metrics.conns.spans_exported)) == NULL)
+        est_log_error("worker %zu: tracing: cannot set up the exporter for %s; requests are not traced", w->id,
+                      gen->conf->tracing->otlp_endpoint);
     return wg;
 }
 
@@ -47,7 +55,10 @@ void est_worker_gen_retire(est_worker_gen_t *wg)
     if (h2o_timeout_is_linked(&wg->retire_timer))
         h2o_timeout_unlink(&wg->retire_timer);
     est_log_debug("worker %zu: configuration generation %llu released", wg->w->id, (unsigned long long)wg->gen->id);
-    est_policy_view_destroy(wg->policy);     /* no request runs its gate any more */
+    est_policy_view_destroy(wg->policy); /* no request runs its gate any more */
+    /* its queued spans go to the current view's exporter (same worker), else are counted as dropped */
+    est_worker_gen_t *cur = wg->w->current;
+    est_tracer_destroy(wg->tracer, cur != NULL && cur != wg ? cur->tracer : NULL);
     est_upstream_set_destroy(wg->upstreams); /* no exchange runs: every request on it is gone */
     est_gen_release(wg->gen);
     free(wg);

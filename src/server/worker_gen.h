@@ -17,6 +17,7 @@
 #include "server/gen.h"
 #include "policy/gate.h"
 #include "server/worker.h"
+#include "trace/export.h"
 
 struct est_worker_gen {
     est_worker_t *w;
@@ -24,6 +25,7 @@ struct est_worker_gen {
     est_upstream_set_t *upstreams;
     est_services_t svc;
     est_policy_view_t *policy;        /* the generation's policies as this worker runs them */
+    est_tracer_t *tracer;             /* (SPEC "Tracing") this view's exporter; NULL when tracing is off */
     size_t inflight;                  /* requests pinning it (est_worker_gen_pin) */
     h2o_linklist_t link;              /* est_worker_t.old_gens, while not current */
     h2o_timeout_entry_t retire_timer; /* deferred destruction, on the worker's 0 ms timeout */

@@ -136,6 +136,7 @@ static void on_wheel(est_wheel_entry_t *e)
         } else {
             if (x->state != EST_X_BACKOFF && x->state != EST_X_DEFERRED)
                 x->u->stats.attempts_failed[err]++; /* an attempt was cut */
+            x->span_err = (unsigned char)(err + 1);
             est_exchange_end_attempt(x, 0);
             finish_error(x, err, "request deadline passed");
         }
@@ -226,6 +227,14 @@ static void begin_attempt(est_exchange_t *x)
     x->info.status = 0;
     x->info.connect_ms = 0;
     x->info.reused = 0;
+    if (x->req->trace != NULL && x->req->trace->sink != NULL) {
+        /* (tracing) every attempt is a client span of its own, with its own traceparent */
+        est_trace_new_id(x->req->trace->sink, x->span_id);
+        x->span_start_ns = est_trace_now_ns();
+        x->span_open = 1;
+        x->span_addr = 0;
+        x->span_err = 0;
+    }
 
     if (u->conf->num_targets == 0) {
         finish_error(x, EST_UERR_DNS, "upstream has no targets");
@@ -278,6 +287,7 @@ static void on_resolved(est_exchange_t *x, size_t ti, est_dns_result_t *res)
         return;
     }
     x->address_stale = 1; /* formatted when read (est_exchange_address) */
+    x->span_addr = 1;
     acquire_conn(x);
 }
 
@@ -327,7 +337,8 @@ static void send_request(est_exchange_t *x)
     const est_upstream_request_t *req = x->req;
     const char *authority = x->u->conf->targets[x->pick.target_index].authority;
     h2o_iovec_t host = req->host.base != NULL ? req->host : h2o_iovec_init(authority, strlen(authority));
-    size_t len = est_h1_request_head_bound(req, host);
+    est_trace_ctx_t *tc = req->trace != NULL && req->trace->sink != NULL ? req->trace : NULL;
+    size_t len = est_h1_request_head_bound(req, host) + (tc != NULL ? est_trace_headers_bound(tc) : 0);
 
     est_exchange_release_head(x);
     if (len <= sizeof(x->preq.conn->head_inline)) {
@@ -339,6 +350,13 @@ static void send_request(est_exchange_t *x)
         x->head_is_heap = 1;
     }
     size_t head_len = est_h1_write_request_head(x->head_buf, req, host);
+    if (tc != NULL) {
+        /* (tracing) this attempt's traceparent goes before the blank line that ends the head */
+        head_len -= 2;
+        head_len += est_trace_write_headers(x->head_buf + head_len, tc, x->span_id);
+        memcpy(x->head_buf + head_len, "\r\n", 2);
+        head_len += 2;
+    }
 
     size_t n = 0;
     x->bufs[n++] = h2o_iovec_init(x->head_buf, head_len);
@@ -646,6 +664,7 @@ static int deliver(est_exchange_t *x, const char *bytes, size_t len, int final, 
 static void fail_after_head(est_exchange_t *x, est_uerr_t err, const char *msg)
 {
     x->u->stats.attempts_failed[err]++;
+    x->span_err = (unsigned char)(err + 1);
     est_log_debug("upstream '%s': exchange with %s failed after the head: %s (%s)", x->u->conf->name, est_exchange_address(x),
                   est_uerr_name(err), msg);
     est_exchange_end_attempt(x, 0);
@@ -702,6 +721,7 @@ static void attempt_failed(est_exchange_t *x, est_uerr_t err, const char *msg)
     est_log_debug("upstream '%s': attempt %u to %s failed: %s (%s)", u->conf->name, x->info.attempts,
                   est_exchange_address(x)[0] ? x->info.address : "no address", est_uerr_name(err), msg);
     int was_reused = x->info.reused, got = x->got_bytes, sent = x->sent;
+    x->span_err = (unsigned char)(err + 1);
     est_exchange_end_attempt(x, 0);
     x->info.error = err;
     if (x->body_started) { /* a streamed body was consumed: it cannot be sent again */

@@ -21,6 +21,7 @@
 #include "common/phr.h"
 #include "config/config.h"
 #include "upstream/dns.h"
+#include "trace/span.h"
 
 typedef struct est_upstream est_upstream_t;
 typedef struct est_upstream_set est_upstream_set_t;
@@ -72,6 +73,13 @@ typedef struct est_upstream_request {
      */
     int body_stream;
     uint64_t body_length;
+    /*
+     * (SPEC "Tracing") the request's trace context, NULL when tracing is off: every attempt
+     * then gets a new span id, sends its own traceparent (and the context's tracestate; the
+     * caller leaves the client's copies out of `headers`) and, when sampled, is reported as a
+     * client span as it ends (est_trace_record_client). Must outlive the exchange like `req`.
+     */
+    est_trace_ctx_t *trace;
 } est_upstream_request_t;
 
 /* Per-exchange facts for logs, Server-Timing and the access log */

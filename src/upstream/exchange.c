@@ -143,10 +143,27 @@ void est_exchange_free(est_exchange_t *x)
     }
 }
 
+/*
+ * (tracing) Reports the attempt's client span: the status of its head if one came, why it
+ * failed (span_err), else "cancelled" (the caller ended it before a head).
+ */
+void est_exchange_end_span(est_exchange_t *x)
+{
+    x->span_open = 0;
+    est_trace_ctx_t *t = x->req->trace;
+    if (!est_trace_sampled(t))
+        return;
+    const char *err = x->span_err != 0 ? est_uerr_name((est_uerr_t)(x->span_err - 1)) : x->info.status == 0 ? "cancelled" : NULL;
+    est_trace_record_client(t, x->span_id, x->span_start_ns, est_trace_now_ns(), x->req->method.base, x->req->method.len,
+                            x->u->conf->name, x->span_addr ? est_exchange_address(x) : "", x->info.status, x->info.attempts, err);
+}
+
 /* Ends the current attempt: timers, DNS query, queue place, connection (pooled when
  * `reusable`), slot. Calls nobody back. */
 void est_exchange_end_attempt(est_exchange_t *x, int reusable)
 {
+    if (x->span_open)
+        est_exchange_end_span(x);
     if (h2o_timeout_is_linked(&x->timer))
         h2o_timeout_unlink(&x->timer);
     if (h2o_timeout_is_linked(&x->defer_timer))

@@ -76,6 +76,12 @@ struct est_exchange {
     unsigned char body_started;     /* on_send_ready was called: the body is consumed, no retry */
     unsigned char body_done;        /* the final body bytes were written */
     unsigned char body_ready;       /* on_send_ready called, est_exchange_write_body not yet */
+    /* (tracing, req->trace) the attempt's client span: its id (the traceparent's parent-id
+     * sent), start, whether it is open, whether an address was picked, why it failed
+     * (est_uerr_t + 1, 0: no failure seen) */
+    unsigned char span_open, span_addr, span_err;
+    uint8_t span_id[8];
+    uint64_t span_start_ns;
 
     h2o_timeout_entry_t timer;       /* phase: queue wait, connect, response */
     h2o_timeout_entry_t defer_timer; /* zero timeout: start, wake-up, resume */
@@ -94,6 +100,8 @@ void est_exchange_free_recycled(est_upstream_t *u);
 /* Ends the current attempt: timers, DNS query, queue place, in-flight count, connection
  * (pooled when `reusable`) and slot, head buffer. Calls nobody back. */
 void est_exchange_end_attempt(est_exchange_t *x, int reusable);
+/* (tracing) reports the open client span of the attempt (est_exchange_end_attempt does) */
+void est_exchange_end_span(est_exchange_t *x);
 /* Frees a malloc'd request head (an inline one lives in the connection) */
 void est_exchange_release_head(est_exchange_t *x);
 /* "ip:port" of the current (or last) attempt's address, formatted when first read */

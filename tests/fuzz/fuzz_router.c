@@ -4,13 +4,16 @@
  *
  * Input: lines. Up to the first empty line, each line is a route: its first byte picks the
  * methods (low 7 bits as EST_METHOD_* bits), the rest is "TEMPLATE" or "TEMPLATE BACKEND"
- * (split at the first space; BACKEND is that route's backend path template). After the
+ * (split at the first space; BACKEND is that route's backend path template; on an aggregating
+ * route, odd lines, it is the second backend's, after one of group "g", and also that
+ * backend's header value template when it parses as one). After the
  * empty line, each line is a request: its first byte picks one method bit, the rest is the
  * raw request target ("PATH" or "PATH?QUERY").
  *
  * Every template is parsed alone (route and backend rules); the routes whose templates
  * parse are compiled into one router (and the whole list once, for the error path); every
- * request path is normalised, matched, and on a match its backend path is expanded. The
+ * request path is normalised, matched, and on a match its backend path is expanded (with
+ * {GROUP.path} values from a lookup that echoes the path or fails) and so are its header values. The
  * checks: no crash, no leak, and the documented invariants (normalised length <= input,
  * params point into the path, a FOUND match names a route that allows the method).
  */
@@ -38,23 +41,44 @@ static char *dup_mem(const char *s, size_t len)
     return p;
 }
 
-/* parses `s` alone as a route and as a backend template; checks the error offset */
+/* parses `s` alone as a route, a backend and a header value template; checks the error offset */
 static void parse_alone(const char *s)
 {
-    for (int is_route = 0; is_route <= 1; is_route++) {
+    for (int mode = 0; mode <= 2; mode++) {
         est_template_t t;
         char err[160];
-        size_t off = 0;
+        size_t off = 0, groups = 0;
         memset(&t, 0, sizeof(t));
-        if (est_template_parse(&t, s, is_route, err, sizeof(err), &off) == 0) {
-            for (size_t i = 0; i < t.num_pieces; i++)
-                if (t.pieces[i].kind != EST_TPL_LITERAL && est_template_find_param(&t, t.pieces[i].text, t.pieces[i].len) == NULL)
+        int rc = mode == 2 ? est_template_parse_value(&t, s, err, sizeof(err), &off) : est_template_parse(&t, s, mode, err, sizeof(err), &off);
+        if (rc == 0) {
+            for (size_t i = 0; i < t.num_pieces; i++) {
+                const est_tpl_piece_t *p = &t.pieces[i];
+                if (p->kind == EST_TPL_GROUP) {
+                    /* "GROUP.path": both parts non-empty; never in a route template */
+                    if (mode == 1 || p->group_len == 0 || p->group_len + 1 >= p->len || p->text[p->group_len] != '.')
+                        abort();
+                    groups++;
+                } else if (p->kind != EST_TPL_LITERAL && est_template_find_param(&t, p->text, p->len) == NULL) {
                     abort();
+                }
+            }
+            if (groups != t.num_groups)
+                abort();
             est_template_dispose(&t);
         } else if (off > strlen(s) || err[0] == '\0') {
             abort();
         }
     }
+}
+
+/* {GROUP.path} values: the path itself, or no value when its length is a multiple of 3 */
+static int echo_lookup(void *data, size_t backend, const char *path, size_t pathlen, h2o_iovec_t *text)
+{
+    (void)data;
+    if (backend != 0 || pathlen % 3 == 0)
+        return -1;
+    *text = h2o_iovec_init(path, pathlen);
+    return 0;
 }
 
 static void run_request(const est_router_t *router, const est_route_conf_t *routes, size_t nroutes, const line_t *req)
@@ -94,7 +118,20 @@ static void run_request(const est_router_t *router, const est_route_conf_t *rout
             size_t nb = m.route->proxy != NULL ? 1 : m.route->num_backends;
             for (size_t b = 0; b <= nb; b++) { /* b == nb: out of range -> NULL template */
                 h2o_iovec_t out;
-                est_template_expand(est_router_backend_template(router, m.route_index, b), &m, &pool, query, &out);
+                const est_template_t *tpl = est_router_backend_template(router, m.route_index, b);
+                est_template_expand(tpl, &m, &pool, query, &out);
+                if (est_template_expand_refs(tpl, &m, echo_lookup, NULL, &pool, query, &out) == 0) {
+                    /* nothing a value brings may leave a space or a CTL in the target */
+                    for (size_t i = 0; i + query.len < out.len; i++)
+                        if ((unsigned char)out.base[i] <= 0x20 || out.base[i] == 0x7f)
+                            abort();
+                }
+                const est_template_t *htpl = est_router_header_template(router, m.route_index, b, 0);
+                if (htpl != NULL && est_template_expand_value(htpl, &m, echo_lookup, NULL, &pool, &out) == 0) {
+                    if (out.len > EST_TEMPLATE_MAX_VALUE || memchr(out.base, '\r', out.len) != NULL ||
+                        memchr(out.base, '\n', out.len) != NULL || memchr(out.base, '\0', out.len) != NULL)
+                        abort();
+                }
             }
             h2o_mem_clear_pool(&pool);
         }
@@ -128,7 +165,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     est_route_conf_t all[MAX_ROUTES], good[MAX_ROUTES];
-    est_backend_conf_t backends[MAX_ROUTES];
+    est_backend_conf_t backends[MAX_ROUTES][2];
+    est_header_tpl_conf_t hdrs[MAX_ROUTES];
+    char hname[] = "x-h", gname[] = "g", gpath[] = "/g";
     size_t ngood = 0;
     memset(all, 0, sizeof(all));
     memset(backends, 0, sizeof(backends));
@@ -140,17 +179,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         all[i].methods = (unsigned char)l->s[0] & ((1u << EST_METHOD__COUNT) - 1);
         all[i].path = dup_mem(l->s + 1, tlen);
         if (sp != NULL) {
-            backends[i].path = dup_mem(sp + 1, (size_t)(l->s + l->len - sp - 1));
+            char *bpath = dup_mem(sp + 1, (size_t)(l->s + l->len - sp - 1));
             if (i % 2 == 0) {
-                all[i].proxy = &backends[i];
+                backends[i][0].path = bpath;
+                all[i].proxy = &backends[i][0];
             } else {
-                all[i].backends = &backends[i];
-                all[i].num_backends = 1;
+                est_template_t t;
+                backends[i][0].path = gpath;
+                backends[i][0].group = gname;
+                backends[i][1].path = bpath;
+                if (est_template_parse_value(&t, bpath, NULL, 0, NULL) == 0) {
+                    est_template_dispose(&t);
+                    hdrs[i] = (est_header_tpl_conf_t){hname, bpath};
+                    backends[i][1].headers = &hdrs[i];
+                    backends[i][1].num_headers = 1;
+                }
+                all[i].backends = backends[i];
+                all[i].num_backends = 2;
             }
+            parse_alone(bpath);
         }
         parse_alone(all[i].path);
-        if (backends[i].path != NULL)
-            parse_alone(backends[i].path);
     }
 
     char err[256];
@@ -179,7 +228,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     for (size_t i = 0; i < nroute_lines; i++) {
         free(all[i].path);
-        free(backends[i].path);
+        free(all[i].proxy != NULL ? backends[i][0].path : backends[i][1].path);
     }
     return 0;
 }

@@ -372,6 +372,8 @@ static const struct expand_case expand_cases[] = {
     {"/u/{id}", NULL, "/u/1", "q=2", "/u/1?q=2"},
     {"/u/{id}", NULL, "/u/1", "", "/u/1"},
     {"/u/{id}", "/x/{nope}", "/u/1", "", NULL},
+    /* a value's '&' in the query goes out as %26: the client's query still gets its '&' */
+    {"/u/{id}", "/s?x={id}", "/u/a&", "k=v", "/s?x=a%26&k=v"},
 };
 
 static void test_expand_table(void **state)
@@ -452,6 +454,279 @@ static void test_backend_templates(void **state)
     est_router_destroy(r);
 }
 
+/* ---- dependent backends: {GROUP.path} references ---------------------------------------- */
+
+/* the lookup of the tests: backend index -> a table of "path=value" (NULL value: unusable) */
+struct lookup_entry {
+    size_t backend;
+    const char *path, *value;
+    size_t value_len; /* 0: strlen(value) */
+};
+
+struct lookup_state {
+    const struct lookup_entry *entries;
+    size_t n, calls;
+};
+
+static int test_lookup(void *data, size_t backend, const char *path, size_t pathlen, h2o_iovec_t *text)
+{
+    struct lookup_state *st = data;
+    st->calls++;
+    for (size_t i = 0; i != st->n; ++i) {
+        const struct lookup_entry *e = st->entries + i;
+        if (e->backend == backend && strlen(e->path) == pathlen && memcmp(e->path, path, pathlen) == 0) {
+            if (e->value == NULL)
+                return -1;
+            *text = h2o_iovec_init(e->value, e->value_len ? e->value_len : strlen(e->value));
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static const struct lookup_entry lookup_table[] = {
+    {0, "id", "42", 0},
+    {0, "user.last_order_id", "o-7", 0},
+    {0, "slash", "a/b?c#d%e&f=g+h", 0},
+    {0, "space", "x y", 0},
+    {0, "big", "12345678901234567890", 0},
+    {0, "real", "1e+400", 0},
+    {0, "dot", ".", 0},
+    {0, "dotdot", "..", 0},
+    {0, "empty", "", 0},
+    {0, "utf8", "caf\xc3\xa9", 0},
+    {0, "token", "abc.def", 0},
+    {0, "crlf", "a\r\nX-Evil: 1", 0},
+    {0, "nul", "a\0b", 3},
+    {0, "null", NULL, 0},
+    {1, "n", "7", 0},
+};
+
+struct refs_case {
+    const char *backend; /* backends[2].path; backends[0] is group "a", [1] group "b" */
+    const char *path, *query;
+    const char *expect; /* NULL: EST_TEMPLATE_NO_VALUE */
+};
+
+static const struct refs_case refs_cases[] = {
+    {"/orders/{a.user.last_order_id}", "/g/1", "", "/orders/o-7"},
+    {"/o/{a.id}/{b.n}", "/g/1", "q=1", "/o/42/7?q=1"},
+    {"/o/{a.slash}", "/g/1", "", "/o/a%2Fb%3Fc%23d%25e%26f%3Dg%2Bh"},
+    {"/o?x={a.slash}", "/g/1", "k=v", "/o?x=a%2Fb%3Fc%23d%25e%26f%3Dg%2Bh&k=v"},
+    {"/o/{a.space}", "/g/1", "", "/o/x%20y"},
+    {"/o/{a.big}", "/g/1", "", "/o/12345678901234567890"},
+    {"/o/{a.real}", "/g/1", "", "/o/1e%2B400"},
+    {"/o/{a.utf8}", "/g/1", "", "/o/caf%C3%A9"},
+    {"/o/{id}/{a.token}", "/g/x%2Fy", "", "/o/x%2Fy/abc.def"},
+    {"/o/{a.nul}", "/g/1", "", "/o/a%00b"},
+    /* as a path segment "", "." and ".." would name another resource; in the query they are data */
+    {"/o/{a.dot}", "/g/1", "", NULL},
+    {"/o/{a.dotdot}/x", "/g/1", "", NULL},
+    {"/o/{a.empty}", "/g/1", "", NULL},
+    {"/o?e={a.empty}&d={a.dotdot}", "/g/1", "", "/o?e=&d=.."},
+    /* missing or unusable */
+    {"/o/{a.missing}", "/g/1", "", NULL},
+    {"/o/{a.null}", "/g/1", "", NULL},
+    {"/o/{b.id}", "/g/1", "", NULL},
+};
+
+static est_router_t *dep_router(est_backend_conf_t be[3], est_route_conf_t *rc, const char *path2)
+{
+    char err[256];
+    memset(be, 0, 3 * sizeof(*be));
+    memset(rc, 0, sizeof(*rc));
+    be[0].path = "/a";
+    be[0].group = "a";
+    be[1].path = "/b/{a.id}";
+    be[1].group = "b";
+    be[2].path = (char *)path2;
+    rc->path = "/g/{id}";
+    rc->methods = GET;
+    rc->backends = be;
+    rc->num_backends = 3;
+    est_router_t *r = est_router_create(rc, 1, err, sizeof(err));
+    if (r == NULL)
+        fail_msg("create: %s", err);
+    return r;
+}
+
+static void test_expand_refs(void **state)
+{
+    h2o_mem_pool_t pool;
+    h2o_mem_init_pool(&pool);
+    for (size_t i = 0; i != sizeof(refs_cases) / sizeof(refs_cases[0]); ++i) {
+        const struct refs_case *c = refs_cases + i;
+        est_backend_conf_t be[3];
+        est_route_conf_t rc;
+        est_router_t *r = dep_router(be, &rc, c->backend);
+        est_match_t m;
+        assert_int_equal(est_router_match(r, c->path, strlen(c->path), GET, &m), FOUND);
+        const est_template_t *tpl = est_router_backend_template(r, 0, 2);
+        assert_non_null(tpl);
+        struct lookup_state st = {lookup_table, sizeof(lookup_table) / sizeof(lookup_table[0]), 0};
+        h2o_iovec_t out = {NULL, 0};
+        int rc2 = est_template_expand_refs(tpl, &m, test_lookup, &st, &pool, h2o_iovec_init(c->query, strlen(c->query)), &out);
+        if (c->expect == NULL) {
+            if (rc2 != EST_TEMPLATE_NO_VALUE)
+                fail_msg("case %zu '%s': %d '%.*s', expected no value", i, c->backend, rc2, (int)out.len, out.base);
+        } else {
+            if (rc2 != 0)
+                fail_msg("case %zu '%s': %d, expected '%s'", i, c->backend, rc2, c->expect);
+            if (out.len != strlen(c->expect) || memcmp(out.base, c->expect, out.len) != 0)
+                fail_msg("case %zu: '%.*s', expected '%s'", i, (int)out.len, out.base, c->expect);
+            assert_int_equal(out.base[out.len], '\0');
+            assert_int_equal(st.calls, tpl->num_groups); /* each reference looked up once */
+        }
+        /* the plain expansion never expands a group reference */
+        assert_int_equal(est_template_expand(tpl, &m, &pool, h2o_iovec_init(NULL, 0), &out), -1);
+        /* without a lookup a reference has no value */
+        assert_int_equal(est_template_expand_refs(tpl, &m, NULL, NULL, &pool, h2o_iovec_init(NULL, 0), &out),
+                         EST_TEMPLATE_NO_VALUE);
+        est_router_destroy(r);
+    }
+    /* bound to the backend of the group: b's {a.id} names backend 0 */
+    est_backend_conf_t be[3];
+    est_route_conf_t rc;
+    est_router_t *r = dep_router(be, &rc, "/c/{b.n}");
+    assert_int_equal(est_router_backend_template(r, 0, 1)->pieces[1].backend, 0);
+    assert_int_equal(est_router_backend_template(r, 0, 2)->pieces[1].backend, 1);
+    /* a template without references expands as est_template_expand does */
+    est_match_t m;
+    h2o_iovec_t out;
+    assert_int_equal(est_router_match(r, "/g/5", 4, GET, &m), FOUND);
+    assert_int_equal(est_template_expand_refs(NULL, &m, NULL, NULL, &pool, h2o_iovec_init("q", 1), &out), 0);
+    assert_int_equal(out.len, 6);
+    assert_memory_equal(out.base, "/g/5?q", 6);
+    est_router_destroy(r);
+    h2o_mem_clear_pool(&pool);
+}
+
+struct value_case {
+    const char *tpl;
+    const char *expect; /* NULL: EST_TEMPLATE_NO_VALUE */
+};
+
+static const struct value_case value_cases[] = {
+    {"Bearer {a.token}", "Bearer abc.def"},
+    {"{id}:{a.slash} {b.n}", "9:a/b?c#d%e&f=g+h 7"},
+    {"{a.big}", "12345678901234567890"},
+    {"{a.empty}", ""},
+    {"static", "static"},
+    {"x {a.crlf}", NULL},
+    {"{a.nul}", NULL},
+    {"{a.null}", NULL},
+    {"{a.missing}", NULL},
+};
+
+static void test_expand_value(void **state)
+{
+    h2o_mem_pool_t pool;
+    h2o_mem_init_pool(&pool);
+    for (size_t i = 0; i != sizeof(value_cases) / sizeof(value_cases[0]); ++i) {
+        const struct value_case *c = value_cases + i;
+        est_backend_conf_t be[3];
+        est_route_conf_t rc;
+        est_header_tpl_conf_t hdr = {"x-h", (char *)c->tpl};
+        char err[256];
+        memset(be, 0, sizeof(be));
+        memset(&rc, 0, sizeof(rc));
+        be[0].group = "a";
+        be[1].group = "b";
+        be[2].headers = &hdr;
+        be[2].num_headers = 1;
+        rc.path = "/g/{id}";
+        rc.methods = GET;
+        rc.backends = be;
+        rc.num_backends = 3;
+        est_router_t *r = est_router_create(&rc, 1, err, sizeof(err));
+        if (r == NULL)
+            fail_msg("case %zu: create: %s", i, err);
+        assert_null(est_router_header_template(r, 0, 2, 1));
+        assert_null(est_router_header_template(r, 0, 1, 0));
+        const est_template_t *tpl = est_router_header_template(r, 0, 2, 0);
+        assert_non_null(tpl);
+        est_match_t m;
+        assert_int_equal(est_router_match(r, "/g/9", 4, GET, &m), FOUND);
+        struct lookup_state st = {lookup_table, sizeof(lookup_table) / sizeof(lookup_table[0]), 0};
+        h2o_iovec_t out = {NULL, 0};
+        int rc2 = est_template_expand_value(tpl, &m, test_lookup, &st, &pool, &out);
+        if (c->expect == NULL) {
+            if (rc2 != EST_TEMPLATE_NO_VALUE)
+                fail_msg("case %zu '%s': %d, expected no value", i, c->tpl, rc2);
+        } else if (rc2 != 0 || out.len != strlen(c->expect) || memcmp(out.base, c->expect, out.len) != 0) {
+            fail_msg("case %zu '%s': %d '%.*s', expected '%s'", i, c->tpl, rc2, (int)out.len, out.base, c->expect);
+        }
+        est_router_destroy(r);
+    }
+    h2o_mem_clear_pool(&pool);
+}
+
+/* an expanded header value is bounded */
+static void test_expand_value_bound(void **state)
+{
+    static char big[EST_TEMPLATE_MAX_VALUE + 1];
+    memset(big, 'v', sizeof(big));
+    struct lookup_entry entries[] = {{0, "v", big, EST_TEMPLATE_MAX_VALUE}, {0, "w", big, EST_TEMPLATE_MAX_VALUE + 1}};
+    h2o_mem_pool_t pool;
+    h2o_mem_init_pool(&pool);
+    est_template_t t;
+    est_match_t m;
+    memset(&m, 0, sizeof(m));
+    h2o_iovec_t out;
+    struct lookup_state st = {entries, 2, 0};
+    assert_int_equal(est_template_parse_value(&t, "{a.v}", NULL, 0, NULL), 0);
+    assert_int_equal(est_template_expand_value(&t, &m, test_lookup, &st, &pool, &out), 0);
+    assert_int_equal(out.len, EST_TEMPLATE_MAX_VALUE);
+    est_template_dispose(&t);
+    assert_int_equal(est_template_parse_value(&t, "x{a.v}", NULL, 0, NULL), 0);
+    assert_int_equal(est_template_expand_value(&t, &m, test_lookup, &st, &pool, &out), EST_TEMPLATE_NO_VALUE);
+    est_template_dispose(&t);
+    assert_int_equal(est_template_parse_value(&t, "{a.w}", NULL, 0, NULL), 0);
+    assert_int_equal(est_template_expand_value(&t, &m, test_lookup, &st, &pool, &out), EST_TEMPLATE_NO_VALUE);
+    est_template_dispose(&t);
+    h2o_mem_clear_pool(&pool);
+}
+
+/* references the router cannot bind (the config validator reports these first) */
+static void test_bind_errors(void **state)
+{
+    const char *paths[] = {"/x/{a.id}", "/x/{c.id}", "/x/{nope.id}"};
+    for (size_t i = 0; i != 3; ++i) {
+        est_backend_conf_t be[2];
+        est_route_conf_t rc;
+        char err[256] = "";
+        memset(be, 0, sizeof(be));
+        memset(&rc, 0, sizeof(rc));
+        be[0].path = (char *)paths[i]; /* the first backend: nothing before it */
+        be[0].group = "a";
+        be[1].path = "/y";
+        be[1].group = "c";
+        rc.path = "/g";
+        rc.methods = GET;
+        rc.backends = be;
+        rc.num_backends = 2;
+        assert_null(est_router_create(&rc, 1, err, sizeof(err)));
+        assert_non_null(strstr(err, "names no earlier backend's group"));
+    }
+    /* a proxy has no groups, and no headers */
+    est_backend_conf_t be;
+    est_route_conf_t rc;
+    est_header_tpl_conf_t hdr = {"x", "1"};
+    char err[256] = "";
+    memset(&be, 0, sizeof(be));
+    memset(&rc, 0, sizeof(rc));
+    be.path = "/x/{a.id}";
+    rc.path = "/g";
+    rc.methods = GET;
+    rc.proxy = &be;
+    assert_null(est_router_create(&rc, 1, err, sizeof(err)));
+    be.path = "/x";
+    be.headers = &hdr;
+    be.num_headers = 1;
+    assert_null(est_router_create(&rc, 1, err, sizeof(err)));
+    assert_non_null(strstr(err, "proxy cannot set request headers"));
+}
+
 /* many routes under one node: built without scanning the node's edges once per route */
 static void test_many_routes(void **state)
 {
@@ -494,6 +769,10 @@ int main(void)
         cmocka_unit_test(test_create_errors),
         cmocka_unit_test(test_expand_table),
         cmocka_unit_test(test_backend_templates),
+        cmocka_unit_test(test_expand_refs),
+        cmocka_unit_test(test_expand_value),
+        cmocka_unit_test(test_expand_value_bound),
+        cmocka_unit_test(test_bind_errors),
         cmocka_unit_test(test_many_routes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

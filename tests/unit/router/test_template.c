@@ -8,7 +8,7 @@
 
 #include "router/template.h"
 
-/* expected shape, one char per piece: L literal, P param, R rest; texts '|'-separated */
+/* expected shape, one char per piece: L literal, P param, R rest, G group; texts '|'-separated */
 struct parse_ok_case {
     const char *src;
     int is_route;
@@ -33,6 +33,10 @@ static const struct parse_ok_case parse_ok_cases[] = {
     {"/{a}{b}-{c...}x", 0, "LPPLRL", "/|a|b|-|c|x"},
     {"/{a}/{a}", 0, "LPLP", "/|a|/|a"},
     {"/plain", 0, "L", "/plain"},
+    {"/orders/{user.last_order_id}", 0, "LG", "/orders/|user.last_order_id"},
+    {"/o/{user.a.b}?x={id}&y={s-1.v_2}", 0, "LGLPLG", "/o/|user.a.b|?x=|id|&y=|s-1.v_2"},
+    {"/{a.b}{rest...}", 0, "LGR", "/|a.b|rest"},
+    {"/{my-group.x}", 0, "LG", "/|my-group.x"},
 };
 
 static void test_parse_ok(void **state)
@@ -49,8 +53,10 @@ static void test_parse_ok(void **state)
         assert_int_equal(t.is_route, c->is_route);
         assert_int_equal(t.num_pieces, strlen(c->kinds));
         buf[0] = '\0';
+        size_t groups = 0;
         for (j = 0; j != t.num_pieces; ++j) {
-            char k = "LPR"[t.pieces[j].kind];
+            char k = "LPRG"[t.pieces[j].kind];
+            groups += t.pieces[j].kind == EST_TPL_GROUP;
             if (k != c->kinds[j])
                 fail_msg("case %zu '%s': piece %zu is %c, expected %c", i, c->src, j, k, c->kinds[j]);
             snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), "%s%.*s", j ? "|" : "", (int)t.pieces[j].len,
@@ -58,7 +64,75 @@ static void test_parse_ok(void **state)
         }
         if (strcmp(buf, c->texts) != 0)
             fail_msg("case %zu '%s': texts '%s', expected '%s'", i, c->src, buf, c->texts);
+        assert_int_equal(t.num_groups, groups);
         est_template_dispose(&t);
+    }
+}
+
+/* a GROUP piece's group_len splits "GROUP.path" at its first dot */
+static void test_group_pieces(void **state)
+{
+    est_template_t t;
+    assert_int_equal(est_template_parse(&t, "/x/{sess-ion.a.b}", 0, NULL, 0, NULL), 0);
+    assert_int_equal(t.num_pieces, 2);
+    assert_int_equal(t.pieces[1].kind, EST_TPL_GROUP);
+    assert_int_equal(t.pieces[1].group_len, 8);
+    assert_memory_equal(t.pieces[1].text, "sess-ion.a.b", 12);
+    assert_int_equal(t.pieces[1].len, 12);
+    /* a group reference is never a parameter */
+    assert_null(est_template_find_param(&t, "sess-ion.a.b", 12));
+    assert_null(est_template_find_param(&t, "sess-ion", 8));
+    est_template_dispose(&t);
+}
+
+struct value_case {
+    const char *src;
+    int ok;
+    const char *kinds;    /* ok: as parse_ok_case */
+    size_t offset;        /* error */
+    const char *msg_part; /* error */
+};
+
+static const struct value_case value_cases[] = {
+    {"Bearer {session.token}", 1, "LG", 0, NULL},
+    {"", 1, "", 0, NULL},
+    {"plain value, with spaces\tand tab", 1, "L", 0, NULL},
+    {"{id}-{a.x}", 1, "PLG", 0, NULL},
+    {"caf\xc3\xa9 {a.b}", 1, "LG", 0, NULL},
+    {"a\rb", 0, NULL, 1, "invalid character 0x0d in a header value"},
+    {"a\nb", 0, NULL, 1, "invalid character 0x0a"},
+    {"a\x7f", 0, NULL, 1, "invalid character 0x7f"},
+    {"x}", 0, NULL, 1, "unmatched '}'"},
+    {"{a.}", 0, NULL, 3, "empty field name"},
+    {"{.b}", 0, NULL, 1, "empty group name"},
+    {"{a b.c}", 0, NULL, 2, "invalid character ' '"},
+    {"{unclosed.x", 0, NULL, 9, "invalid character '.'"},
+};
+
+static void test_parse_value(void **state)
+{
+    for (size_t i = 0; i != sizeof(value_cases) / sizeof(value_cases[0]); ++i) {
+        const struct value_case *c = value_cases + i;
+        est_template_t t;
+        char err[160] = "";
+        size_t off = 999;
+        int rc = est_template_parse_value(&t, c->src, err, sizeof(err), &off);
+        if (c->ok) {
+            if (rc != 0)
+                fail_msg("case %zu '%s': unexpected error '%s' at %zu", i, c->src, err, off);
+            assert_int_equal(t.is_route, 0);
+            assert_int_equal(t.num_pieces, strlen(c->kinds));
+            for (size_t j = 0; j != t.num_pieces; ++j)
+                if ("LPRG"[t.pieces[j].kind] != c->kinds[j])
+                    fail_msg("case %zu '%s': piece %zu is %c", i, c->src, j, "LPRG"[t.pieces[j].kind]);
+            est_template_dispose(&t);
+        } else {
+            if (rc != -1)
+                fail_msg("case %zu '%s': parsed, expected an error", i, c->src);
+            if (off != c->offset || strstr(err, c->msg_part) == NULL)
+                fail_msg("case %zu '%s': '%s' at %zu, expected '%s' at %zu", i, c->src, err, off, c->msg_part, c->offset);
+            assert_null(t.pieces);
+        }
     }
 }
 
@@ -97,6 +171,14 @@ static const struct parse_err_case parse_err_cases[] = {
     {"/u/{}", 0, 4, "empty parameter"},
     {"/u/{9}", 0, 4, "invalid parameter name"},
     {"/u\t", 0, 2, "invalid character 0x09"},
+    {"/a/{user.id}", 1, 3, "names a group"},
+    {"/{a.b...}", 1, 3, "invalid character '.'"},
+    {"/o/{a.}", 0, 6, "empty field name"},
+    {"/o/{a..b}", 0, 6, "empty field name"},
+    {"/o/{.b}", 0, 4, "empty group name"},
+    {"/o/{x....}", 0, 6, "empty field name"},
+    {"/o/{a.b c}", 0, 5, "invalid character '.'"},
+    {"Bearer {a.b}", 0, 0, "start with '/'"},
 };
 
 static void test_parse_errors(void **state)
@@ -180,6 +262,8 @@ int main(void)
         cmocka_unit_test(test_parse_ok),
         cmocka_unit_test(test_parse_errors),
         cmocka_unit_test(test_find_param),
+        cmocka_unit_test(test_group_pieces),
+        cmocka_unit_test(test_parse_value),
         cmocka_unit_test(test_same_shape),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

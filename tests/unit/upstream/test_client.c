@@ -828,6 +828,52 @@ static void test_retry_503(void **state)
     assert_int_equal(est_upstream_get_stats(f->u)->retries, 1);
 }
 
+/* (tracing) each attempt sends its own traceparent (a new parent id) and, sampled, is
+ * reported as a client span whose id is that parent id */
+static void test_retry_503_traced(void **state)
+{
+    env_t *e = *state; /* MODE_503_THEN_200 */
+    fixture_t *f = &e->f;
+    f->statuses[0] = 503;
+    f->uconf.retry.num_statuses = 1;
+    env_start(e);
+    est_trace_sink_t sink;
+    assert_int_equal(est_trace_sink_init(&sink, 1.0, NULL, NULL), 0);
+    est_trace_ctx_t tc;
+    static const char tp[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    est_trace_begin(&tc, &sink, tp, sizeof(tp) - 1, "k=v", 3, est_trace_now_ns());
+    est_upstream_request_t req = get_request();
+    req.trace = &tc;
+    rec_t r;
+    start(f, &r, &req);
+    assert_true(run_until_done(f, &r, 1, 3000));
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.info.attempts, 2);
+    assert_int_equal(sink.count, 2);
+    const est_span_t *a = est_trace_sink_at(&sink, 0), *b = est_trace_sink_at(&sink, 1);
+    assert_int_equal(a->kind, EST_SPAN_KIND_CLIENT);
+    assert_int_equal(a->attempt, 1);
+    assert_int_equal(a->status, 503);
+    assert_int_equal(a->is_error, 1);
+    assert_int_equal(b->attempt, 2);
+    assert_int_equal(b->status, 200);
+    assert_int_equal(b->is_error, 0);
+    assert_memory_not_equal(a->span_id, b->span_id, 8);
+    assert_memory_equal(a->parent_id, tc.span_id, 8);
+    assert_memory_equal(a->trace_id, tc.trace_id, 16);
+    assert_true(b->start_ns >= a->end_ns && b->end_ns >= b->start_ns);
+    assert_true(strncmp(b->address, "127.0.0.1:", 10) == 0);
+    /* the last attempt's head carries its own span id as the parent-id, before the blank line */
+    char want[128], hex[17];
+    est_hex_lower(hex, b->span_id, 8);
+    hex[16] = '\0';
+    snprintf(want, sizeof(want), "\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-%s-01\r\ntracestate: k=v\r\n\r\n", hex);
+    pthread_mutex_lock(&e->srv.mu);
+    assert_non_null(strstr(e->srv.last_request, want));
+    pthread_mutex_unlock(&e->srv.mu);
+    est_trace_sink_dispose(&sink);
+}
+
 static void test_retry_503_exhausted_delivers_last(void **state)
 {
     env_t *e = *state; /* MODE_503_THEN_200 */
@@ -1636,6 +1682,7 @@ int main(void)
         cmocka_unit_test_prestate_setup_teardown(test_response_timeout, env_setup_conf, env_teardown, &mode_no_reply),
         cmocka_unit_test_prestate_setup_teardown(test_deadline, env_setup, env_teardown, &mode_no_reply),
         cmocka_unit_test_prestate_setup_teardown(test_retry_503, env_setup_conf, env_teardown, &mode_503_then_200),
+        cmocka_unit_test_prestate_setup_teardown(test_retry_503_traced, env_setup_conf, env_teardown, &mode_503_then_200),
         cmocka_unit_test_prestate_setup_teardown(test_retry_503_exhausted_delivers_last, env_setup_conf, env_teardown, &mode_503_then_200),
         cmocka_unit_test_prestate_setup_teardown(test_post_not_retried_after_send, env_setup_conf, env_teardown, &mode_reset),
         cmocka_unit_test_prestate_setup_teardown(test_post_empty_body_content_length, env_setup, env_teardown, &mode_cl),
