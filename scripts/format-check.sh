@@ -45,6 +45,7 @@ FORMATTED=(
   src/common/net.c
   src/common/net.h
   src/common/phr.h
+  src/common/siphash.h
   src/common/sockaddr.c
   src/common/sockaddr.h
   src/common/swar.h
@@ -103,6 +104,7 @@ FORMATTED=(
   tests/unit/common/test_fieldvalue.c
   tests/unit/common/test_file.c
   tests/unit/common/test_method.c
+  tests/unit/common/test_siphash.c
   tests/unit/common/test_wheel.c
   tests/unit/config/test_access_log.c
   tests/unit/config/test_depend.c

@@ -9,6 +9,8 @@
 #include <time.h>
 #include <openssl/rand.h>
 
+#include "common/siphash.h"
+
 /* a lock-based fallback would silently put a lock on the request path */
 _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 
@@ -54,60 +56,9 @@ void est_rlstore_destroy(est_rlstore_t *s)
     free(s);
 }
 
-/* SipHash-2-4 (Aumasson, Bernstein: "SipHash: a fast short-input PRF", 2012) */
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                                                                                   \
-    do {                                                                                                                           \
-        v0 += v1;                                                                                                                  \
-        v1 = ROTL(v1, 13);                                                                                                         \
-        v1 ^= v0;                                                                                                                  \
-        v0 = ROTL(v0, 32);                                                                                                         \
-        v2 += v3;                                                                                                                  \
-        v3 = ROTL(v3, 16);                                                                                                         \
-        v3 ^= v2;                                                                                                                  \
-        v0 += v3;                                                                                                                  \
-        v3 = ROTL(v3, 21);                                                                                                         \
-        v3 ^= v0;                                                                                                                  \
-        v2 += v1;                                                                                                                  \
-        v1 = ROTL(v1, 17);                                                                                                         \
-        v1 ^= v2;                                                                                                                  \
-        v2 = ROTL(v2, 32);                                                                                                         \
-    } while (0)
-
-static uint64_t load_le64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; --i)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 uint64_t est_rlstore_hash(const est_rlstore_t *s, const void *key, size_t len)
 {
-    const unsigned char *in = key;
-    uint64_t v0 = 0x736f6d6570736575ULL ^ s->k0, v1 = 0x646f72616e646f6dULL ^ s->k1;
-    uint64_t v2 = 0x6c7967656e657261ULL ^ s->k0, v3 = 0x7465646279746573ULL ^ s->k1;
-    size_t full = len & ~(size_t)7;
-    for (size_t i = 0; i != full; i += 8) {
-        uint64_t m = load_le64(in + i);
-        v3 ^= m;
-        SIPROUND;
-        SIPROUND;
-        v0 ^= m;
-    }
-    uint64_t b = (uint64_t)len << 56;
-    for (size_t i = 0; i != (len & 7); ++i)
-        b |= (uint64_t)in[full + i] << (8 * i);
-    v3 ^= b;
-    SIPROUND;
-    SIPROUND;
-    v0 ^= b;
-    v2 ^= 0xff;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    return v0 ^ v1 ^ v2 ^ v3;
+    return est_siphash24(s->k0, s->k1, key, len);
 }
 
 /* One GCRA step on one slot: load, decide on a copy, publish with a CAS; a CAS that fails
