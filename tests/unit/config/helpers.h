@@ -1,6 +1,7 @@
 /*
- * Shared by the config unit tests: malformed configs and the exact "FILE:LINE:COL: message"
- * lines each must give, in order (include after <cmocka.h>).
+ * Shared by the config unit tests: valid configs that must load without an error, malformed
+ * ones and the exact "FILE:LINE:COL: message" lines each must give, in order (include after
+ * <cmocka.h>).
  */
 #ifndef EST_TEST_CONFIG_HELPERS_H
 #define EST_TEST_CONFIG_HELPERS_H
@@ -37,6 +38,19 @@ static int run_bad_case(const char *file, const bad_case_t *bc)
     if (bad)
         print_error("case \"%s\" failed (%zu errors, want %zu)\n", bc->name, n, want);
     return bad;
+}
+
+/* loads `text` (named `file` in messages); fails the test when it gives any error */
+static inline est_config_t *load_ok(const char *file, const char *text)
+{
+    est_errors_t errs = {0};
+    est_config_t *conf = est_config_load_buffer(file, text, strlen(text), &errs);
+    for (size_t i = 0; i < errs.count; i++)
+        print_error("unexpected: %s\n", errs.items[i]);
+    if (conf == NULL || errs.count != 0)
+        fail_msg("config rejected: %s", text);
+    est_errors_clear(&errs);
+    return conf;
 }
 
 /* fails the test when any case does not give exactly its errors */

@@ -18,23 +18,11 @@
 #define F "no-such-dir.est/d.json"
 #define UPS "{\"upstreams\": {\"u\": {\"targets\": [\"http://u\"]}},\n"
 
-static est_config_t *load_ok(const char *text)
-{
-    est_errors_t errs = {0};
-    est_config_t *conf = est_config_load_buffer(F, text, strlen(text), &errs);
-    for (size_t i = 0; i < errs.count; i++)
-        print_error("unexpected: %s\n", errs.items[i]);
-    if (conf == NULL || errs.count != 0)
-        fail_msg("config rejected: %s", text);
-    est_errors_clear(&errs);
-    return conf;
-}
-
 /* a chain a -> b -> c beside an independent d; headers lower-cased, in file order */
 static void test_deps_and_headers(void **state)
 {
     (void)state;
-    est_config_t *c = load_ok(UPS
+    est_config_t *c = load_ok(F, UPS
                               " \"routes\": [{\"path\": \"/g/{id}\", \"backends\": [\n"
                               "  {\"upstream\": \"u\", \"path\": \"/a/{id}\", \"group\": \"a\"},\n"
                               "  {\"upstream\": \"u\", \"path\": \"/d\", \"group\": \"d\", \"headers\": {\"X-Static\": \"1\"}},\n"
@@ -68,10 +56,10 @@ static void test_deps_and_headers(void **state)
 static void test_group_clash_binds_last(void **state)
 {
     (void)state;
-    est_config_t *c = load_ok(UPS " \"routes\": [{\"path\": \"/g\", \"backends\": [\n"
-                                  "  {\"upstream\": \"u\", \"path\": \"/1\", \"group\": \"a\"},\n"
-                                  "  {\"upstream\": \"u\", \"path\": \"/2\", \"group\": \"a\"},\n"
-                                  "  {\"upstream\": \"u\", \"path\": \"/3/{a.id}\"}]}]}");
+    est_config_t *c = load_ok(F, UPS " \"routes\": [{\"path\": \"/g\", \"backends\": [\n"
+                                     "  {\"upstream\": \"u\", \"path\": \"/1\", \"group\": \"a\"},\n"
+                                     "  {\"upstream\": \"u\", \"path\": \"/2\", \"group\": \"a\"},\n"
+                                     "  {\"upstream\": \"u\", \"path\": \"/3/{a.id}\"}]}]}");
     assert_int_equal(c->routes[0].backends[2].num_deps, 1);
     assert_int_equal(c->routes[0].backends[2].deps[0], 1);
     est_config_free(c);
@@ -175,7 +163,7 @@ static void test_bounds(void **state)
              UPS " \"routes\": [{\"path\": \"/g\", \"backends\": [{\"upstream\": \"u\", \"path\": \"/a\", "
                  "\"headers\": {\"h\": \"%s\"}}]}]}",
              big);
-    est_config_free(load_ok(text));
+    est_config_free(load_ok(F, text));
     free(big);
 }
 

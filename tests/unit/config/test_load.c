@@ -20,18 +20,6 @@
 /* a config file name whose folder does not exist: relative paths resolve to "no-such-dir.est/..." */
 #define F "no-such-dir.est/t.json"
 
-static est_config_t *load_ok(const char *file, const char *text)
-{
-    est_errors_t errs = {0};
-    est_config_t *conf = est_config_load_buffer(file, text, strlen(text), &errs);
-    for (size_t i = 0; i < errs.count; i++)
-        print_error("unexpected: %s\n", errs.items[i]);
-    if (conf == NULL || errs.count != 0)
-        fail_msg("config rejected: %s", text);
-    est_errors_clear(&errs);
-    return conf;
-}
-
 /* ---- valid configs --------------------------------------------------------------------- */
 
 static void test_spec_example(void **state)

@@ -26,18 +26,6 @@
 /* a config "in" the data folder: relative paths resolve there */
 #define DATA_F TEST_DATA_DIR "/policy.json"
 
-static est_config_t *load_ok(const char *file, const char *text)
-{
-    est_errors_t errs = {0};
-    est_config_t *conf = est_config_load_buffer(file, text, strlen(text), &errs);
-    for (size_t i = 0; i < errs.count; i++)
-        print_error("unexpected: %s\n", errs.items[i]);
-    if (conf == NULL || errs.count != 0)
-        fail_msg("config rejected: %s", text);
-    est_errors_clear(&errs);
-    return conf;
-}
-
 /* realpath(TEST_DATA_DIR) + "/" + name, in buf */
 static const char *data_path(char *buf, size_t size, const char *name)
 {
