@@ -588,74 +588,6 @@ static char *append_value(char *dst, h2o_iovec_t v, int in_query)
     return dst;
 }
 
-int est_template_expand(const est_template_t *tpl, const est_match_t *m, h2o_mem_pool_t *pool, h2o_iovec_t query,
-                        h2o_iovec_t *out)
-{
-    size_t i, total = 0;
-    int in_query = 0;
-    char last = '\0';
-
-    /* pass 1: size, and whether the result already has a query part */
-    if (tpl == NULL) {
-        total = m->path.len;
-        in_query = m->path.len != 0 && memchr(m->path.base, '?', m->path.len) != NULL;
-        last = m->path.len != 0 ? m->path.base[m->path.len - 1] : '\0';
-    } else {
-        for (i = 0; i != tpl->num_pieces; ++i) {
-            const est_tpl_piece_t *p = tpl->pieces + i;
-            if (p->kind == EST_TPL_LITERAL) {
-                total += p->len;
-                if (!in_query && memchr(p->text, '?', p->len) != NULL)
-                    in_query = 1;
-                if (p->len != 0)
-                    last = p->text[p->len - 1];
-            } else {
-                const h2o_iovec_t *v = est_match_get_param(m, p->text, p->len);
-                if (v == NULL)
-                    return -1;
-                total += value_size(*v, in_query);
-                /* a '&' of a value in the query goes out as "%26": it is no separator */
-                if (v->len != 0)
-                    last = in_query && v->base[v->len - 1] == '&' ? '%' : v->base[v->len - 1];
-            }
-        }
-    }
-    /* the separator is skipped after a template ending in '?' or '&' ("/search?", "/s?a=1&") */
-    int need_sep = query.len != 0 && !(in_query && (last == '?' || last == '&'));
-    total += need_sep + query.len;
-
-    char *buf = h2o_mem_alloc_pool(pool, total + 1), *dst = buf;
-    in_query = 0;
-    if (tpl == NULL) {
-        if (m->path.len != 0) {
-            memcpy(dst, m->path.base, m->path.len);
-            in_query = memchr(m->path.base, '?', m->path.len) != NULL;
-        }
-        dst += m->path.len;
-    } else {
-        for (i = 0; i != tpl->num_pieces; ++i) {
-            const est_tpl_piece_t *p = tpl->pieces + i;
-            if (p->kind == EST_TPL_LITERAL) {
-                memcpy(dst, p->text, p->len); /* literal pieces are never empty in a backend template */
-                dst += p->len;
-                if (!in_query && memchr(p->text, '?', p->len) != NULL)
-                    in_query = 1;
-            } else {
-                dst = append_value(dst, *est_match_get_param(m, p->text, p->len), in_query);
-            }
-        }
-    }
-    if (need_sep)
-        *dst++ = in_query ? '&' : '?';
-    if (query.len != 0) {
-        memcpy(dst, query.base, query.len);
-        dst += query.len;
-    }
-    *dst = '\0';
-    *out = h2o_iovec_init(buf, (size_t)(dst - buf));
-    return 0;
-}
-
 /* RFC 3986 2.3 */
 static int is_unreserved(unsigned char c)
 {
@@ -707,11 +639,39 @@ static int piece_value(const est_tpl_piece_t *p, const est_match_t *m, est_templ
     return 0;
 }
 
+/* est_template_expand without a template: the request path as it came, then the query */
+static int expand_request_path(const est_match_t *m, h2o_mem_pool_t *pool, h2o_iovec_t query, h2o_iovec_t *out)
+{
+    int in_query = m->path.len != 0 && memchr(m->path.base, '?', m->path.len) != NULL;
+    char last = m->path.len != 0 ? m->path.base[m->path.len - 1] : '\0';
+    int need_sep = query.len != 0 && !(in_query && (last == '?' || last == '&'));
+    char *buf = h2o_mem_alloc_pool(pool, m->path.len + need_sep + query.len + 1), *dst = buf;
+    if (m->path.len != 0)
+        memcpy(dst, m->path.base, m->path.len);
+    dst += m->path.len;
+    if (need_sep)
+        *dst++ = in_query ? '&' : '?';
+    if (query.len != 0) {
+        memcpy(dst, query.base, query.len);
+        dst += query.len;
+    }
+    *dst = '\0';
+    *out = h2o_iovec_init(buf, (size_t)(dst - buf));
+    return 0;
+}
+
+int est_template_expand(const est_template_t *tpl, const est_match_t *m, h2o_mem_pool_t *pool, h2o_iovec_t query,
+                        h2o_iovec_t *out)
+{
+    /* a group reference has no value here: -1 like an unbound parameter */
+    return est_template_expand_refs(tpl, m, NULL, NULL, pool, query, out) == 0 ? 0 : -1;
+}
+
 int est_template_expand_refs(const est_template_t *tpl, const est_match_t *m, est_template_lookup_cb lookup, void *lookup_data,
                              h2o_mem_pool_t *pool, h2o_iovec_t query, h2o_iovec_t *out)
 {
-    if (tpl == NULL || tpl->num_groups == 0)
-        return est_template_expand(tpl, m, pool, query, out);
+    if (tpl == NULL)
+        return expand_request_path(m, pool, query, out);
 
     h2o_iovec_t vals[EST_TEMPLATE_MAX_REFS];
     size_t i, nv = 0, total = 0;
@@ -742,9 +702,11 @@ int est_template_expand_refs(const est_template_t *tpl, const est_match_t *m, es
         } else {
             total += value_size(*v, in_query);
         }
+        /* a value's own '?' or '&' is data (in the query a '&' goes out as "%26"): no separator */
         if (v->len != 0)
             last = v->base[v->len - 1] == '?' || v->base[v->len - 1] == '&' ? '%' : v->base[v->len - 1];
     }
+    /* the separator is skipped after a template ending in '?' or '&' ("/search?", "/s?a=1&") */
     int need_sep = query.len != 0 && !(in_query && (last == '?' || last == '&'));
     total += need_sep + query.len;
 
