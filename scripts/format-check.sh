@@ -26,6 +26,8 @@ FORMATTED=(
   src/cache/ccontrol.h
   src/cache/coalesce.c
   src/cache/coalesce.h
+  src/cache/global.c
+  src/cache/global.h
   src/cache/hash.c
   src/cache/hash.h
   src/cache/store.c
@@ -54,6 +56,7 @@ FORMATTED=(
   src/config/address.c
   src/config/config.c
   src/config/jsonpos.h
+  src/config/schema_cache.c
   src/config/schema_policy.c
   src/config/schema_routes.c
   src/config/schema_upstreams.c
@@ -75,6 +78,8 @@ FORMATTED=(
   src/policy/redis_resp.h
   src/policy/rlstore.c
   src/policy/rlstore.h
+  src/proxy/proxy.c
+  src/proxy/proxy.h
   src/server/accept.h
   src/server/handler.h
   src/server/observe.h
@@ -100,6 +105,7 @@ FORMATTED=(
   tests/unit/aggregate/test_jspan.c
   tests/unit/cache/test_ccontrol.c
   tests/unit/cache/test_coalesce.c
+  tests/unit/cache/test_global.c
   tests/unit/cache/test_store.c
   tests/unit/common/test_fieldvalue.c
   tests/unit/common/test_file.c
@@ -107,6 +113,7 @@ FORMATTED=(
   tests/unit/common/test_siphash.c
   tests/unit/common/test_wheel.c
   tests/unit/config/test_access_log.c
+  tests/unit/config/test_cache_conf.c
   tests/unit/config/test_depend.c
   tests/unit/config/test_policy.c
   tests/unit/config/test_tracing.c

@@ -23,6 +23,7 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "admin/console.h"
+#include "cache/global.h"
 
 #define SCRAPE_TIMEOUT_MS 1000
 #define STOP_TIMEOUT_MS 2000
@@ -335,6 +336,72 @@ static void send_config(est_admin_t *a, h2o_req_t *req)
     free(body);
 }
 
+/* ---- DELETE /cache -------------------------------------------------------------------------- */
+
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* the value of `name` in the query (percent-decoded into the pool), or {NULL,0} when absent;
+ * base NULL with len 1 when it is not valid percent-encoding */
+static h2o_iovec_t query_param(h2o_req_t *req, const char *name, size_t name_len)
+{
+    if (req->query_at == SIZE_MAX)
+        return h2o_iovec_init(NULL, 0);
+    const char *q = req->path.base + req->query_at + 1, *end = req->path.base + req->path.len;
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q)), *stop = amp != NULL ? amp : end;
+        const char *eq = memchr(q, '=', (size_t)(stop - q));
+        if (eq != NULL && (size_t)(eq - q) == name_len && memcmp(q, name, name_len) == 0) {
+            const char *v = eq + 1;
+            char *out = h2o_mem_alloc_pool(&req->pool, (size_t)(stop - v) + 1), *dst = out;
+            for (; v < stop; ++v) {
+                if (*v == '%') {
+                    int hi = stop - v > 2 ? hex_digit(v[1]) : -1, lo = stop - v > 2 ? hex_digit(v[2]) : -1;
+                    if (hi < 0 || lo < 0)
+                        return h2o_iovec_init(NULL, 1);
+                    *dst++ = (char)(hi * 16 + lo);
+                    v += 2;
+                } else {
+                    *dst++ = *v == '+' ? ' ' : *v;
+                }
+            }
+            return h2o_iovec_init(out, (size_t)(dst - out));
+        }
+        q = stop + 1;
+    }
+    return h2o_iovec_init(NULL, 0);
+}
+
+/*
+ * DELETE /cache?route=TEMPLATE[&path=PATH]: removes the stored replies of one route's path
+ * (every method, query and Vary variant), or of the whole route without `path`. 204 (also when
+ * nothing was stored), 400 without `route`.
+ */
+static void purge_cache(h2o_req_t *req)
+{
+    h2o_iovec_t route = query_param(req, H2O_STRLIT("route")), path = query_param(req, H2O_STRLIT("path"));
+    if (route.base == NULL || (path.base == NULL && path.len != 0)) {
+        send_error(req, 400, "Bad Request", "bad_request",
+                   "use DELETE /cache?route=TEMPLATE&path=PATH (percent-encoded; without path: the whole route)");
+        return;
+    }
+    est_cache_store_t *store = est_cache_global();
+    char prefix[EST_CACHE_MAX_KEY];
+    size_t plen = path.base != NULL ? est_cache_key_prefix(prefix, sizeof(prefix), route.base, route.len, path.base, path.len)
+                                    : est_cache_key_route_prefix(prefix, sizeof(prefix), route.base, route.len);
+    if (plen == 0) {
+        send_error(req, 400, "Bad Request", "bad_request", "route and path are too long");
+        return;
+    }
+    if (store != NULL)
+        est_cache_store_purge_prefix(store, prefix, plen);
+    req->res.status = 204;
+    req->res.reason = "No Content";
+    h2o_send_inline(req, "", 0);
+}
+
 /* ---- admin.token ---------------------------------------------------------------------------- */
 
 /* 127.0.0.1 and ::1 (in any spelling) need no token; every other bind address does */
@@ -399,20 +466,25 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     size_t len = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
     h2o_iovec_t path = h2o_iovec_init(req->path.base, len);
     int is_page = h2o_memis(path.base, path.len, H2O_STRLIT("/")), is_state = h2o_memis(path.base, path.len, H2O_STRLIT("/state")),
-        is_config = h2o_memis(path.base, path.len, H2O_STRLIT("/config"));
+        is_config = h2o_memis(path.base, path.len, H2O_STRLIT("/config")), is_cache = h2o_memis(path.base, path.len, H2O_STRLIT("/cache"));
     int known = h2o_memis(path.base, path.len, H2O_STRLIT("/healthz")) || h2o_memis(path.base, path.len, H2O_STRLIT("/readyz")) ||
-                h2o_memis(path.base, path.len, H2O_STRLIT("/metrics")) || is_config || is_page || is_state;
+                h2o_memis(path.base, path.len, H2O_STRLIT("/metrics")) || is_config || is_page || is_state || is_cache;
     if (!known) {
-        send_error(req, 404, "Not Found", "not_found", "admin endpoints: /, /state, /healthz, /readyz, /metrics, /config");
+        send_error(req, 404, "Not Found", "not_found", "admin endpoints: /, /state, /healthz, /readyz, /metrics, /config, /cache");
         return 0;
     }
-    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) &&
+    if (is_cache && !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE"))) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("DELETE"));
+        send_error(req, 405, "Method Not Allowed", "method_not_allowed", "/cache accepts DELETE");
+        return 0;
+    }
+    if (!is_cache && !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) &&
         !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("GET, HEAD"));
         send_error(req, 405, "Method Not Allowed", "method_not_allowed", "admin endpoints accept GET and HEAD");
         return 0;
     }
-    if ((is_page || is_state || is_config) && atomic_load(&a->need_token) && !authorized(a, req)) {
+    if ((is_page || is_state || is_config || is_cache) && atomic_load(&a->need_token) && !authorized(a, req)) {
         static const char challenge[] = "Bearer realm=\"estuary-admin\"";
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, challenge, sizeof(challenge) - 1);
         send_error(req, 401, "Unauthorized", "unauthorized",
@@ -428,6 +500,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         send_body(req, 200, "OK", "text/html; charset=utf-8", (const char *)est_console_html, est_console_html_len);
     } else if (is_state) {
         start_scrape(a, req, 1);
+    } else if (is_cache) {
+        purge_cache(req);
     } else if (h2o_memis(path.base, path.len, H2O_STRLIT("/healthz"))) {
         send_json(req, 200, "OK", "{\"status\":\"ok\"}\n");
     } else if (h2o_memis(path.base, path.len, H2O_STRLIT("/readyz"))) {

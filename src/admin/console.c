@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache/global.h"
+
 #define NO_ROUTE_NAME "none"
 #define RATE_WINDOW 5.0   /* seconds behind "requests per second" */
 #define ERROR_WINDOW 60.0 /* seconds behind "error ratio over the last minute" and the minute's p50/p99 */
@@ -232,6 +234,20 @@ static void add_upstream_state(sum_upstream_t *d, const est_metrics_upstream_sta
 static json_t *u64(uint64_t v)
 {
     return json_integer(v > (uint64_t)INT64_MAX ? INT64_MAX : (json_int_t)v);
+}
+
+/* the process's response cache (cache/global.h): off until a configuration caches a route */
+static json_t *cache_json(void)
+{
+    est_cache_store_t *store = est_cache_global();
+    if (store == NULL)
+        return json_pack("{s:b}", "enabled", 0);
+    est_cache_stats_t st;
+    est_cache_store_stats(store, &st);
+    uint64_t lookups = st.hits + st.misses;
+    return json_pack("{s:b,s:o,s:o,s:o,s:o,s:o,s:o,s:f}", "enabled", 1, "bytes", u64(st.bytes), "entries", u64(st.entries), "hits",
+                     u64(st.hits), "misses", u64(st.misses), "evictions", u64(st.evictions), "purged", u64(st.purged), "hit_ratio",
+                     lookups != 0 ? (double)st.hits / (double)lookups : 0.0);
 }
 
 static json_t *num_or_null(double v, int valid)
@@ -493,7 +509,7 @@ void est_console_render_state(est_strbuf_t *out, const est_metrics_snapshot_t *s
     }
     json_object_set_new(jdns, "entries", jentries);
     json_object_set_new(doc, "dns", jdns);
-    json_object_set_new(doc, "cache", json_pack("{s:b}", "enabled", 0));
+    json_object_set_new(doc, "cache", cache_json());
 
     uint64_t auth_total = 0, rate_total = 0, by_reason[EST_AUTH_REASON__COUNT] = {0};
     for (size_t i = 0; i != num_routes; ++i) {

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache/global.h"
+
 const double est_metrics_buckets[EST_METRICS_NUM_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                                               0.1,   0.25,   0.5,   1,    2.5,   5};
 
@@ -342,6 +344,8 @@ static void merge_route(est_route_metrics_t *dst, const est_route_metrics_t *src
     for (size_t r = 0; r != EST_AUTH_REASON__COUNT; ++r)
         dst->auth_rejected[r] += src->auth_rejected[r];
     dst->rate_limited += src->rate_limited;
+    for (size_t r = 0; r != EST_CACHE_RESULT__COUNT; ++r)
+        dst->cache[r] += src->cache[r];
 }
 
 void est_upstream_stats_add(est_upstream_stats_t *d, const est_upstream_stats_t *s)
@@ -409,6 +413,30 @@ static void render_requests(est_strbuf_t *out, merged_route_t *routes, size_t nu
             const char *labels[] = {"route", routes[i].name, NULL};
             sample_u64(out, "estuary_rate_limited_total", labels, routes[i].m.rate_limited);
         }
+    header(out, "estuary_cache_requests_total", "counter",
+           "Requests on cached and coalescing routes by what the response cache did, by route and result.");
+    for (size_t i = 0; i != num_routes; ++i)
+        for (size_t r = 0; r != EST_CACHE_RESULT__COUNT; ++r)
+            if (routes[i].m.cache[r] != 0) {
+                const char *labels[] = {"route", routes[i].name, "result", est_cache_result_label((est_cache_result_t)r), NULL};
+                sample_u64(out, "estuary_cache_requests_total", labels, routes[i].m.cache[r]);
+            }
+    /* the process's one store (cache/global.h): read directly, it is shared by the workers */
+    est_cache_stats_t cst = {0};
+    if (est_cache_global() != NULL)
+        est_cache_store_stats(est_cache_global(), &cst);
+    header(out, "estuary_cache_bytes", "gauge", "Bytes held by the response cache's stored entries.");
+    sample_u64(out, "estuary_cache_bytes", NULL, cst.bytes);
+    header(out, "estuary_cache_entries", "gauge", "Entries in the response cache.");
+    sample_u64(out, "estuary_cache_entries", NULL, cst.entries);
+    header(out, "estuary_cache_evictions_total", "counter", "Entries the response cache evicted to stay within max_size.");
+    sample_u64(out, "estuary_cache_evictions_total", NULL, cst.evictions);
+}
+
+const char *est_cache_result_label(est_cache_result_t r)
+{
+    static const char *const labels[EST_CACHE_RESULT__COUNT] = {"hit", "stale", "error_stale", "collapsed", "miss", "bypass", "stored"};
+    return (unsigned)r < EST_CACHE_RESULT__COUNT ? labels[r] : "miss";
 }
 
 const char *est_auth_reason_label(est_auth_reason_t r)

@@ -69,6 +69,19 @@ typedef enum est_redis_result {
 } est_redis_result_t;
 const char *est_redis_result_label(est_redis_result_t r);
 
+/* estuary_cache_requests_total{route,result}: what the response cache did for a request (docs/cache.md) */
+typedef enum est_cache_result {
+    EST_CACHE_RESULT_HIT = 0,    /* answered from a fresh entry */
+    EST_CACHE_RESULT_STALE,      /* answered from a stale entry (stale-while-revalidate) */
+    EST_CACHE_RESULT_ERROR_STALE, /* the backend failed: answered from a stale entry (stale-if-error) */
+    EST_CACHE_RESULT_COLLAPSED,  /* answered with an identical in-flight request's reply (coalescing) */
+    EST_CACHE_RESULT_MISS,       /* forwarded: nothing usable stored */
+    EST_CACHE_RESULT_BYPASS,     /* forwarded without using the cache (method, Authorization, no-store, ...) */
+    EST_CACHE_RESULT_STORED,     /* a forwarded reply went into the store (also counted as miss) */
+    EST_CACHE_RESULT__COUNT
+} est_cache_result_t;
+const char *est_cache_result_label(est_cache_result_t r);
+
 typedef struct est_route_metrics {
     est_status_count_t *counts; /* by (method, status), in first-seen order */
     size_t num_counts, cap_counts;
@@ -77,6 +90,7 @@ typedef struct est_route_metrics {
     double duration_sum; /* seconds */
     uint64_t auth_rejected[EST_AUTH_REASON__COUNT]; /* policy refusals (401/403) by reason */
     uint64_t rate_limited;                          /* 429s */
+    uint64_t cache[EST_CACHE_RESULT__COUNT];        /* response cache results */
 } est_route_metrics_t;
 
 /*

@@ -263,6 +263,7 @@ void est_config_free(est_config_t *conf)
         if (r->proxy != NULL)
             free_backend(r->proxy);
         free(r->proxy);
+        est_cv_free_route_cache(r);
     }
     est_cv_free_tracing(conf);
     est_cv_free_policy(conf); /* the routes' policy keys too */

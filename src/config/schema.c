@@ -407,7 +407,7 @@ void est_cv_load_root(vctx_t *c, json_t *root)
     static const char *const keys[] = {"listen", "workers", "shutdown_timeout", "max_request_body", "admin", "dns", "upstreams", "routes",
                                        "access_log", "client_header_timeout", "client_body_timeout", "client_send_timeout",
                                        "client_idle_timeout", "auth", "rate_limits", "redis", "max_backend_reply",
-                                       "aggregate_memory", "tracing", NULL};
+                                       "aggregate_memory", "tracing", "cache", NULL};
     est_config_t *conf = c->conf;
 
     conf->shutdown_timeout_ms = 10000;
@@ -439,6 +439,7 @@ void est_cv_load_root(vctx_t *c, json_t *root)
     load_dns(c, root);
     est_cv_load_upstreams(c, root);
     est_cv_load_policy(c, root); /* before the routes, which name its policies */
+    est_cv_load_cache(c, root); /* top-level "cache" (schema_cache.c) */
     est_cv_load_routes(c, root);
     load_tracing(c, root);
 }

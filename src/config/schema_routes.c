@@ -401,9 +401,9 @@ static void set_timing_names(est_route_conf_t *r)
 
 static void load_route(vctx_t *c, json_t *o, est_route_conf_t *r, est_template_t *tpl, int *tpl_ok)
 {
-    static const char *const keys[] = {"path",          "methods",          "timeout",  "on_error", "websocket",
-                                       "preserve_host", "max_request_body", "backends", "proxy",    "auth",
-                                       "scopes",        "rate_limit",       "cors",     NULL};
+    static const char *const keys[] = {
+        "path",  "methods", "timeout", "on_error",   "websocket", "preserve_host", "max_request_body", "backends",
+        "proxy", "auth",    "scopes",  "rate_limit", "cors",      "cache",         "coalesce",         NULL};
     static const char *const proxy_keys[] = {"upstream", "path", "buffer", "headers", NULL};
     json_t *v, *backends, *proxy;
     const char *s;
@@ -543,6 +543,7 @@ static void load_route(vctx_t *c, json_t *o, est_route_conf_t *r, est_template_t
         est_cv_pop(c);
     }
     est_cv_load_route_policy(c, o, r); /* auth, scopes, rate_limit, cors (schema_policy.c) */
+    est_cv_load_route_cache(c, o, r);  /* cache, coalesce (schema_cache.c) */
 }
 
 /* orders route templates by shape (est_template_same_shape), then position */

@@ -26,6 +26,10 @@ typedef struct est_services {
     struct est_conn_counters *conns;
     /* the worker's metrics (admin/metrics.h), for the policy stages' counters; may be NULL */
     struct est_worker_metrics *metrics;
+    /* keep these services (upstream set, config) alive for work that outlives its request, such
+     * as the cache's background refresh; one unpin per pin, on the worker's loop. May be NULL. */
+    void (*pin)(struct est_services *svc);
+    void (*unpin)(struct est_services *svc);
 } est_services_t;
 
 /*

@@ -42,7 +42,11 @@
 #include <sys/socket.h>
 #include <linux/tcp.h>
 
+#include <time.h>
+
 #include "admin/metrics.h"
+#include "cache/coalesce.h"
+#include "cache/global.h"
 #include "common/log.h"
 #include "h1/conn.h"
 #include <h2o/tunnel.h>
@@ -55,6 +59,12 @@
  */
 #define READ_AHEAD_BUDGET (32 * 1024 * 1024)
 static _Thread_local size_t read_ahead_total;
+
+/* a request's header fields, for the cache's header callback (pool: where joined values go) */
+typedef struct {
+    const h2o_headers_t *headers;
+    h2o_mem_pool_t *pool;
+} hdr_src_t;
 
 typedef struct st_proxy_t {
     h2o_generator_t gen; /* first: h2o hands it back to proceed/stop */
@@ -77,14 +87,46 @@ typedef struct st_proxy_t {
     int sent_any;      /* h2o_send called at least once (the headers are out) */
     int held;          /* the inflight send points into the exchange's buffer (est_exchange_hold) */
     /* streamed request body (HTTP/1.1, docs/streaming.md) */
-    int body_begun;      /* est_h1_body_start called */
-    int exchange_begun;  /* est_exchange_start called */
-    int have_first;      /* `first` (the first delivery) waits for the exchange's first on_send_ready */
+    int body_begun;     /* est_h1_body_start called */
+    int exchange_begun; /* est_exchange_start called */
+    int have_first;     /* `first` (the first delivery) waits for the exchange's first on_send_ready */
     int first_final;
     h2o_iovec_t first;
     /* one timer: 0 ms head timer until the first send, then client_send_timeout */
     h2o_timeout_entry_t timer;
+    /* response cache and coalescing (docs/cache.md); store NULL: the route is not cached */
+    est_cache_store_t *store;
+    est_cache_route_policy_t pol;
+    est_cache_req_facts_t rq;
+    hdr_src_t hs;
+    const char *key; /* the primary key (request pool); NULL: none (bypass, or over EST_CACHE_MAX_KEY) */
+    size_t key_len;
+    int may_store;             /* the reply may go into the store (a GET that was looked up or forwarded) */
+    est_cache_status_t cs;     /* Cache-Status of a forwarded reply */
+    est_cache_entry_t *fill;   /* the reply being copied as it streams (for the store and/or waiters) */
+    int fill_store;            /* `fill` is inserted at the end (storable); else only shared with waiters */
+    est_cache_entry_t *stale;  /* a stale entry kept for stale-if-error, or whose refresh this request carries */
+    est_cache_entry_t *served; /* the entry a hit sends by reference (released at dispose) */
+    int64_t request_time_ms;
+    est_coalesce_flight_t *flight; /* this request leads a coalescing flight */
+    est_coalesce_waiter_t waiter;
+    int waiting;    /* linked as a waiter */
+    int refreshing; /* carries `stale`'s one background refresh (stale-while-revalidate) */
 } proxy_t;
+
+/* the worker's coalescing table (created on first use, destroyed by est_proxy_worker_exit) */
+static _Thread_local est_coalesce_t *coalesce_table;
+
+static void cancel_refreshes(void);
+
+void est_proxy_worker_exit(void)
+{
+    cancel_refreshes();
+    if (coalesce_table != NULL) {
+        est_coalesce_destroy(coalesce_table);
+        coalesce_table = NULL;
+    }
+}
 
 static void cancel_timer(proxy_t *p)
 {
@@ -149,6 +191,13 @@ static void on_send_timeout(h2o_timeout_entry_t *entry)
     if (p->x != NULL) {
         est_exchange_cancel(p->x);
         p->x = NULL;
+    }
+    if (p->fill != NULL)
+        p->fill = (est_cache_entry_release(p->fill), NULL);
+    if (p->flight != NULL) { /* the waiters are not failed: the oldest one goes to the backend */
+        est_coalesce_flight_t *f = p->flight;
+        p->flight = NULL;
+        est_coalesce_abandon(f);
     }
     p->finished = 1;
     if (fd < 0)
@@ -268,6 +317,13 @@ static void on_stop(h2o_generator_t *gen, h2o_req_t *req)
         est_exchange_cancel(p->x);
         p->x = NULL;
     }
+    if (p->fill != NULL)
+        p->fill = (est_cache_entry_release(p->fill), NULL);
+    if (p->flight != NULL) { /* the waiters are not failed: the oldest one goes to the backend */
+        est_coalesce_flight_t *f = p->flight;
+        p->flight = NULL;
+        est_coalesce_abandon(f);
+    }
 }
 
 static void on_dispose(void *data)
@@ -279,6 +335,22 @@ static void on_dispose(void *data)
         est_exchange_cancel(p->x);
     h2o_buffer_dispose(&p->sending);
     h2o_buffer_dispose(&p->pending);
+    if (p->waiting) /* the client left while waiting: the leader goes on */
+        est_coalesce_leave(&p->waiter);
+    if (p->fill != NULL)
+        est_cache_entry_release(p->fill);
+    if (p->flight != NULL) {
+        est_coalesce_flight_t *f = p->flight;
+        p->flight = NULL;
+        est_coalesce_abandon(f); /* the oldest waiter leads now */
+    }
+    if (p->stale != NULL) {
+        if (p->refreshing)
+            est_cache_entry_refresh_done(p->stale); /* the refresh stored nothing */
+        est_cache_entry_release(p->stale);
+    }
+    if (p->served != NULL)
+        est_cache_entry_release(p->served);
 }
 
 static int header_is(const struct phr_header *h, const char *name, size_t len)
@@ -306,6 +378,429 @@ static void on_upgrade_complete(void *data, h2o_socket_t *client_sock, size_t re
 }
 
 /*
+ * Response cache and request coalescing (SPEC "Caching, coalescing and hedging",
+ * docs/cache.md). A cached route looks its key up before going to the backend; a fresh hit is
+ * sent from the stored entry by reference. A forwarded GET copies the reply into an entry while
+ * it streams to the client (nothing waits for the copy; past max_entry the copy is dropped and
+ * the stream goes on), inserted at the end when storable, and handed to the requests that
+ * waited on this one (coalescing) whether storable or not (a 503 is shared too).
+ */
+/* estuary_cache_requests_total{route,result} */
+static void count_cache(proxy_t *p, est_cache_result_t result)
+{
+    est_worker_metrics_t *m = p->r->svc->metrics;
+    size_t i = p->r->route->index;
+    if (m != NULL && i < m->num_routes)
+        ++m->routes[i].cache[result];
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* est_cache_header_fn over a request's headers (names are lower-case in h2o) */
+static int req_header(void *ctx, const char *name, size_t name_len, const char **value, size_t *value_len)
+{
+    const hdr_src_t *src = ctx;
+    const h2o_headers_t *hs = src->headers;
+    ssize_t i = h2o_find_header_by_str(hs, name, name_len, -1);
+    if (i < 0)
+        return 0;
+    ssize_t j = h2o_find_header_by_str(hs, name, name_len, i);
+    if (j < 0) {
+        *value = hs->entries[i].value.base;
+        *value_len = hs->entries[i].value.len;
+        return 1;
+    }
+    /* several field lines: joined with ", " (RFC 9110 5.3) into the pool */
+    size_t total = 0;
+    for (ssize_t k = i; k >= 0; k = h2o_find_header_by_str(hs, name, name_len, k))
+        total += hs->entries[k].value.len + 2;
+    char *buf = h2o_mem_alloc_pool(src->pool, total), *dst = buf;
+    for (ssize_t k = i; k >= 0; k = h2o_find_header_by_str(hs, name, name_len, k)) {
+        if (dst != buf) {
+            *dst++ = ',';
+            *dst++ = ' ';
+        }
+        memcpy(dst, hs->entries[k].value.base, hs->entries[k].value.len);
+        dst += hs->entries[k].value.len;
+    }
+    *value = buf;
+    *value_len = (size_t)(dst - buf);
+    return 1;
+}
+
+static void add_cache_status(h2o_req_t *req, const est_cache_status_t *cs)
+{
+    char *buf = h2o_mem_alloc_pool(&req->pool, EST_CACHE_STATUS_MAX);
+    size_t n = est_cache_status_format(buf, EST_CACHE_STATUS_MAX, cs);
+    if (n != 0)
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("cache-status"), 0, NULL, buf, n);
+}
+
+/* every response is sent with one h2o_send: no callbacks needed (as h2o_send_inline does) */
+static h2o_generator_t entry_generator = {NULL, NULL};
+
+/*
+ * Answers from a frozen entry, which becomes the request's (released at dispose): its header
+ * fields and body are sent from the entry itself, not copied. HEAD gets the head only. The
+ * caller must not touch `p` afterwards (h2o may dispose the request in h2o_send).
+ */
+static void serve_entry(proxy_t *p, est_cache_entry_t *e, const est_cache_status_t *cs, int with_age)
+{
+    h2o_req_t *req = p->r->req;
+    p->served = e;
+    p->started = 1;
+    p->finished = 1;
+    req->res.status = e->status;
+    req->res.reason = est_status_reason(e->status);
+    for (size_t i = 0; i != e->num_headers; ++i) {
+        const est_cache_field_t *f = e->headers + i;
+        const h2o_token_t *t = h2o_lookup_token(f->name, f->name_len);
+        if (t != NULL)
+            h2o_add_header(&req->pool, &req->res.headers, t, NULL, f->value, f->value_len);
+        else
+            h2o_add_header_by_str(&req->pool, &req->res.headers, f->name, f->name_len, 0, NULL, f->value, f->value_len);
+    }
+    if (with_age) { /* RFC 9111 5.1 */
+        char *age = h2o_mem_alloc_pool(&req->pool, 16);
+        size_t n = est_cache_age_format(age, 16, est_cache_current_age(&e->age, wall_ms()));
+        if (n != 0)
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_AGE, NULL, age, n);
+    }
+    if (p->store != NULL || cs->collapsed)
+        add_cache_status(req, cs);
+    count_cache(p, cs->collapsed                                          ? EST_CACHE_RESULT_COLLAPSED
+                   : cs->detail != NULL && cs->fwd == EST_CACHE_FWD_STALE ? EST_CACHE_RESULT_ERROR_STALE
+                   : cs->fwd == EST_CACHE_FWD_STALE                       ? EST_CACHE_RESULT_STALE
+                                                                          : EST_CACHE_RESULT_HIT);
+    req->res.content_length = e->body_len;
+    h2o_start_response(req, &entry_generator);
+    h2o_iovec_t body = h2o_iovec_init(e->body, e->body_len);
+    h2o_send(req, &body, p->r->method == EST_METHOD_HEAD || e->body_len == 0 ? 0 : 1, H2O_SEND_STATE_FINAL);
+}
+
+/* ends this request's coalescing flight, if it leads one (reply BORROWED, or NULL with errstr) */
+static void finish_flight(proxy_t *p, est_cache_entry_t *reply, const char *errstr)
+{
+    est_coalesce_flight_t *f = p->flight;
+    if (f == NULL)
+        return;
+    p->flight = NULL;
+    est_coalesce_done(f, reply, errstr);
+}
+
+/* the copy of the reply is given up (over max_entry, out of memory, or the exchange failed) */
+static void drop_fill(proxy_t *p)
+{
+    if (p->fill != NULL) {
+        est_cache_entry_release(p->fill);
+        p->fill = NULL;
+    }
+    finish_flight(p, NULL, est_coalesce_err_unshareable); /* the waiters go to the backend themselves */
+}
+
+/* the reply ended cleanly: store it when storable, hand it to the waiters */
+static void complete_fill(proxy_t *p)
+{
+    est_cache_entry_t *e = p->fill;
+    if (e == NULL) {
+        finish_flight(p, NULL, est_coalesce_err_unshareable);
+        return;
+    }
+    p->fill = NULL;
+    est_cache_entry_freeze(e);
+    if (p->fill_store && est_cache_store_insert(p->store, e) == 0) {
+        count_cache(p, EST_CACHE_RESULT_STORED);
+        if (p->stale != NULL)
+            p->stale = (est_cache_entry_release(p->stale), NULL); /* refreshed: its flag goes with it */
+    }
+    finish_flight(p, e, NULL);
+    est_cache_entry_release(e);
+}
+
+/* a stale entry may stand in for a failed backend (RFC 5861 4: stale-if-error, from expiry) */
+static int stale_if_error_ok(const proxy_t *p)
+{
+    const est_cache_entry_t *e = p->stale;
+    if (e == NULL || e->stale_if_error_ms <= 0)
+        return 0;
+    return est_cache_current_age(&e->age, wall_ms()) < e->lifetime_ms + e->stale_if_error_ms;
+}
+
+/* answers with the stale entry instead of the backend's failure; the caller must not touch `p` afterwards */
+static void serve_stale_on_error(proxy_t *p, int fwd_status)
+{
+    est_cache_entry_t *e = p->stale;
+    p->stale = NULL;
+    if (p->refreshing)
+        est_cache_entry_refresh_done(e); /* nothing new was stored: a later stale hit may try again */
+    if (p->fill != NULL)
+        p->fill = (est_cache_entry_release(p->fill), NULL);
+    finish_flight(p, e, NULL); /* the waiters get the same stale reply */
+    est_cache_status_t cs = {0};
+    cs.hit = 1;
+    cs.fwd = EST_CACHE_FWD_STALE;
+    cs.fwd_status = fwd_status;
+    cs.detail = "stale-if-error";
+    cs.has_ttl = 1;
+    cs.ttl_ms = e->lifetime_ms - est_cache_current_age(&e->age, wall_ms());
+    serve_entry(p, e, &cs, 1);
+}
+
+/*
+ * On the backend's head (not 101): the Cache-Status of a cached route, and the entry the body
+ * is copied into when the reply is storable or waiters share it. `kept` are the header fields
+ * the proxy forwards (lower-case names), the ones an entry keeps.
+ */
+static void cache_on_head(proxy_t *p, int status, const struct phr_header *headers, size_t num_headers,
+                          const est_cache_field_t *kept, size_t num_kept)
+{
+    h2o_req_t *req = p->r->req;
+    int64_t now = wall_ms();
+    est_cache_resp_facts_t rs;
+    est_cache_resp_facts_init(&rs);
+    for (size_t i = 0; i != num_headers; ++i)
+        est_cache_resp_facts_add(&rs, headers[i].name, headers[i].name_len, headers[i].value, headers[i].value_len, now / 1000);
+    int64_t cl = req->res.content_length != SIZE_MAX && req->res.content_length <= INT64_MAX ? (int64_t)req->res.content_length
+                                                                                             : -1;
+    est_cache_decision_t d;
+    memset(&d, 0, sizeof(d));
+    int storable = 0;
+    if (p->store != NULL) {
+        if (p->may_store && p->key != NULL) {
+            est_cache_decide(&p->rq, status, &rs, &p->pol, cl, now, &d);
+            storable = d.storable;
+            if (!storable)
+                p->cs.detail = d.detail;
+        }
+        p->cs.fwd_status = status;
+        p->cs.stored = storable;
+        count_cache(p, p->cs.fwd == EST_CACHE_FWD_BYPASS || p->cs.fwd == EST_CACHE_FWD_METHOD ? EST_CACHE_RESULT_BYPASS
+                                                                                              : EST_CACHE_RESULT_MISS);
+        add_cache_status(req, &p->cs); /* "stored" when the reply is storable and fits so far */
+    }
+    if (!storable && p->flight == NULL)
+        return;
+    est_cache_age_facts_t af;
+    est_cache_age_facts_set(&af, &rs, p->request_time_ms, now);
+    est_cache_entry_init_t in;
+    memset(&in, 0, sizeof(in));
+    in.key = storable ? p->key : "";
+    in.key_len = storable ? p->key_len : 0;
+    in.status = status;
+    in.headers = kept;
+    in.num_headers = num_kept;
+    in.vary = rs.vary;
+    in.num_vary = rs.num_vary;
+    in.get_header = req_header;
+    in.ctx = &p->hs;
+    in.decision = storable ? &d : NULL;
+    in.age = &af;
+    in.max_bytes = p->pol.max_entry;
+    in.body_reserve = cl >= 0 && (uint64_t)cl <= in.max_bytes ? (size_t)cl : 0;
+    in.now_ms = now;
+    p->fill = est_cache_entry_create(&in);
+    p->fill_store = storable && p->fill != NULL;
+    if (p->fill == NULL)
+        finish_flight(p, NULL, est_coalesce_err_unshareable);
+}
+
+static void start_exchange(proxy_t *p);
+
+/* "STATUS CODE MESSAGE": how a leader's error travels to its waiters (parsed by send_shared_error) */
+static const char *format_shared_error(proxy_t *p, int status, const char *code, const char *msg)
+{
+    size_t cap = strlen(code) + strlen(msg) + 8;
+    char *s = h2o_mem_alloc_pool(&p->r->req->pool, cap);
+    snprintf(s, cap, "%03d %s %s", status, code, msg);
+    return s;
+}
+
+static void send_shared_error(proxy_t *p, const char *errstr)
+{
+    est_request_t *r = p->r;
+    int status = 503;
+    const char *code = "upstream_unavailable", *msg = "the request this one waited for failed";
+    char cbuf[48];
+    if (errstr != est_coalesce_err_shutdown && strlen(errstr) > 4 && errstr[3] == ' ') {
+        status = (errstr[0] - '0') * 100 + (errstr[1] - '0') * 10 + (errstr[2] - '0');
+        const char *sp = strchr(errstr + 4, ' ');
+        size_t n = sp != NULL ? (size_t)(sp - (errstr + 4)) : 0;
+        if (sp != NULL && n < sizeof(cbuf)) {
+            memcpy(cbuf, errstr + 4, n);
+            cbuf[n] = '\0';
+            code = cbuf;
+            msg = sp + 1;
+        }
+    }
+    p->started = 1;
+    p->finished = 1;
+    est_cache_status_t cs = {0};
+    cs.fwd = p->cs.fwd;
+    cs.collapsed = 1;
+    add_cache_status(r->req, &cs);
+    est_send_error(r->req, status, code, msg, r->request_id);
+}
+
+/* a coalescing waiter is called back (never from inside its own join) */
+static void on_waiter(est_coalesce_waiter_t *w, est_cache_entry_t *reply, const char *errstr)
+{
+    proxy_t *p = w->data;
+    p->waiting = 0;
+    if (reply != NULL) {
+        est_cache_status_t cs = {0};
+        cs.fwd = p->cs.fwd;
+        cs.fwd_status = reply->status;
+        cs.collapsed = 1;
+        serve_entry(p, reply, &cs, 0);
+    } else if (errstr == est_coalesce_err_promoted) {
+        p->flight = w->promoted; /* the leader's client left: this request leads now */
+        start_exchange(p);
+    } else if (errstr == est_coalesce_err_unshareable) {
+        start_exchange(p);
+    } else {
+        send_shared_error(p, errstr);
+    }
+}
+
+static int start_refresh(proxy_t *p, est_cache_entry_t *stale);
+
+/*
+ * Before the backend: the cache lookup and coalescing of a GET/HEAD on a cached or coalescing
+ * route. Returns 1 when the request is answered or waits on another one, 0 to forward it.
+ */
+static int cache_begin(proxy_t *p)
+{
+    est_request_t *r = p->r;
+    h2o_req_t *req = r->req;
+    const est_route_conf_t *route = r->route;
+    if ((route->cache == NULL && !route->coalesce) || p->ureq.want_upgrade)
+        return 0;
+    p->hs = (hdr_src_t){&req->headers, &req->pool};
+    est_cache_req_facts_init(&p->rq, req->method.base, req->method.len);
+    for (size_t i = 0; i != req->headers.size; ++i)
+        est_cache_req_facts_add(&p->rq, req->headers.entries[i].name->base, req->headers.entries[i].name->len,
+                                req->headers.entries[i].value.base, req->headers.entries[i].value.len);
+    p->pol.max_entry = r->conf->cache_max_entry < SIZE_MAX ? (size_t)r->conf->cache_max_entry : SIZE_MAX;
+    if (route->cache != NULL && (p->store = est_cache_global()) != NULL) {
+        p->pol.ttl_ms = (int64_t)route->cache->ttl_ms;
+        p->pol.stale_while_revalidate_ms = (int64_t)route->cache->stale_while_revalidate_ms;
+        p->pol.stale_if_error_ms = (int64_t)route->cache->stale_if_error_ms;
+        p->pol.shared = route->cache->shared;
+    }
+    const char *detail = NULL;
+    est_cache_fwd_t fwd = EST_CACHE_FWD_MISS;
+    est_cache_req_action_t act = est_cache_request_action(&p->rq, &p->pol, &fwd, &detail);
+    p->cs.fwd = fwd == EST_CACHE_FWD_NONE ? EST_CACHE_FWD_MISS : fwd;
+    p->cs.detail = detail;
+    if (act == EST_CACHE_REQ_BYPASS)
+        return 0;
+
+    /* the primary key; HEAD looks up the GET entry (it is answered without the body) */
+    est_cache_span_t *vary = NULL;
+    size_t nvary = route->cache != NULL ? route->cache->num_vary : 0;
+    if (nvary != 0) {
+        vary = h2o_mem_alloc_pool(&req->pool, sizeof(*vary) * nvary);
+        for (size_t i = 0; i != nvary; ++i)
+            vary[i] = (est_cache_span_t){route->cache->vary[i], strlen(route->cache->vary[i])};
+    }
+    est_cache_key_parts_t parts = {
+        .route = {route->path, strlen(route->path)},
+        .path = {r->path.base, r->path.len},
+        .method = {"GET", 3},
+        .query = {r->query.base, r->query.len},
+        .vary = vary,
+        .num_vary = nvary,
+    };
+    char kbuf[EST_CACHE_MAX_KEY];
+    size_t klen = est_cache_key_build(kbuf, sizeof(kbuf), &parts, req_header, &p->hs);
+    if (klen == 0) { /* a key over EST_CACHE_MAX_KEY: not cached */
+        p->cs.fwd = EST_CACHE_FWD_BYPASS;
+        p->cs.detail = "key-too-large";
+        return 0;
+    }
+    p->key = h2o_mem_alloc_pool(&req->pool, klen);
+    memcpy((char *)p->key, kbuf, klen);
+    p->key_len = klen;
+    p->may_store = p->store != NULL && p->rq.is_get;
+
+    if (act == EST_CACHE_REQ_LOOKUP && p->store != NULL) {
+        est_cache_miss_t miss = EST_CACHE_MISS_URI;
+        est_cache_entry_t *e = est_cache_store_lookup(p->store, p->key, p->key_len, req_header, &p->hs, &miss);
+        if (e == NULL) {
+            p->cs.fwd = miss == EST_CACHE_MISS_VARY ? EST_CACHE_FWD_VARY_MISS : EST_CACHE_FWD_URI_MISS;
+        } else {
+            int64_t age = est_cache_current_age(&e->age, wall_ms());
+            est_cache_status_t cs = {0};
+            cs.hit = 1;
+            cs.has_ttl = 1;
+            cs.ttl_ms = e->lifetime_ms - age;
+            switch (est_cache_usable(age, e->lifetime_ms, e->stale_while_revalidate_ms, e->stale_if_error_ms,
+                                     p->rq.has_cc ? &p->rq.cc : NULL)) {
+            case EST_CACHE_FRESH:
+                serve_entry(p, e, &cs, 1);
+                return 1;
+            case EST_CACHE_STALE_REVALIDATE:
+                cs.fwd = EST_CACHE_FWD_STALE;
+                if (!est_cache_entry_try_refresh(e)) { /* the one refresh is under way already */
+                    serve_entry(p, e, &cs, 1);
+                    return 1;
+                }
+                if (start_refresh(p, e) == 0) { /* in the background: this client gets the stale reply now */
+                    serve_entry(p, e, &cs, 1);
+                    return 1;
+                }
+                /* no background exchange possible: this request carries the refresh itself (the
+                 * others are served stale meanwhile); at dispose, a refresh that stored nothing
+                 * releases the flag */
+                p->stale = e;
+                p->refreshing = 1;
+                p->cs.fwd = EST_CACHE_FWD_STALE;
+                break;
+            case EST_CACHE_STALE_IF_ERROR:
+                p->stale = e; /* answers if the backend fails */
+                p->cs.fwd = EST_CACHE_FWD_STALE;
+                break;
+            default:
+                p->cs.fwd = age < e->lifetime_ms ? EST_CACHE_FWD_REQUEST : EST_CACHE_FWD_STALE;
+                est_cache_entry_release(e);
+                break;
+            }
+        }
+        if (p->stale == NULL && (p->rq.cc.flags & EST_CC_ONLY_IF_CACHED)) { /* RFC 9111 5.2.1.7 */
+            p->started = p->finished = 1;
+            add_cache_status(req, &p->cs);
+            est_send_error(req, 504, "not_cached", "only-if-cached: no stored reply", r->request_id);
+            return 1;
+        }
+    }
+    if (route->coalesce && p->rq.is_get && !p->refreshing) {
+        if (coalesce_table == NULL)
+            coalesce_table = est_coalesce_create(0);
+        if (coalesce_table != NULL) {
+            p->waiter.cb = on_waiter;
+            p->waiter.data = p;
+            est_coalesce_flight_t *f = NULL;
+            switch (est_coalesce_join(coalesce_table, p->key, p->key_len, &p->waiter, &f)) {
+            case EST_COALESCE_LEADER:
+                p->flight = f;
+                break;
+            case EST_COALESCE_WAITER:
+                p->waiting = 1;
+                return 1;
+            default:
+                break;
+            }
+        }
+    }
+    return 0;
+}
+
+/*
  * What on_head does with one upstream response header. Names h2o interns as tokens are
  * classified by address (h2o_lookup_token on the lower-cased name, then pointer compares),
  * unless the reply has a Connection header (a name it lists is hop-by-hop): then, and for
@@ -313,8 +808,7 @@ static void on_upgrade_complete(void *data, h2o_socket_t *client_sock, size_t re
  */
 enum { RES_KEEP, RES_DROP, RES_CONTENT_LENGTH };
 
-static int classify_response_header(const h2o_token_t *t, const h2o_iovec_t *name, const h2o_iovec_t *connection,
-                                    int is_upgrade)
+static int classify_response_header(const h2o_token_t *t, const h2o_iovec_t *name, const h2o_iovec_t *connection, int is_upgrade)
 {
     if (t == H2O_TOKEN_CONTENT_LENGTH)
         return RES_CONTENT_LENGTH;
@@ -336,6 +830,254 @@ static int classify_response_header(const h2o_token_t *t, const h2o_iovec_t *nam
     return RES_KEEP;
 }
 
+/*
+ * The background refresh of a stale entry (stale-while-revalidate, RFC 5861 3): exactly one per
+ * entry across the process (the entry's refresh flag), started by the request that found the
+ * entry stale, which is answered with the stale reply at once; the refresh is a detached
+ * exchange owned by the worker (a heap object with its own copy of the request), so it neither
+ * delays nor depends on that client. It pins the worker's view of the configuration (the
+ * upstream set it runs on) until it ends, and is cancelled if the worker exits first. A
+ * storable reply replaces the entry; anything else releases the refresh flag, so a later stale
+ * hit may try again.
+ */
+typedef struct st_refresh_t {
+    h2o_mem_pool_t pool; /* the copied request, the reply's kept header fields */
+    est_upstream_request_t ureq;
+    h2o_headers_t headers; /* the client's request header fields (Vary values) */
+    hdr_src_t hs;
+    est_services_t *svc; /* pinned */
+    const est_route_conf_t *route;
+    est_cache_store_t *store;
+    est_cache_route_policy_t pol;
+    est_cache_req_facts_t rq;
+    char *key;
+    size_t key_len;
+    est_cache_entry_t *stale; /* one reference; its refresh flag is ours */
+    est_cache_entry_t *fill;
+    est_exchange_t *x;
+    int64_t request_time_ms;
+    int ended;                        /* refresh_end ran: only the memory is left, freed from free_timer */
+    h2o_timeout_entry_t free_timer;   /* 0 ms: the exchange reads ureq until its callback has returned */
+    struct st_refresh_t *prev, *next; /* the worker's refreshes */
+} refresh_t;
+
+static _Thread_local refresh_t *refreshes;
+
+static void refresh_free(refresh_t *rf)
+{
+    if (h2o_timeout_is_linked(&rf->free_timer))
+        h2o_timeout_unlink(&rf->free_timer);
+    if (rf->prev != NULL)
+        rf->prev->next = rf->next;
+    else
+        refreshes = rf->next;
+    if (rf->next != NULL)
+        rf->next->prev = rf->prev;
+    est_services_t *svc = rf->svc;
+    h2o_mem_clear_pool(&rf->pool);
+    free(rf);
+    svc->unpin(svc); /* last: it may retire the view (later, from the loop) */
+}
+
+static void on_refresh_free_timer(h2o_timeout_entry_t *entry)
+{
+    refresh_free(H2O_STRUCT_FROM_MEMBER(refresh_t, free_timer, entry));
+}
+
+/* the refresh is over (stored, or not: the flag goes back); its memory goes once the exchange has let go of it */
+static void refresh_end(refresh_t *rf, int stored)
+{
+    rf->ended = 1;
+    rf->x = NULL;
+    if (!stored)
+        est_cache_entry_refresh_done(rf->stale);
+    est_cache_entry_release(rf->stale);
+    rf->stale = NULL;
+    if (rf->fill != NULL)
+        est_cache_entry_release(rf->fill);
+    rf->fill = NULL;
+    rf->free_timer.cb = on_refresh_free_timer;
+    h2o_timeout_link(rf->svc->loop, rf->svc->get_timeout(rf->svc, 0), &rf->free_timer);
+}
+
+static int refresh_on_head(est_exchange_t *x, void *data, int status, const struct phr_header *headers, size_t num_headers)
+{
+    refresh_t *rf = data;
+    int64_t now = wall_ms();
+    est_cache_resp_facts_t rs;
+    est_cache_resp_facts_init(&rs);
+    h2o_iovec_t connection = {NULL, 0};
+    int64_t cl = -1;
+    for (size_t i = 0; i != num_headers; ++i) {
+        est_cache_resp_facts_add(&rs, headers[i].name, headers[i].name_len, headers[i].value, headers[i].value_len, now / 1000);
+        if (headers[i].name_len == 10 && strncasecmp(headers[i].name, "connection", 10) == 0)
+            connection = h2o_iovec_init(headers[i].value, headers[i].value_len);
+        if (headers[i].name_len == 14 && strncasecmp(headers[i].name, "content-length", 14) == 0) {
+            size_t v = h2o_strtosize(headers[i].value, headers[i].value_len);
+            cl = v != SIZE_MAX && v <= INT64_MAX ? (int64_t)v : -1;
+        }
+    }
+    est_cache_decision_t d;
+    memset(&d, 0, sizeof(d));
+    est_cache_decide(&rf->rq, status, &rs, &rf->pol, cl, now, &d);
+    if (!d.storable) {
+        refresh_end(rf, 0);
+        return -1;
+    }
+    /* the fields the proxy forwards, as an entry keeps them (names lower-case) */
+    est_cache_field_t *kept = h2o_mem_alloc_pool(&rf->pool, sizeof(*kept) * (num_headers ? num_headers : 1));
+    size_t nk = 0;
+    for (size_t i = 0; i != num_headers; ++i) {
+        const struct phr_header *h = headers + i;
+        char *lname = h2o_mem_alloc_pool(&rf->pool, h->name_len ? h->name_len : 1);
+        est_lower_copy(lname, h->name, h->name_len);
+        h2o_iovec_t name = h2o_iovec_init(lname, h->name_len);
+        const h2o_token_t *t = h2o_lookup_token(name.base, name.len);
+        if (classify_response_header(t, &name, &connection, 0) != RES_KEEP)
+            continue;
+        if (rf->route->cors != NULL && name.len > 15 && memcmp(name.base, "access-control-", 15) == 0)
+            continue;
+        kept[nk++] = (est_cache_field_t){name.base, name.len, h->value, h->value_len}; /* copied by create */
+    }
+    est_cache_age_facts_t af;
+    est_cache_age_facts_set(&af, &rs, rf->request_time_ms, now);
+    est_cache_entry_init_t in;
+    memset(&in, 0, sizeof(in));
+    in.key = rf->key;
+    in.key_len = rf->key_len;
+    in.status = status;
+    in.headers = kept;
+    in.num_headers = nk;
+    in.vary = rs.vary;
+    in.num_vary = rs.num_vary;
+    in.get_header = req_header;
+    in.ctx = &rf->hs;
+    in.decision = &d;
+    in.age = &af;
+    in.max_bytes = rf->pol.max_entry;
+    in.body_reserve = cl >= 0 && (uint64_t)cl <= in.max_bytes ? (size_t)cl : 0;
+    in.now_ms = now;
+    if ((rf->fill = est_cache_entry_create(&in)) == NULL) {
+        refresh_end(rf, 0);
+        return -1;
+    }
+    return 0;
+}
+
+static int refresh_on_body(est_exchange_t *x, void *data, const char *bytes, size_t len, int is_final)
+{
+    refresh_t *rf = data;
+    if (len != 0 && est_cache_entry_append(rf->fill, bytes, len) != 0) {
+        refresh_end(rf, 0); /* over max_entry */
+        return -1;
+    }
+    if (!is_final)
+        return 0;
+    rf->x = NULL;
+    int stored = est_cache_store_insert(rf->store, rf->fill) == 0;
+    if (stored) {
+        est_worker_metrics_t *m = rf->svc->metrics;
+        if (m != NULL && rf->route->index < m->num_routes)
+            ++m->routes[rf->route->index].cache[EST_CACHE_RESULT_STORED];
+    }
+    refresh_end(rf, stored);
+    return 0;
+}
+
+static void refresh_on_error(est_exchange_t *x, void *data, est_uerr_t err, const char *message)
+{
+    refresh_t *rf = data;
+    rf->x = NULL;
+    refresh_end(rf, 0);
+}
+
+static const est_exchange_cb_t refresh_cb = {refresh_on_head, refresh_on_body, refresh_on_error};
+
+static h2o_header_t *copy_headers(h2o_mem_pool_t *pool, const h2o_header_t *src, size_t n)
+{
+    h2o_header_t *dst = h2o_mem_alloc_pool(pool, sizeof(*dst) * (n ? n : 1));
+    for (size_t i = 0; i != n; ++i) {
+        dst[i] = src[i];
+        dst[i].orig_name = NULL;
+        if (!h2o_iovec_is_token(src[i].name)) {
+            h2o_iovec_t *name = h2o_mem_alloc_pool(pool, sizeof(*name));
+            *name = h2o_strdup(pool, src[i].name->base, src[i].name->len);
+            dst[i].name = name;
+        }
+        dst[i].value = h2o_strdup(pool, src[i].value.base, src[i].value.len);
+    }
+    return dst;
+}
+
+/* starts the refresh of `stale` (whose refresh flag the caller won); 0, or -1 (the caller releases the flag) */
+/* the worker exits: its refreshes stop (before its views and their upstream sets go) */
+static void cancel_refreshes(void)
+{
+    while (refreshes != NULL) {
+        refresh_t *rf = refreshes;
+        if (!rf->ended) {
+            if (rf->x != NULL)
+                est_exchange_cancel(rf->x);
+            refresh_end(rf, 0);
+        }
+        refresh_free(rf);
+    }
+}
+
+static int start_refresh(proxy_t *p, est_cache_entry_t *stale)
+{
+    est_request_t *r = p->r;
+    h2o_req_t *req = r->req;
+    if (r->svc->pin == NULL || r->svc->unpin == NULL)
+        return -1;
+    refresh_t *rf = calloc(1, sizeof(*rf));
+    if (rf == NULL)
+        return -1;
+    h2o_mem_init_pool(&rf->pool);
+    rf->svc = r->svc;
+    rf->route = r->route;
+    rf->store = p->store;
+    rf->pol = p->pol;
+    rf->rq = p->rq;
+    rf->rq.is_get = 1;
+    rf->rq.is_head = 0;
+    rf->key = h2o_mem_alloc_pool(&rf->pool, p->key_len);
+    memcpy(rf->key, p->key, p->key_len);
+    rf->key_len = p->key_len;
+    h2o_vector_reserve(&rf->pool, &rf->headers, req->headers.size);
+    rf->headers.entries = copy_headers(&rf->pool, req->headers.entries, req->headers.size);
+    rf->headers.size = req->headers.size;
+    rf->hs = (hdr_src_t){&rf->headers, &rf->pool};
+    rf->ureq = p->ureq;
+    rf->ureq.method = h2o_iovec_init(H2O_STRLIT("GET"));
+    rf->ureq.path = h2o_strdup(&rf->pool, p->ureq.path.base, p->ureq.path.len);
+    if (p->ureq.host.base != NULL)
+        rf->ureq.host = h2o_strdup(&rf->pool, p->ureq.host.base, p->ureq.host.len);
+    rf->ureq.headers = copy_headers(&rf->pool, p->ureq.headers, p->ureq.num_headers);
+    rf->ureq.has_body = 0;
+    rf->ureq.body = h2o_iovec_init(NULL, 0);
+    rf->ureq.body_stream = 0;
+    rf->ureq.want_upgrade = 0;
+    rf->ureq.is_idempotent = 1;
+    rf->ureq.trace = NULL; /* not part of the client's trace: that request is answered already */
+    rf->ureq.deadline = h2o_now(r->svc->loop) + r->route->timeout_ms;
+    rf->request_time_ms = wall_ms();
+    rf->stale = stale;
+    est_cache_entry_addref(stale);
+    r->svc->pin(r->svc);
+    if ((rf->next = refreshes) != NULL)
+        refreshes->prev = rf;
+    refreshes = rf;
+    rf->x = est_exchange_start(est_upstream_set_get(r->svc->upstreams, r->route->proxy->upstream->index), &rf->ureq, &refresh_cb,
+                               rf);
+    if (rf->x == NULL) {
+        est_cache_entry_release(stale); /* its own reference; the flag is left to the caller */
+        refresh_free(rf);
+        return -1;
+    }
+    return 0;
+}
+
 static int on_head(est_exchange_t *x, void *data, int status, const struct phr_header *headers, size_t num_headers)
 {
     proxy_t *p = data;
@@ -346,10 +1088,18 @@ static int on_head(est_exchange_t *x, void *data, int status, const struct phr_h
             connection = h2o_iovec_init(headers[i].value, headers[i].value_len);
 
     est_request_trace_exchange(p->r, p->r->route->proxy->upstream->name, x, status, EST_UERR_NONE); /* (admin) access log */
+    if (status >= 500 && stale_if_error_ok(p)) {
+        p->x = NULL; /* aborted by the -1 */
+        serve_stale_on_error(p, status);
+        return -1;
+    }
     req->res.status = status;
     req->res.reason = est_status_reason(status);
     int is_upgrade = status == 101 && p->ureq.want_upgrade;
     size_t own_headers = req->res.headers.size; /* ours (CORS, rate limit, request id): kept on an error */
+    int want_fill = (p->store != NULL || p->flight != NULL) && !is_upgrade;
+    est_cache_field_t *kept = want_fill ? h2o_mem_alloc_pool(&req->pool, sizeof(*kept) * (num_headers ? num_headers : 1)) : NULL;
+    size_t num_kept = 0;
     for (size_t i = 0; i != num_headers; ++i) {
         const struct phr_header *h = headers + i;
         /* lower-cased on the stack for the token lookup; the reply's bytes die when on_head
@@ -378,12 +1128,17 @@ static int on_head(est_exchange_t *x, void *data, int status, const struct phr_h
         h2o_iovec_t value = h2o_strdup(&req->pool, h->value, h->value_len);
         if (t != NULL) {
             h2o_add_header(&req->pool, &req->res.headers, t, NULL, value.base, value.len);
+            name = t->buf;
         } else {
             if (nbuf == lname)
                 name = h2o_strdup(&req->pool, lname, h->name_len);
             h2o_add_header_by_str(&req->pool, &req->res.headers, name.base, name.len, 0, NULL, value.base, value.len);
         }
+        if (kept != NULL)
+            kept[num_kept++] = (est_cache_field_t){name.base, name.len, value.base, value.len};
     }
+    if (want_fill)
+        cache_on_head(p, status, headers, num_headers, kept, num_kept);
     if (is_upgrade) {
         h2o_socket_t *upstream = est_exchange_steal_socket(x);
         if (upstream == NULL) { /* cannot happen on a fresh 101; never hand h2o a NULL socket */
@@ -424,6 +1179,14 @@ static int is_large(const proxy_t *p, size_t len)
 static int on_body(est_exchange_t *x, void *data, const char *bytes, size_t len, int is_final)
 {
     proxy_t *p = data;
+    if (p->fill != NULL) { /* the copy for the cache / the waiters, next to the stream */
+        if (len != 0 && est_cache_entry_append(p->fill, bytes, len) != 0)
+            drop_fill(p); /* over max_entry: the reply streams on, uncopied */
+        else if (is_final)
+            complete_fill(p);
+    } else if (is_final && p->flight != NULL) {
+        finish_flight(p, NULL, est_coalesce_err_unshareable);
+    }
     if (p->finished)
         return -1;
     if (!is_final && len != 0 && !p->inflight && p->pending->size == 0 && is_large(p, len)) {
@@ -459,6 +1222,12 @@ static void on_error(est_exchange_t *x, void *data, est_uerr_t err, const char *
     est_request_t *r = p->r;
     if (!p->started)
         est_request_trace_exchange(r, r->route->proxy->upstream->name, x, 0, err); /* (admin) access log */
+    if (!p->started && stale_if_error_ok(p)) {
+        serve_stale_on_error(p, 0);
+        return;
+    }
+    if (p->started && (p->fill != NULL || p->flight != NULL))
+        drop_fill(p); /* a broken reply is neither stored nor shared */
     if (!p->started) {
         char msg[256];
         const est_upstream_conf_t *u = r->route->proxy->upstream;
@@ -471,11 +1240,18 @@ static void on_error(est_exchange_t *x, void *data, est_uerr_t err, const char *
             snprintf(msg, sizeof(msg), "upstream '%s' is unavailable (%s%s%s)", u->name, est_uerr_name(err),
                      message != NULL ? ": " : "", message != NULL ? message : "");
         }
-        if (err == EST_UERR_OVERLOADED)
-            est_send_error(r->req, 503, "upstream_overloaded", msg, r->request_id);
-        else
-            est_send_error(r->req, is_timeout ? 504 : 502, is_timeout ? "upstream_timeout" : "upstream_unavailable", msg,
-                           r->request_id);
+        int st = err == EST_UERR_OVERLOADED ? 503 : is_timeout ? 504 : 502;
+        const char *code = err == EST_UERR_OVERLOADED ? "upstream_overloaded"
+                           : is_timeout               ? "upstream_timeout"
+                                                      : "upstream_unavailable";
+        if (p->flight != NULL) /* the waiters get the same error */
+            finish_flight(p, NULL, format_shared_error(p, st, code, msg));
+        if (p->store != NULL) {
+            p->cs.fwd_status = 0;
+            add_cache_status(r->req, &p->cs);
+        }
+        p->started = 1;
+        est_send_error(r->req, st, code, msg, r->request_id);
         return;
     }
     /* after the head: the client must see a broken response, never a clean short one */
@@ -557,7 +1333,10 @@ void est_proxy_handle(est_request_t *r)
     u->want_upgrade = req->upgrade.base != NULL && req->version < 0x200 && r->route->websocket;
     uint64_t length;
     int expect_continue;
-    if (est_h1_body_is_streamed(req, &length, &expect_continue)) {
+    int streamed = est_h1_body_is_streamed(req, &length, &expect_continue);
+    if (!streamed && cache_begin(p))
+        return; /* answered from the cache, or waiting on an identical request */
+    if (streamed) {
         u->body_stream = 1;
         u->body_length = length;
         if (!expect_continue) {
@@ -573,8 +1352,13 @@ static void start_exchange(proxy_t *p)
 {
     est_request_t *r = p->r;
     p->exchange_begun = 1;
+    p->request_time_ms = wall_ms();
     p->x = est_exchange_start(est_upstream_set_get(r->svc->upstreams, r->route->proxy->upstream->index), &p->ureq,
                               p->ureq.body_stream ? &exchange_stream_cb : &exchange_cb, p);
-    if (p->x == NULL) /* out of memory: never leave the client waiting */
+    if (p->x == NULL) { /* out of memory: never leave the client waiting */
+        if (p->flight != NULL)
+            finish_flight(p, NULL, format_shared_error(p, 502, "upstream_unavailable", "cannot start the upstream request"));
+        p->started = 1;
         est_send_error(r->req, 502, "upstream_unavailable", "cannot start the upstream request", r->request_id);
+    }
 }

@@ -17,4 +17,7 @@ void est_proxy_handle(est_request_t *r);
  */
 int est_proxy_body_policy(const est_router_t *router, h2o_req_t *req, uint64_t *max_body);
 
+/* the worker thread is exiting (no request left): frees its request-coalescing table */
+void est_proxy_worker_exit(void);
+
 #endif

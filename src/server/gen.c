@@ -7,6 +7,9 @@
 #include <string.h>
 #include <h2o.h>
 
+#include <stdio.h>
+
+#include "cache/global.h"
 #include "common/log.h"
 #include "policy/gate.h"
 #include "server/tls.h"
@@ -31,6 +34,46 @@ static void gen_free(est_gen_t *gen)
     free(gen);
 }
 
+/*
+ * The process's response cache for this configuration (cache/global.h): created with the first
+ * configuration that caches a route, kept across reloads; routes whose cache settings changed
+ * or that went away are purged. A failure only leaves the cache off (logged).
+ */
+static void configure_cache(const est_config_t *conf)
+{
+    size_t n = 0;
+    for (size_t i = 0; i != conf->num_routes; ++i)
+        n += conf->routes[i].cache != NULL;
+    const char **names = calloc(n ? n : 1, sizeof(*names));
+    char **sigs = calloc(n ? n : 1, sizeof(*sigs));
+    int ok = names != NULL && sigs != NULL;
+    size_t k = 0;
+    for (size_t i = 0; ok && i != conf->num_routes; ++i) {
+        const est_route_cache_conf_t *rc = conf->routes[i].cache;
+        if (rc == NULL)
+            continue;
+        size_t cap = 96 + 2 + (size_t)128 * rc->num_vary; /* vary names are tokens, bounded by the JSON */
+        for (size_t v = 0; v != rc->num_vary; ++v)
+            cap += strlen(rc->vary[v]);
+        if ((sigs[k] = malloc(cap)) == NULL) {
+            ok = 0;
+            break;
+        }
+        int len = snprintf(sigs[k], cap, "%llu/%llu/%llu/%d/%zu", (unsigned long long)rc->ttl_ms,
+                           (unsigned long long)rc->stale_while_revalidate_ms, (unsigned long long)rc->stale_if_error_ms,
+                           rc->shared, rc->num_vary);
+        for (size_t v = 0; len > 0 && v != rc->num_vary; ++v)
+            len += snprintf(sigs[k] + len, cap - (size_t)len, ",%s", rc->vary[v]);
+        names[k++] = conf->routes[i].path;
+    }
+    if (!ok || est_cache_global_configure(conf->cache_max_size, conf->cache_max_entry, names, (const char *const *)sigs, k) != 0)
+        est_log_error("response cache: out of memory, caching stays off");
+    for (size_t i = 0; sigs != NULL && i != k; ++i)
+        free(sigs[i]);
+    free(sigs);
+    free(names);
+}
+
 est_gen_t *est_gen_create(est_config_t *conf, uint64_t id)
 {
     est_gen_t *gen = calloc(1, sizeof(*gen));
@@ -53,6 +96,7 @@ est_gen_t *est_gen_create(est_config_t *conf, uint64_t id)
             goto Error;
     if ((gen->policy = est_policy_gen_create(conf)) == NULL) /* a policy file unreadable: the config is refused */
         goto Error;
+    configure_cache(conf);
     return gen;
 Error:
     gen_free(gen);

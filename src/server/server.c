@@ -17,7 +17,9 @@
  * requests Connection: close, and wait for their connections to end, at most
  * shutdown_timeout (shared/LIBH2O-2.2.5.md §5).
  */
+#include "cache/global.h"
 #include "policy/gate.h"
+#include "proxy/proxy.h"
 #include "server/server.h"
 #include "server/worker.h"
 #include "server/accept.h"
@@ -305,6 +307,7 @@ static void *worker_main(void *arg)
         h2o_evloop_run(w->ctx.loop, 10);
 
     est_observe_worker_close(w); /* (admin) before the queue goes away */
+    est_proxy_worker_exit(); /* cache refreshes cancelled (they pin views), coalescing table freed */
     while (!h2o_linklist_is_empty(&w->old_gens))
         est_worker_gen_retire(H2O_STRUCT_FROM_MEMBER(est_worker_gen_t, link, w->old_gens.next));
     est_worker_gen_t *cur = w->current;
@@ -473,5 +476,6 @@ Exit:
     h2o_config_dispose(&s.h2oconf);
     est_gen_release(s.gen); /* the workers released theirs */
     est_gen_release(s.first_gen); /* frees the config the process started with */
+    est_cache_global_shutdown(); /* no worker runs any more */
     return ret;
 }

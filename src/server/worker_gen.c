@@ -17,6 +17,16 @@ static h2o_timeout_t *get_timeout(est_services_t *svc, uint64_t ms)
     return est_worker_timeout(wg->w, ms);
 }
 
+static void svc_pin(est_services_t *svc)
+{
+    ++H2O_STRUCT_FROM_MEMBER(est_worker_gen_t, svc, svc)->inflight;
+}
+
+static void svc_unpin(est_services_t *svc)
+{
+    est_worker_gen_unpin(H2O_STRUCT_FROM_MEMBER(est_worker_gen_t, svc, svc));
+}
+
 est_worker_gen_t *est_worker_gen_create(est_worker_t *w, est_gen_t *gen)
 {
     est_upstream_set_t *set = est_upstream_set_create(w->ctx.loop, w->dns, gen->conf);
@@ -30,6 +40,8 @@ est_worker_gen_t *est_worker_gen_create(est_worker_t *w, est_gen_t *gen)
     wg->svc.loop = w->ctx.loop;
     wg->svc.upstreams = set;
     wg->svc.get_timeout = get_timeout;
+    wg->svc.pin = svc_pin;
+    wg->svc.unpin = svc_unpin;
     wg->svc.conns = &w->metrics.conns;
     wg->svc.metrics = &w->metrics;
     if ((wg->policy = est_policy_view_create(w->ctx.loop, w->ctx.queue, w->dns, gen->policy, &wg->svc, w->id)) == NULL) {
