@@ -59,7 +59,7 @@ cat <<MSG
 
 estuary is listening on http://localhost:8080 (config: $CONFIG)
   curl -s http://localhost:8080/gateway/123/456
-    -> {"user": {"id": "123", "name": "user123"}, "order": {"id": "456", "product": "item456"}}
+    -> {"user":{"id":"123","name":"user123"},"order":{"id":"456","product":"item456"}}
   curl -s --http2-prior-knowledge http://localhost:8080/gateway/123/456
   curl -s http://localhost:8080/api/users/7          (proxy route to the users backend)
 Backends: users http://127.0.0.1:8081/users/{id}, orders http://127.0.0.1:8082/orders/{id}

@@ -20,8 +20,12 @@ cd "$ROOT"
 FORMATTED=(
   src/admin/console.c
   src/admin/console.h
+  src/aggregate/fanout.c
+  src/aggregate/fanout.h
   src/aggregate/jspan.c
   src/aggregate/jspan.h
+  src/aggregate/merge.c
+  src/aggregate/merge.h
   src/cache/ccontrol.c
   src/cache/ccontrol.h
   src/cache/coalesce.c
@@ -102,7 +106,11 @@ FORMATTED=(
   tests/fuzz/fuzz_resp.c
   tests/fuzz/fuzz_traceparent.c
   tests/unit/admin/test_console.c
+  tests/unit/aggregate/helpers.h
+  tests/unit/aggregate/test_jsonutil.c
   tests/unit/aggregate/test_jspan.c
+  tests/unit/aggregate/test_merge.c
+  tests/unit/aggregate/test_transform.c
   tests/unit/cache/test_ccontrol.c
   tests/unit/cache/test_coalesce.c
   tests/unit/cache/test_global.c

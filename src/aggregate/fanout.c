@@ -1,53 +1,79 @@
 /*
  * estuary - fan-out for aggregating routes.
  *
- * One fanout_t per request, in the request's pool; one branch per backend. Every branch
- * runs an upstream exchange; replies are buffered (they are merged in config order, not
- * arrival order). The route timeout is one timer for the whole fan-out: when it fires,
- * the branches still running are cancelled and count as timeouts, and the reply is built
- * from what has arrived. The request's dispose callback (est_alloc_disposable) cancels whatever is still
- * running (client gone, HTTP/2 stream reset), so nothing outlives the request.
+ * One fanout_t per request, in the request's pool; one branch per backend. Backends without
+ * dependencies start at once; a backend naming earlier groups (SPEC "Dependent backends")
+ * starts when all of them have finished, or fails with `dependency_failed` without being
+ * called when one of them failed or contributed nothing. Replies are buffered whole, parsed and
+ * transformed as they complete (merge.h: spans into the buffer, nothing converted), and merged
+ * in config order once every branch has finished. The route timeout is one timer for the whole
+ * fan-out, chains included: when it fires, the branches still running are cancelled and count
+ * as timeouts, those not started yet too, and the reply is built from what has arrived. The
+ * request's dispose callback (est_alloc_disposable) cancels whatever is still running (client
+ * gone, HTTP/2 stream reset) and frees every buffer, so nothing outlives the request.
  *
- * JSON: every jansson value of the request lives in the fan-out's arena (jsonarena.h). The
- * arena is entered only around the synchronous JSON work (parse + transform of one reply in
- * branch_accept_body, merge + serialise in respond) and reset as a whole once the body is
- * serialised, or in on_dispose when the request ends before that: no json_decref walks.
+ * Memory (SPEC "Client limits"): a reply is bounded by max_backend_reply; every byte a fan-out
+ * holds (reply buffers, their indexes, the merged body) is reserved in one process-wide counter
+ * bounded by aggregate_memory, as it grows; a reply that would pass the bound fails with
+ * `reply_too_large`. The replies and their indexes are freed as soon as the body is written,
+ * the body when the request ends (it is handed to h2o without a copy).
  */
 #include "aggregate/fanout.h"
 
+#include <malloc.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
-#include "common/jsonutil.h"
-#include "aggregate/jsonarena.h"
 #include "aggregate/merge.h"
 
-/* A backend reply larger than this is refused (the whole document is held in memory) */
-#define MAX_BACKEND_REPLY (64 * 1024 * 1024)
+/* Bytes held by every fan-out of the process (all workers): reply buffers, indexes, bodies.
+ * One atomic counter shared by the worker threads because the bound (aggregate_memory) is
+ * for the process, not per worker; relaxed order is enough, it orders nothing else. */
+static _Atomic uint64_t held_bytes;
+
+/* after a fan-out that held this much, free memory is handed back to the system */
+#define TRIM_AFTER (32u << 20)
+
+enum { BR_WAITING, BR_RUNNING, BR_DONE };
 
 typedef struct st_branch_t {
     struct st_fanout_t *f;
     const est_backend_conf_t *b;
-    est_exchange_t *x; /* NULL once finished */
+    size_t index;
+    int state;
+    est_exchange_t *x; /* while running */
     est_upstream_request_t ureq;
-    h2o_buffer_t *body;
+    char *body; /* the reply, malloc'd, `cap` bytes reserved in held_bytes */
+    size_t len, cap;
+    est_reply_t rep; /* its index and transformed value, spans into `body` */
+    size_t rep_held; /* bytes of rep reserved in held_bytes */
     int status;
     est_uerr_t err;
-    char desc[24];  /* Server-Timing desc: the status, or why it failed */
+    char desc[24]; /* Server-Timing desc: the status, or why it failed */
     int failed;
     int timed_out;
-    int64_t end_us;
-    json_t *value; /* transformed result waiting for its turn in the merge (in f->arena) */
+    est_trace_exchange_t *trace; /* its access-log entry, NULL if none */
+    int64_t start_us, end_us;
 } branch_t;
 
 typedef struct st_fanout_t {
     est_request_t *r;
     size_t num, pending;
     h2o_timeout_entry_t deadline;
+    h2o_iovec_t method;
     int responded;
+    int scheduling, reschedule;
     int64_t start_us;
-    est_json_arena_t arena; /* every json_t of this request */
+    uint64_t peak; /* bytes this fan-out held when it wrote its body, for TRIM_AFTER */
+    est_jarena_t arena;
+    size_t arena_held; /* bytes of `arena` reserved */
+    jspan_buf_t out;   /* the merged body, until the request ends */
+    size_t out_held;   /* bytes of `out` reserved */
+    h2o_generator_t generator;
     branch_t branches[];
 } fanout_t;
 
@@ -58,7 +84,25 @@ static int64_t now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+static int reserve(fanout_t *f, size_t n)
+{
+    uint64_t limit = f->r->conf->aggregate_memory;
+    uint64_t now = atomic_fetch_add_explicit(&held_bytes, n, memory_order_relaxed) + n;
+    if (now > limit || now < n) {
+        atomic_fetch_sub_explicit(&held_bytes, n, memory_order_relaxed);
+        return -1;
+    }
+    return 0;
+}
+
+static void release(size_t n)
+{
+    if (n != 0)
+        atomic_fetch_sub_explicit(&held_bytes, n, memory_order_relaxed);
+}
+
 static void respond(fanout_t *f);
+static void schedule(fanout_t *f);
 
 /* "%lld" without printf; `dst` has room for 21 bytes. Returns the length (no NUL written). */
 static size_t format_ll(char *dst, long long v)
@@ -76,6 +120,18 @@ static size_t format_ll(char *dst, long long v)
     return n;
 }
 
+/* frees what a branch holds of its reply (buffer, index) */
+static void branch_free(branch_t *br)
+{
+    est_reply_dispose(&br->rep);
+    release(br->rep_held);
+    br->rep_held = 0;
+    free(br->body);
+    br->body = NULL;
+    release(br->cap);
+    br->len = br->cap = 0;
+}
+
 static void branch_fail(branch_t *br, const char *desc, est_uerr_t err)
 {
     br->failed = 1;
@@ -83,39 +139,131 @@ static void branch_fail(branch_t *br, const char *desc, est_uerr_t err)
     br->timed_out = est_uerr_is_timeout(err);
     if (desc != br->desc)
         snprintf(br->desc, sizeof(br->desc), "%s", desc);
+    /* the access log names the reason when the exchange itself went well */
+    if (br->trace != NULL && err == EST_UERR_BAD_REPLY)
+        br->trace->reason = desc == br->desc ? NULL : desc;
+    br->rep.value = NULL;
+}
+
+/* an access-log entry for a backend that was never called */
+static void trace_not_called(fanout_t *f, branch_t *br, const char *reason)
+{
+    est_request_trace_t *t = f->r->trace;
+    if (t == NULL)
+        return;
+    if (t->num_exchanges == EST_TRACE_MAX_EXCHANGES) {
+        ++t->num_dropped;
+        return;
+    }
+    est_trace_exchange_t *e = t->exchanges + t->num_exchanges++;
+    memset(e, 0, sizeof(*e));
+    e->upstream = br->b->upstream->name;
+    e->reason = reason;
 }
 
 static void branch_done(branch_t *br)
 {
     fanout_t *f = br->f;
     br->x = NULL;
+    br->state = BR_DONE;
     br->end_us = now_us();
-    if (--f->pending == 0 && !f->responded)
-        respond(f);
+    --f->pending;
+    if (!f->responded)
+        schedule(f);
 }
 
-/* parse + transform a complete 2xx body, into the request's arena */
-static void branch_accept_body(branch_t *br, const char *bytes, size_t len)
+/* parse + transform a complete 2xx body */
+static void branch_accept_body(branch_t *br)
 {
-    json_t *v;
+    fanout_t *f = br->f;
     const char *err;
-    est_json_arena_t *prev = est_json_arena_enter(&br->f->arena);
-    if (est_body_parse(bytes, len, &v) != 0) {
+    /* the index may take what the process bound leaves (array scalars take none) */
+    uint64_t held = atomic_load_explicit(&held_bytes, memory_order_relaxed), limit = f->r->conf->aggregate_memory;
+    int r = est_reply_parse(&br->rep, br->body, br->len, held < limit ? (size_t)(limit - held) : 1);
+    if (r == EST_REPLY_INVALID) {
         branch_fail(br, "invalid_json", EST_UERR_BAD_REPLY);
-    } else if (v != NULL && (v = est_transform_apply(br->b, v, &err)) == NULL) {
-        branch_fail(br, "transform_failed", EST_UERR_BAD_REPLY);
+    } else if (r != 0 || reserve(f, est_reply_bytes(&br->rep)) != 0) {
+        branch_fail(br, "reply_too_large", EST_UERR_BAD_REPLY);
     } else {
-        br->value = v;
+        br->rep_held = est_reply_bytes(&br->rep);
+        est_jarena_mark_t mark;
+        est_jarena_mark(&f->arena, &mark);
+        if (est_reply_transform(&br->rep, br->b, &f->arena, &err) != 0) {
+            est_jarena_rollback(&f->arena, &mark);
+            branch_fail(br, "transform_failed", EST_UERR_BAD_REPLY);
+            branch_free(br);
+        } else if (f->arena.bytes > f->arena_held) {
+            /* the transforms' nodes count too (allow/deny/mapping on a large array of objects
+             * make a few per element); over the bound they are given back at once */
+            size_t grow = f->arena.bytes - f->arena_held;
+            if (reserve(f, grow) == 0) {
+                f->arena_held += grow;
+            } else {
+                est_jarena_rollback(&f->arena, &mark);
+                branch_fail(br, "reply_too_large", EST_UERR_BAD_REPLY);
+                branch_free(br);
+            }
+        }
+        return;
     }
-    est_json_arena_leave(prev);
+    branch_free(br);
+}
+
+/* makes room for `more` bytes of reply; -1: over max_backend_reply or aggregate_memory */
+static int body_reserve(branch_t *br, size_t more)
+{
+    fanout_t *f = br->f;
+    uint64_t max = f->r->conf->max_backend_reply;
+    if (more > max || br->len > max - more)
+        return -1;
+    if (br->cap - br->len >= more)
+        return 0;
+    /* doubling while the size is unknown; a known size (Content-Length) is taken exactly */
+    size_t need = br->len + more, cap = br->cap > max / 2 ? (size_t)max : br->cap * 2;
+    if (cap < need)
+        cap = need;
+    if (reserve(f, cap - br->cap) != 0)
+        return -1;
+    char *p = realloc(br->body, cap);
+    if (p == NULL) {
+        release(cap - br->cap);
+        return -1;
+    }
+    br->body = p;
+    br->cap = cap;
+    return 0;
 }
 
 static int on_head(est_exchange_t *x, void *data, int status, const struct phr_header *headers, size_t num_headers)
 {
     branch_t *br = data;
+    est_request_trace_t *t = br->f->r->trace;
     br->status = status;
     br->desc[format_ll(br->desc, status)] = '\0'; /* "%d": at most 11 bytes */
+    size_t before = t != NULL ? t->num_exchanges : 0;
     est_request_trace_exchange(br->f->r, br->b->upstream->name, x, status, EST_UERR_NONE); /* (admin) access log */
+    if (t != NULL && t->num_exchanges != before)
+        br->trace = t->exchanges + t->num_exchanges - 1;
+    if (status < 200 || status > 299)
+        return 0;
+    /* a known length is reserved at once: one allocation of the right size */
+    for (size_t i = 0; i != num_headers; ++i) {
+        if (headers[i].name_len != 14 || (headers[i].name[0] | 0x20) != 'c' ||
+            strncasecmp(headers[i].name, "content-length", 14) != 0)
+            continue;
+        uint64_t n = 0;
+        size_t j;
+        for (j = 0; j != headers[i].value_len && headers[i].value[j] >= '0' && headers[i].value[j] <= '9' && n < (1ull << 60); ++j)
+            n = n * 10 + (uint64_t)(headers[i].value[j] - '0');
+        if (j == headers[i].value_len && n != 0) {
+            if (n > br->f->r->conf->max_backend_reply || body_reserve(br, (size_t)n) != 0) {
+                branch_fail(br, "reply_too_large", EST_UERR_BAD_REPLY);
+                branch_done(br);
+                return -1;
+            }
+        }
+        break;
+    }
     return 0;
 }
 
@@ -123,29 +271,20 @@ static int on_body(est_exchange_t *x, void *data, const char *bytes, size_t len,
 {
     branch_t *br = data;
     int ok = br->status >= 200 && br->status <= 299;
-    if (ok) {
-        if (is_final && br->body == NULL) {
-            /* the whole reply in one piece: no copy */
-            branch_accept_body(br, bytes, len);
-        } else if (len != 0 || is_final) {
-            if (br->body == NULL)
-                h2o_buffer_init(&br->body, &h2o_socket_buffer_prototype);
-            if (br->body->size + len > MAX_BACKEND_REPLY) {
-                branch_fail(br, "reply_too_large", EST_UERR_BAD_REPLY);
-                branch_done(br);
-                return -1;
-            }
-            if (len != 0) {
-                h2o_iovec_t dst = h2o_buffer_reserve(&br->body, len);
-                memcpy(dst.base, bytes, len);
-                br->body->size += len;
-            }
-            if (is_final)
-                branch_accept_body(br, br->body->bytes, br->body->size);
+    if (ok && len != 0) {
+        if (body_reserve(br, len) != 0) {
+            branch_free(br);
+            branch_fail(br, "reply_too_large", EST_UERR_BAD_REPLY);
+            branch_done(br);
+            return -1;
         }
+        memcpy(br->body + br->len, bytes, len);
+        br->len += len;
     }
     if (is_final) {
-        if (!ok)
+        if (ok)
+            branch_accept_body(br);
+        else
             branch_fail(br, br->desc, EST_UERR_NONE);
         branch_done(br);
     }
@@ -157,6 +296,7 @@ static void on_error(est_exchange_t *x, void *data, est_uerr_t err, const char *
     branch_t *br = data;
     if (br->status == 0) /* (admin) access log; after a head the exchange is already recorded */
         est_request_trace_exchange(br->f->r, br->b->upstream->name, x, 0, err);
+    branch_free(br);
     /* Server-Timing says "timeout" for every kind of timeout, as in SPEC's example */
     branch_fail(br, est_uerr_is_timeout(err) ? "timeout" : est_uerr_name(err), err);
     branch_done(br);
@@ -164,18 +304,111 @@ static void on_error(est_exchange_t *x, void *data, est_uerr_t err, const char *
 
 static const est_exchange_cb_t exchange_cb = {on_head, on_body, on_error};
 
+/* est_group_value_cb: the value at `path` of backend `index`'s transformed reply */
+static int group_value(void *data, size_t index, const char *path, size_t pathlen, h2o_iovec_t *text)
+{
+    fanout_t *f = data;
+    if (index >= f->num)
+        return -1;
+    branch_t *dep = f->branches + index;
+    if (dep->state != BR_DONE || dep->failed || dep->rep.value == NULL)
+        return -1;
+    size_t v = est_reply_lookup(&dep->rep, path, pathlen);
+    if (v == JSPAN_NONE)
+        return -1;
+    h2o_mem_pool_t *pool = &f->r->req->pool;
+    size_t len;
+    if (jspan_type(&dep->rep.doc, v) == JSPAN_STRING) {
+        jspan_str_raw(&dep->rep.doc, v, &len);
+        char *buf = h2o_mem_alloc_pool(pool, len + 1);
+        text->len = jspan_str_decode(&dep->rep.doc, v, buf);
+        text->base = buf;
+    } else {
+        /* a number as written; copied, the reply buffer goes before the request ends */
+        const char *raw = jspan_raw(&dep->rep.doc, v, &len);
+        *text = h2o_strdup(pool, raw, len);
+    }
+    return 0;
+}
+
+static void start_branch(fanout_t *f, branch_t *br)
+{
+    br->state = BR_RUNNING;
+    br->start_us = now_us();
+    if (br->b->num_deps != 0) {
+        int r = est_request_prepare_backend(f->r, br->index, f->method, &br->ureq, group_value, f);
+        if (r != 0) {
+            trace_not_called(f, br, "dependency_failed");
+            branch_fail(br, "dependency_failed", EST_UERR_NONE);
+            br->timed_out = 0;
+            branch_done(br);
+            return;
+        }
+    }
+    est_upstream_t *u = est_upstream_set_get(f->r->svc->upstreams, br->b->upstream->index);
+    br->x = est_exchange_start(u, &br->ureq, &exchange_cb, br);
+}
+
+/* starts every waiting branch whose dependencies have all finished (or fails it when one of
+ * them failed or contributed nothing), until nothing changes */
+static void schedule(fanout_t *f)
+{
+    if (f->scheduling) {
+        f->reschedule = 1;
+        return;
+    }
+    f->scheduling = 1;
+    do {
+        f->reschedule = 0;
+        for (size_t i = 0; i != f->num && !f->responded; ++i) {
+            branch_t *br = f->branches + i;
+            if (br->state != BR_WAITING)
+                continue;
+            int ready = 1, dep_failed = 0;
+            for (size_t d = 0; d != br->b->num_deps; ++d) {
+                const branch_t *dep = br->b->deps[d] < f->num ? f->branches + br->b->deps[d] : NULL;
+                if (dep == NULL || (dep->state == BR_DONE && (dep->failed || dep->rep.value == NULL)))
+                    dep_failed = 1;
+                else if (dep->state != BR_DONE)
+                    ready = 0;
+            }
+            if (dep_failed) {
+                br->state = BR_RUNNING;
+                br->start_us = now_us();
+                trace_not_called(f, br, "dependency_failed");
+                branch_fail(br, "dependency_failed", EST_UERR_NONE);
+                branch_done(br);
+            } else if (ready) {
+                start_branch(f, br);
+            }
+        }
+    } while (f->reschedule && !f->responded);
+    f->scheduling = 0;
+    if (f->pending == 0 && !f->responded)
+        respond(f);
+}
+
 static void cancel_running(fanout_t *f)
 {
     for (size_t i = 0; i != f->num; ++i) {
         branch_t *br = f->branches + i;
-        if (br->x != NULL) {
+        if (br->state == BR_RUNNING && br->x != NULL) {
             if (br->status == 0) /* (admin) access log */
                 est_request_trace_exchange(f->r, br->b->upstream->name, br->x, 0, EST_UERR_DEADLINE);
             est_exchange_cancel(br->x);
             br->x = NULL;
-            br->end_us = now_us();
+            branch_free(br);
             branch_fail(br, "timeout", EST_UERR_DEADLINE);
+        } else if (br->state == BR_WAITING) {
+            /* the chain it waits for did not finish in time */
+            br->start_us = now_us();
+            trace_not_called(f, br, "timeout");
+            branch_fail(br, "timeout", EST_UERR_DEADLINE);
+        } else {
+            continue;
         }
+        br->state = BR_DONE;
+        br->end_us = now_us();
     }
 }
 
@@ -187,6 +420,15 @@ static void on_deadline(h2o_timeout_entry_t *entry)
     respond(f);
 }
 
+static void free_replies(fanout_t *f)
+{
+    for (size_t i = 0; i != f->num; ++i)
+        branch_free(f->branches + i);
+    est_jarena_dispose(&f->arena);
+    release(f->arena_held);
+    f->arena_held = 0;
+}
+
 static void on_dispose(void *p)
 {
     fanout_t *f = p;
@@ -196,11 +438,15 @@ static void on_dispose(void *p)
         branch_t *br = f->branches + i;
         if (br->x != NULL)
             est_exchange_cancel(br->x);
-        if (br->body != NULL)
-            h2o_buffer_dispose(&br->body);
-        br->value = NULL; /* freed with the arena */
+        br->x = NULL;
     }
-    est_json_arena_reset(&f->arena);
+    free_replies(f);
+    jspan_buf_dispose(&f->out);
+    release(f->out_held);
+    f->out_held = 0;
+    /* big replies are mmap'd and already returned; this gives back what the heap kept */
+    if (f->peak >= TRIM_AFTER)
+        malloc_trim(0);
 }
 
 static void add_server_timing(fanout_t *f)
@@ -215,7 +461,10 @@ static void add_server_timing(fanout_t *f)
     size_t off = 0;
     for (size_t i = 0; i != f->num; ++i) {
         branch_t *br = f->branches + i;
-        int64_t dur = br->end_us - f->start_us;
+        /* each backend's own duration, from its own start (a dependent one starts later) */
+        int64_t dur = br->end_us - (br->start_us != 0 ? br->start_us : f->start_us);
+        if (dur < 0)
+            dur = 0;
         if (i != 0) {
             memcpy(buf + off, ", ", 2);
             off += 2;
@@ -248,6 +497,8 @@ static void describe_failure(fanout_t *f, const branch_t *br, char *msg, size_t 
     } else if (br->timed_out) {
         est_format_duration(br->b->upstream->response_timeout_ms, dur, sizeof(dur));
         snprintf(msg, msgsz, "upstream '%s' did not answer within %s", up, dur);
+    } else if (br->err == EST_UERR_NONE && br->status == 0) {
+        snprintf(msg, msgsz, "upstream '%s' was not called (%s)", up, br->desc);
     } else if (br->err == EST_UERR_NONE) {
         snprintf(msg, msgsz, "upstream '%s' answered %d", up, br->status);
     } else if (br->err == EST_UERR_BAD_REPLY && br->status != 0) {
@@ -266,18 +517,15 @@ static void respond(fanout_t *f)
         h2o_timeout_unlink(&f->deadline);
 
     est_merge_t m;
-    est_merge_init(&m);
-    est_json_arena_t *prev = est_json_arena_enter(&f->arena);
+    est_merge_init(&m, &f->arena);
     size_t num_failed = 0, num_timeouts = 0;
     const branch_t *first_failed = NULL;
     for (size_t i = 0; i != f->num; ++i) {
         branch_t *br = f->branches + i;
         if (!br->failed) {
             const char *err;
-            json_t *v = br->value;
-            br->value = NULL;
-            if (est_merge_add(&m, br->b, v, &err) != 0)
-                branch_fail(br, "scalar_without_group", EST_UERR_BAD_REPLY);
+            if (est_merge_add(&m, br->b, &br->rep, &err) != 0)
+                branch_fail(br, err == est_aggregate_err_no_memory ? "out_of_memory" : "scalar_without_group", EST_UERR_BAD_REPLY);
         }
         if (br->failed) {
             ++num_failed;
@@ -287,16 +535,26 @@ static void respond(fanout_t *f)
         }
     }
     int fail = num_failed == f->num || (num_failed != 0 && r->route->on_error == EST_ON_ERROR_FAIL);
-    char *body = NULL;
-    size_t len = 0;
+    int written = 0;
     if (!fail) {
-        json_t *doc = est_merge_finish(&m);
-        body = doc != NULL ? est_json_dumps_compact(doc, &len) : NULL;
+        f->out.max = (size_t)r->conf->aggregate_memory;
+        /* one allocation in the common case: the body is about the replies' size */
+        size_t guess = 64;
+        for (size_t i = 0; i != f->num; ++i)
+            guess += f->branches[i].len + strlen(f->branches[i].b->timing_name) + 8;
+        if (guess <= f->out.max && (f->out.data = malloc(guess)) != NULL)
+            f->out.cap = guess;
+        written = est_merge_write(&m, &f->out) == 0;
+        /* counted once written: the body is about the size of the replies it replaces below */
+        f->out_held = f->out.cap;
+        atomic_fetch_add_explicit(&held_bytes, f->out_held, memory_order_relaxed);
     }
-    /* the document (or what `m` holds) goes with the arena, no json_decref walk; done before
-     * anything is sent, as sending may end the request */
-    est_json_arena_leave(prev);
-    est_json_arena_reset(&f->arena);
+    est_merge_dispose(&m);
+    for (size_t i = 0; i != f->num; ++i)
+        f->peak += f->branches[i].cap + f->branches[i].rep_held;
+    f->peak += f->out_held;
+    /* the replies and their indexes are not needed any more: only the body is held from here */
+    free_replies(f);
 
     add_server_timing(f);
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-estuary-completed"), 0, NULL,
@@ -315,15 +573,23 @@ static void respond(fanout_t *f)
         return;
     }
 
-    if (body == NULL) {
+    if (!written) {
         est_send_error(req, 500, "internal_error", "out of memory", r->request_id);
         return;
     }
     req->res.status = 200;
     req->res.reason = "OK";
+    req->res.content_length = f->out.len;
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
-    est_send_body(req, body, len);
-    free(body);
+    /* the body stays in f->out until the request is disposed (on_dispose): no copy. A
+     * generator without callbacks, as h2o_send_inline uses: everything is sent at once */
+    h2o_start_response(req, &f->generator);
+    if (r->method == EST_METHOD_HEAD) {
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+    } else {
+        h2o_iovec_t body = h2o_iovec_init(f->out.data, f->out.len);
+        h2o_send(req, &body, 1, H2O_SEND_STATE_FINAL);
+    }
 }
 
 void est_aggregate_handle(est_request_t *r)
@@ -333,19 +599,21 @@ void est_aggregate_handle(est_request_t *r)
     size_t size = offsetof(fanout_t, branches) + sizeof(branch_t) * route->num_backends;
     fanout_t *f = est_alloc_disposable(&req->pool, r->disposers, size, on_dispose);
     memset(f, 0, size);
-    est_json_arena_init(&f->arena);
+    est_jarena_init(&f->arena);
     f->r = r;
     f->num = route->num_backends;
     f->start_us = now_us();
     f->deadline.cb = on_deadline;
 
-    /* HEAD is served as GET to the backends; the merged body is dropped by h2o */
-    h2o_iovec_t method = r->method == EST_METHOD_HEAD ? h2o_iovec_init(H2O_STRLIT("GET")) : req->method;
+    /* HEAD is served as GET to the backends; the merged body is dropped */
+    f->method = r->method == EST_METHOD_HEAD ? h2o_iovec_init(H2O_STRLIT("GET")) : req->method;
     for (size_t i = 0; i != f->num; ++i) {
         branch_t *br = f->branches + i;
         br->f = f;
         br->b = route->backends + i;
-        if (est_request_prepare_upstream(r, i, method, &br->ureq) != 0) {
+        br->index = i;
+        /* a backend with dependencies is prepared when they have answered */
+        if (br->b->num_deps == 0 && est_request_prepare_backend(r, i, f->method, &br->ureq, NULL, NULL) != 0) {
             /* the validator guarantees every {param} is bound; this is a bug, not bad input */
             est_send_error(req, 500, "internal_error", "cannot build a backend path", r->request_id);
             return;
@@ -354,9 +622,5 @@ void est_aggregate_handle(est_request_t *r)
 
     f->pending = f->num;
     h2o_timeout_link(r->svc->loop, r->svc->get_timeout(r->svc, route->timeout_ms), &f->deadline);
-    for (size_t i = 0; i != f->num; ++i) {
-        branch_t *br = f->branches + i;
-        est_upstream_t *u = est_upstream_set_get(r->svc->upstreams, br->b->upstream->index);
-        br->x = est_exchange_start(u, &br->ureq, &exchange_cb, br);
-    }
+    schedule(f);
 }

@@ -39,6 +39,8 @@ struct parser {
     size_t n, cap, max_entries;
     struct frame *stack;
     size_t depth, stack_cap, max_depth;
+    int skip_array_scalars;
+    int saw_ws; /* whitespace skipped somewhere */
     struct frame inline_stack[32];
 };
 
@@ -74,8 +76,12 @@ static inline int is_ws(unsigned char c)
 
 static inline void skip_ws(struct parser *ps)
 {
-    while (ps->p < ps->len && is_ws(ps->in[ps->p]))
-        ++ps->p;
+    if (ps->p < ps->len && is_ws(ps->in[ps->p])) {
+        ps->saw_ws = 1;
+        do
+            ++ps->p;
+        while (ps->p < ps->len && is_ws(ps->in[ps->p]));
+    }
 }
 
 static inline int tape_push(struct parser *ps, size_t off, size_t aux)
@@ -372,6 +378,8 @@ jspan_status_t jspan_parse(jspan_doc_t *doc, const char *input, size_t len, cons
     if (limits != NULL && limits->max_tape_bytes != 0 && limits->max_tape_bytes / sizeof(jspan_entry_t) < ps.max_entries)
         ps.max_entries = limits->max_tape_bytes / sizeof(jspan_entry_t);
     ps.max_depth = limits != NULL && limits->max_depth != 0 ? limits->max_depth : JSPAN_DEFAULT_MAX_DEPTH;
+    ps.skip_array_scalars = limits != NULL && limits->skip_array_scalars;
+    ps.saw_ws = 0;
     /* neither can exceed the input's length (an entry or a level per byte at least), which keeps
      * the allocation sizes below from overflowing */
     if (ps.max_entries > SIZE_MAX / sizeof(jspan_entry_t))
@@ -392,6 +400,12 @@ jspan_status_t jspan_parse(jspan_doc_t *doc, const char *input, size_t len, cons
         }
     }
 
+/* a scalar value: no entry when it is an array element and the caller asked so */
+#define PUSH_SCALAR(off, aux)                                                                                                      \
+    do {                                                                                                                           \
+        if (!ps.skip_array_scalars || ps.depth == 0 || ps.stack[ps.depth - 1].is_object)                                           \
+            PUSH(off, aux);                                                                                                        \
+    } while (0)
 #define PUSH(off, aux)                                                                                                             \
     do {                                                                                                                           \
         if (tape_push(&ps, (off), (aux)) != 0) {                                                                                   \
@@ -433,7 +447,7 @@ jspan_status_t jspan_parse(jspan_doc_t *doc, const char *input, size_t len, cons
         case '"':
             if ((st = scan_string(&ps, &aux)) != JSPAN_OK)
                 goto Fail;
-            PUSH(start, aux);
+            PUSH_SCALAR(start, aux);
             goto AfterValue;
         case '-':
         case '0':
@@ -448,22 +462,22 @@ jspan_status_t jspan_parse(jspan_doc_t *doc, const char *input, size_t len, cons
         case '9':
             if ((st = scan_number(&ps)) != JSPAN_OK)
                 goto Fail;
-            PUSH(start, ps.p - start);
+            PUSH_SCALAR(start, ps.p - start);
             goto AfterValue;
         case 't':
             if ((st = scan_literal(&ps, "true", 4)) != JSPAN_OK)
                 goto Fail;
-            PUSH(start, 4);
+            PUSH_SCALAR(start, 4);
             goto AfterValue;
         case 'f':
             if ((st = scan_literal(&ps, "false", 5)) != JSPAN_OK)
                 goto Fail;
-            PUSH(start, 5);
+            PUSH_SCALAR(start, 5);
             goto AfterValue;
         case 'n':
             if ((st = scan_literal(&ps, "null", 4)) != JSPAN_OK)
                 goto Fail;
-            PUSH(start, 4);
+            PUSH_SCALAR(start, 4);
             goto AfterValue;
         default:
             st = JSPAN_ERR_SYNTAX;
@@ -531,6 +545,7 @@ jspan_status_t jspan_parse(jspan_doc_t *doc, const char *input, size_t len, cons
         ++ps.p;
     }
 #undef PUSH
+#undef PUSH_SCALAR
 
     if (ps.stack != ps.inline_stack)
         free(ps.stack);
@@ -544,6 +559,7 @@ jspan_status_t jspan_parse(jspan_doc_t *doc, const char *input, size_t len, cons
         }
     }
     doc->_tape = ps.tape;
+    doc->has_ws = ps.saw_ws;
     doc->_n = ps.n;
     doc->_cap = ps.cap;
     return JSPAN_OK;
@@ -844,8 +860,13 @@ int jspan_write_compact(const jspan_doc_t *doc, size_t v, jspan_buf_t *out)
 {
     size_t len;
     const char *raw = jspan_raw(doc, v, &len);
-    if (!is_container_byte((unsigned char)raw[0]))
+    if (!is_container_byte((unsigned char)raw[0]) || !doc->has_ws)
         return jspan_buf_append(out, raw, len);
+    return jspan_write_compact_bytes(raw, len, out);
+}
+
+int jspan_write_compact_bytes(const char *raw, size_t len, jspan_buf_t *out)
+{
     /* the text is valid JSON: copy runs of bytes, dropping whitespace outside strings */
     size_t i = 0, run = 0;
     while (i < len) {
@@ -866,4 +887,155 @@ int jspan_write_compact(const jspan_doc_t *doc, size_t v, jspan_buf_t *out)
         }
     }
     return jspan_buf_append(out, raw + run, i - run);
+}
+
+size_t jspan_end(const jspan_doc_t *doc, size_t v)
+{
+    return is_container_byte(first_byte(doc, v)) ? doc->_tape[v]._aux : v;
+}
+
+/* decodes a string into a malloc'd buffer (*out, freed by the caller unless it is `small`) */
+static const char *str_value(const jspan_doc_t *doc, size_t v, char *small, size_t smallsz, size_t *len, char **heap)
+{
+    size_t rl;
+    const char *raw = jspan_str_raw(doc, v, &rl);
+    *heap = NULL;
+    if (!jspan_str_has_escapes(doc, v)) {
+        *len = rl;
+        return raw;
+    }
+    char *buf = small;
+    if (rl > smallsz && (buf = *heap = malloc(rl)) == NULL)
+        return NULL;
+    *len = jspan_str_decode(doc, v, buf);
+    return buf;
+}
+
+int jspan_str_same(const jspan_doc_t *a, size_t va, const jspan_doc_t *b, size_t vb)
+{
+    size_t la, lb;
+    const char *ra = jspan_str_raw(a, va, &la), *rb = jspan_str_raw(b, vb, &lb);
+    if (!jspan_str_has_escapes(a, va) && !jspan_str_has_escapes(b, vb))
+        return la == lb && memcmp(ra, rb, la) == 0;
+    char small[256], *heap;
+    size_t len;
+    const char *val = str_value(a, va, small, sizeof(small), &len, &heap);
+    /* out of memory: compare raw texts, which only misses escaped spellings of one key */
+    int same = val != NULL ? jspan_str_equals(b, vb, val, len) : la == lb && memcmp(ra, rb, la) == 0;
+    free(heap);
+    return same;
+}
+
+uint64_t jspan_hash_bytes(const char *s, size_t len)
+{
+    /* FNV-1a, 64 bit */
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; ++i)
+        h = (h ^ (unsigned char)s[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+uint64_t jspan_str_hash(const jspan_doc_t *doc, size_t v)
+{
+    char small[256], *heap;
+    size_t len;
+    const char *val = str_value(doc, v, small, sizeof(small), &len, &heap);
+    if (val == NULL) /* out of memory: a constant keeps the hash consistent, only slower */
+        return 0;
+    uint64_t h = jspan_hash_bytes(val, len);
+    free(heap);
+    return h;
+}
+
+/* whether object `obj` (with `m` >= 2 members) holds a key twice; `tbl` is scratch for a hash
+ * table of *tblcap slots, grown here. -1 when out of memory. */
+static int object_has_dup(const jspan_doc_t *doc, size_t obj, size_t m, size_t **tbl, size_t *tblcap)
+{
+    if (m <= 8) {
+        /* pairwise; keys without escapes compare as raw bytes (most keys) */
+        const char *raw[8];
+        size_t len[8], idx[8], n = 0;
+        unsigned char esc[8];
+        /* the tape walked directly: key k, its value k + 1, the next key after the value's
+         * subtree; members' values are always on the tape */
+        for (size_t k = obj + 1; (doc->_tape[k]._aux & TAG_CLOSE) == 0;) {
+            const jspan_entry_t *e = &doc->_tape[k];
+            raw[n] = doc->input + e->_off;
+            len[n] = e->_aux & AUX_MASK;
+            esc[n] = (e->_aux & TAG_ESC) != 0;
+            idx[n] = k;
+            for (size_t j = 0; j < n; ++j) {
+                if (esc[j] | esc[n]) {
+                    if (jspan_str_same(doc, idx[j], doc, k))
+                        return 1;
+                } else if (len[j] == len[n] && raw[j][1] == raw[n][1] && memcmp(raw[j], raw[n], len[n]) == 0) {
+                    return 1;
+                }
+            }
+            size_t v = k + 1;
+            k = is_container_byte((unsigned char)doc->input[doc->_tape[v]._off]) ? doc->_tape[v]._aux + 1 : v + 1;
+            ++n;
+        }
+        return 0;
+    }
+    size_t cap = 16;
+    while (cap < m * 2)
+        cap *= 2;
+    if (cap > *tblcap) {
+        size_t *t = realloc(*tbl, cap * sizeof(*t));
+        if (t == NULL)
+            return -1;
+        *tbl = t;
+        *tblcap = cap;
+    }
+    size_t *t = *tbl;
+    for (size_t i = 0; i < cap; ++i)
+        t[i] = JSPAN_NONE;
+    for (size_t k = jspan_child(doc, obj); k != JSPAN_NONE; k = jspan_next(doc, k + 1)) {
+        size_t slot = (size_t)jspan_str_hash(doc, k) & (cap - 1);
+        while (t[slot] != JSPAN_NONE) {
+            if (jspan_str_same(doc, t[slot], doc, k))
+                return 1;
+            slot = (slot + 1) & (cap - 1);
+        }
+        t[slot] = k;
+    }
+    return 0;
+}
+
+int jspan_find_dup_objects(const jspan_doc_t *doc, size_t **out, size_t *num)
+{
+    size_t *list = NULL, n = 0, cap = 0, *tbl = NULL, tblcap = 0;
+    *out = NULL;
+    *num = 0;
+    for (size_t i = 0; i < doc->_n; ++i) {
+        const jspan_entry_t *e = &doc->_tape[i];
+        if ((e->_aux & TAG_CLOSE) != 0 || doc->input[e->_off] != '{')
+            continue;
+        size_t m = doc->_tape[e->_aux]._aux & AUX_MASK; /* members, from the close entry */
+        if (m < 2)
+            continue;
+        int r = object_has_dup(doc, i, m, &tbl, &tblcap);
+        if (r < 0)
+            goto NoMem;
+        if (r == 0)
+            continue;
+        if (n == cap) {
+            size_t nc = cap == 0 ? 8 : cap * 2;
+            size_t *l = realloc(list, nc * sizeof(*l));
+            if (l == NULL)
+                goto NoMem;
+            list = l;
+            cap = nc;
+        }
+        list[n++] = i;
+    }
+    free(tbl);
+    *out = list;
+    *num = n;
+    return 0;
+NoMem:
+    free(tbl);
+    free(list);
+    return -1;
 }

@@ -78,6 +78,11 @@ typedef enum {
 typedef struct {
     size_t max_depth;      /* containers nested more than this are refused; 0: JSPAN_DEFAULT_MAX_DEPTH */
     size_t max_tape_bytes; /* bytes of tape at most; 0: no bound but the inherent 16 per input byte */
+    /* 1: scalars that are elements of an array get no tape entry (still validated, still
+     * counted by jspan_count). An array's jspan_child/jspan_next then visit only its container
+     * elements; its scalars are only reachable through its raw text. A long array of numbers
+     * then costs no tape (the merge copies arrays as text and only looks into objects). */
+    int skip_array_scalars;
 } jspan_limits_t;
 
 /* one tape entry; private (see jspan.c) */
@@ -89,6 +94,7 @@ typedef struct {
     const char *input; /* borrowed, must outlive the document */
     size_t len;
     size_t err_offset; /* after a failed parse: byte offset of the error */
+    int has_ws;        /* after a parse: whitespace outside strings somewhere (else compact = raw) */
     jspan_entry_t *_tape;
     size_t _n, _cap;
 } jspan_doc_t;
@@ -118,6 +124,10 @@ size_t jspan_child(const jspan_doc_t *doc, size_t v);
  * in an object the next of a key is its value, the next of a value the next key */
 size_t jspan_next(const jspan_doc_t *doc, size_t v);
 
+/* the tape index of the last entry of v's subtree (v itself for a scalar); the values nested
+ * in v are the indices in (v, jspan_end(v)] */
+size_t jspan_end(const jspan_doc_t *doc, size_t v);
+
 /* Strings (keys too). The content between the quotes, raw (escapes as written): */
 const char *jspan_str_raw(const jspan_doc_t *doc, size_t v, size_t *len);
 /* whether the string holds any backslash escape (if not, raw content == value) */
@@ -127,6 +137,18 @@ int jspan_str_equals(const jspan_doc_t *doc, size_t v, const char *key, size_t k
 /* Decodes the string's value (UTF-8, may hold NUL bytes) into out, which needs room for the raw
  * content's length (decoding never grows it); returns the decoded length. */
 size_t jspan_str_decode(const jspan_doc_t *doc, size_t v, char *out);
+
+/* whether two strings (of two documents, or the same) have the same value, escapes decoded */
+int jspan_str_same(const jspan_doc_t *a, size_t va, const jspan_doc_t *b, size_t vb);
+/* FNV-1a of bytes; jspan_str_hash(v) == jspan_hash_bytes(value of v) */
+uint64_t jspan_hash_bytes(const char *s, size_t len);
+/* a hash of the string's value (escapes decoded), equal for equal values */
+uint64_t jspan_str_hash(const jspan_doc_t *doc, size_t v);
+
+/* The tape indices of the objects that hold a key more than once, in ascending order, in a
+ * malloc'd array (*out; NULL when there is none). O(members) with a hash table for large
+ * objects. Returns 0, -1 when out of memory. */
+int jspan_find_dup_objects(const jspan_doc_t *doc, size_t **out, size_t *num);
 
 /* The value of member key[0..keylen) of object obj (the last one if the key repeats),
  * JSPAN_NONE when absent or obj is no object. O(members of obj). */
@@ -148,7 +170,11 @@ void jspan_buf_dispose(jspan_buf_t *b);
 /* Appends the exact input bytes of value v (jspan_raw): numbers and strings byte for byte,
  * whitespace inside containers kept as the backend sent it. 0 or -1 as jspan_buf_append. */
 int jspan_write_value(const jspan_doc_t *doc, size_t v, jspan_buf_t *out);
-/* Same value with the whitespace outside strings dropped (scalars still byte for byte). */
+/* Same value with the whitespace outside strings dropped (scalars still byte for byte); a plain
+ * copy when the document holds no such whitespace (has_ws). */
 int jspan_write_compact(const jspan_doc_t *doc, size_t v, jspan_buf_t *out);
+/* Appends raw[0..len) with the whitespace outside strings dropped; raw must be a run of valid
+ * JSON text that starts and ends outside strings (a value, or a run of array elements). */
+int jspan_write_compact_bytes(const char *raw, size_t len, jspan_buf_t *out);
 
 #endif

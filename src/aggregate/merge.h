@@ -1,57 +1,88 @@
 /*
- * estuary - the JSON side of an aggregating route (shared/SPEC.md, "Aggregating routes").
+ * estuary - the JSON side of an aggregating route (shared/SPEC.md, "Aggregating routes",
+ * docs/aggregation.md).
  *
- * Pure functions over jansson values, no I/O. The fan-out calls, for each backend reply:
+ * Lossless and zero-copy: a backend reply is validated and indexed by jspan (jspan.h), the
+ * transforms build a small tree of references ("nodes") into the reply's text, and the merged
+ * document is written by copying spans of the replies into one buffer. Numbers come out byte
+ * for byte, strings with their escapes as the backend wrote them. No I/O, no global state.
  *
- *     json_t *v;
- *     if (est_body_parse(buf, len, &v) != 0)            -> backend failed (not JSON)
- *     if (v != NULL && (v = est_transform_apply(b, v, &err)) == NULL)   -> backend failed
- *     if (est_merge_add(&m, b, v, &err) != 0)           -> backend failed
+ *     est_jarena_t a;       est_jarena_init(&a);              (nodes of every reply + merge)
+ *     est_reply_t rep;      est_reply_parse(&rep, buf, len, 0)  -> -1: not JSON (backend failed)
+ *     est_reply_transform(&rep, b, &a, &err)                    -> -1: backend failed (err)
+ *     est_merge_t m;        est_merge_init(&m, &a);
+ *     est_merge_add(&m, b, &rep, &err)  (config order)          -> -1: backend failed (err)
+ *     est_merge_write(&m, &out)                                 -> the body, compact
+ *     est_merge_dispose(&m); est_reply_dispose(&rep); est_jarena_dispose(&a);
  *
- * with est_merge_add() called in config order (buffer early replies), then
- * est_merge_finish() and est_json_dumps_compact() (jsonutil.h) for the response body.
+ * Lifetimes: a reply's nodes point into its text and tape, the merge's into the replies: the
+ * reply bytes and every est_reply_t must stay alive and unchanged until est_merge_write is
+ * done. Config strings (group, mapping "to") are referenced, not copied.
  *
- * Ownership: values passed in are STOLEN and may be modified in place, so they must be trees
- * nobody else references (as est_body_parse() returns them). Nothing here keeps global state;
- * every function is safe to call from any worker thread on its own values.
- *
- * The fan-out runs all of this inside the request's JSON arena (jsonarena.h): every value is
- * then arena memory, released with the arena; nothing here may keep a value beyond the call,
- * nor put a value from outside (config, globals) into a tree, or it would outlive its memory
- * or leak. The config's transform settings are plain strings, copied into new keys.
- *
- * Key order is deterministic: jansson >= 2.8 keeps insertion order in objects (and ignores
- * JSON_PRESERVE_ORDER), est_json_dumps_compact() writes keys in that order.
+ * Output is compact JSON (no whitespace outside strings) with the keys in the order below.
  */
 #ifndef EST_AGGREGATE_MERGE_H
 #define EST_AGGREGATE_MERGE_H
 
 #include <stddef.h>
-#include <jansson.h>
+#include <stdint.h>
+#include "aggregate/jspan.h"
 #include "config/config.h"
 
 /* Reasons set in `*err`; static strings, compare by pointer or print them. */
-extern const char est_aggregate_err_target_missing[];     /* "target path missing" */
-extern const char est_aggregate_err_target_not_object[];  /* "target path through a non-object" */
+extern const char est_aggregate_err_target_missing[];       /* "target path missing" */
+extern const char est_aggregate_err_target_not_object[];    /* "target path through a non-object" */
 extern const char est_aggregate_err_scalar_without_group[]; /* "scalar reply without group" */
-extern const char est_aggregate_err_no_memory[];          /* "out of memory" */
+extern const char est_aggregate_err_no_memory[];            /* "out of memory" */
+
+/* nesting accepted in a reply (SPEC: at least 512) */
+#define EST_REPLY_MAX_DEPTH JSPAN_DEFAULT_MAX_DEPTH
+
+/* An allocator of small objects released all at once (chunks of malloc'd memory). */
+typedef struct est_jarena {
+    struct est_jchunk *_chunks;
+    size_t bytes; /* malloc'd so far */
+} est_jarena_t;
+
+void est_jarena_init(est_jarena_t *a);
+void *est_jarena_alloc(est_jarena_t *a, size_t size); /* 16-byte aligned; NULL when out of memory */
+void est_jarena_dispose(est_jarena_t *a);
+/* a point to go back to: est_jarena_rollback frees everything allocated after the mark */
+typedef struct est_jarena_mark {
+    struct est_jchunk *_chunk;
+    size_t _used, _bytes;
+} est_jarena_mark_t;
+void est_jarena_mark(const est_jarena_t *a, est_jarena_mark_t *m);
+void est_jarena_rollback(est_jarena_t *a, const est_jarena_mark_t *m);
+
+typedef struct est_vnode est_vnode_t;
+
+/* One backend reply: its index (borrowing the text) and its transformed value. */
+typedef struct est_reply {
+    jspan_doc_t doc;
+    size_t *dups; /* tape indices of the objects holding a key twice (jspan_find_dup_objects) */
+    size_t num_dups;
+    est_vnode_t *value; /* NULL: contributes nothing (empty body) */
+    int parsed;
+} est_reply_t;
+
+#define EST_REPLY_INVALID (-1)
+#define EST_REPLY_NOMEM (-2)
+#define EST_REPLY_TOO_LARGE (-3)
 
 /*
- * Parses a reply body. Any JSON value is accepted (object, array, string, number, true,
- * false, null); "\u0000" inside strings is allowed. Trailing garbage is an error.
- * Returns 0 with *out = a new reference, 0 with *out = NULL when the body is empty or only
- * JSON whitespace (the backend contributes nothing), -1 with *out = NULL when the body is not
- * JSON (including integers beyond the int64 range and nesting deeper than 2048, which
- * jansson 2.14 refuses). `buf` needs no terminating NUL.
+ * Parses a reply body (any JSON value, RFC 8259 strict, nesting up to EST_REPLY_MAX_DEPTH,
+ * duplicate keys: the last one counts, at the position of the first). An empty or
+ * whitespace-only body contributes nothing. max_tape_bytes bounds the index (0: none but the
+ * inherent one). Returns 0, EST_REPLY_INVALID (not JSON; rep->doc.err_offset),
+ * EST_REPLY_TOO_LARGE (the index would pass max_tape_bytes) or EST_REPLY_NOMEM; rep can be
+ * disposed in every case.
  */
-int est_body_parse(const char *buf, size_t len, json_t **out);
+int est_reply_parse(est_reply_t *rep, const char *buf, size_t len, size_t max_tape_bytes);
 
 /*
  * Applies the backend's `target`, then `allow` (or `deny`; both configured: allow then deny),
- * then `mapping`, to `body`.
- *
- * body: STOLEN, always (also on failure); must not be NULL; modified in place.
- * Returns a new reference, or NULL with *err set (est_aggregate_err_*).
+ * then `mapping`, to the reply's value. Returns 0, or -1 with *err (est_aggregate_err_*).
  *
  * - target "a.b": the value at body.a.b; every segment must name a member of an object
  *   (no array indexing). A missing member fails with est_aggregate_err_target_missing, a
@@ -65,34 +96,44 @@ int est_body_parse(const char *buf, size_t len, json_t **out);
  * - mapping: renames TOP-LEVEL keys only: a "from" containing '.' names a key with a dot in
  *   it, not a path. A missing "from" does nothing. All renames happen at once (so
  *   {"a": "b", "b": "a"} swaps), a renamed key moves to the end of the object (in mapping
- *   order), and it replaces an existing key of the same name.
+ *   order), and it replaces the value of an existing key of the same name (which keeps its
+ *   position).
  * - On an array, allow/deny/mapping apply to each object element; other elements (scalars,
  *   nested arrays) are left as they are. On a scalar they do nothing.
  */
-json_t *est_transform_apply(const est_backend_conf_t *b, json_t *body, const char **err);
+int est_reply_transform(est_reply_t *rep, const est_backend_conf_t *b, est_jarena_t *a, const char **err);
+
+/* The tape index (in rep->doc) of the string or number at dot path `path` of the transformed
+ * value (an empty path: the value itself); JSPAN_NONE when missing, or an object, array,
+ * true/false/null, or the reply contributes nothing. Segments are object keys only. */
+size_t est_reply_lookup(const est_reply_t *rep, const char *path, size_t pathlen);
+
+/* bytes of malloc'd index the reply holds (tape + duplicate list) */
+size_t est_reply_bytes(const est_reply_t *rep);
+
+/* Frees the index; the text is the caller's. Safe on a zeroed or failed reply, and twice. */
+void est_reply_dispose(est_reply_t *rep);
 
 /*
- * Builds the merged document. Embed it anywhere (e.g. request pool memory); fields are
- * private. Lifecycle: est_merge_init, est_merge_add... (config order), est_merge_finish,
- * est_merge_dispose (always; also after finish or after an error).
+ * Builds the merged document. Embed it anywhere; fields are private. Lifecycle:
+ * est_merge_init, est_merge_add... (config order), est_merge_write, est_merge_dispose.
  */
 typedef struct est_merge {
-    json_t *_doc; /* the document so far; NULL until something was added */
+    est_jarena_t *_a;
+    est_vnode_t *_doc; /* the top-level object, NULL until something was added */
 } est_merge_t;
 
-void est_merge_init(est_merge_t *m);
+void est_merge_init(est_merge_t *m, est_jarena_t *a);
 
 /*
- * Adds one backend's transformed result. Call in config order.
- *
- * value: STOLEN, always (also on failure); NULL means "contributes nothing" (returns 0).
- * Returns 0, or -1 with *err set (the backend failed; the document is unchanged).
+ * Adds one backend's transformed result (rep->value; NULL contributes nothing and returns 0).
+ * Call in config order. Returns 0, or -1 with *err set (the backend failed; the document is
+ * unchanged).
  *
  * - with `group`: the document gets key group = value (any JSON value). A second backend with
  *   the same group replaces the first's value, at the first's position.
  * - without group, an object: its members are merged into the top level; on a clash the later
- *   backend's value wins and the key keeps the position where it first appeared. The values
- *   are moved, not copied.
+ *   backend's value wins and the key keeps the position where it first appeared.
  * - without group, an array: its elements are appended to the top-level "collection" array,
  *   created at that point (position in config order) when absent.
  * - without group, a scalar (string, number, boolean, null): -1, est_aggregate_err_scalar_without_group.
@@ -104,15 +145,13 @@ void est_merge_init(est_merge_t *m);
  * then [2] gives {"collection": [1, 2]} and [1] then {"collection": [9]} gives
  * {"collection": [9]}.
  */
-int est_merge_add(est_merge_t *m, const est_backend_conf_t *b, json_t *value, const char **err);
+int est_merge_add(est_merge_t *m, const est_backend_conf_t *b, const est_reply_t *rep, const char **err);
 
-/*
- * Returns the merged document as a new reference (an empty object when nothing was added,
- * NULL only when out of memory) and leaves `m` empty, as after init.
- */
-json_t *est_merge_finish(est_merge_t *m);
+/* Appends the merged document ({} when nothing was added) to out, compact. 0, or -1 when out
+ * of memory or out->max would be passed. */
+int est_merge_write(const est_merge_t *m, jspan_buf_t *out);
 
-/* Releases what `m` still holds. Safe after finish and to call twice. */
+/* Forgets the document (its memory is the arena's). */
 void est_merge_dispose(est_merge_t *m);
 
 #endif

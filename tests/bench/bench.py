@@ -40,7 +40,7 @@ DURATION = env("BENCH_DURATION", 2.0 if SMOKE else 10.0, float)
 WARMUP = env("BENCH_WARMUP", 0.5 if SMOKE else 1.0, float)
 ROUNDS = env("BENCH_ROUNDS", 1 if SMOKE else 3, int)
 PEERS = env("BENCH_PEERS", "estuary" if SMOKE else "estuary,nginx,haproxy,h2o").split(",")
-SCENARIOS = env("BENCH_SCENARIOS", "S1,S2,S3,S3u,S4,S5,S7,S8").split(",")
+SCENARIOS = env("BENCH_SCENARIOS", "S1,S2,S2b,S3,S3u,S4,S5,S7,S8").split(",")
 FILE_MIB = env("BENCH_FILE_MIB", 64 if SMOKE else 1024, int)
 S3_DOWNLOADS = env("BENCH_S3_DOWNLOADS", 2 if SMOKE else 3, int)
 CONNS = env("BENCH_CONNS", 64, int)
@@ -66,6 +66,12 @@ USERS_BODY = b'{"id":123,"name":"Ada Lovelace","email":"ada@example.com","active
 ORDERS_BODY = (b'{"id":456,"product":"Widget","qty":2,"total":19.99,'
                b'"items":[{"sku":"A-1","n":1},{"sku":"B-2","n":1}]}')
 EXPECTED_MERGE = {"user": json.loads(USERS_BODY), "order": json.loads(ORDERS_BODY)}
+# S2b: a 1 MB reply (an array of small objects: strings, reals, a nested array) merged with
+# USERS_BODY; served by the origin as a static file
+S2B_BIG_BODY = (b'{"items":[' + b",".join(
+    b'{"id":%d,"name":"item %d","price":%d.99,"tags":["a","b"],"stock":%d}' % (i, i, i % 100, i % 7)
+    for i in range(15500)) + b'],"total":15500}')
+EXPECTED_S2B = {"user": json.loads(USERS_BODY), "big": json.loads(S2B_BIG_BODY)}
 # exact bytes accepted for the merged document: the origin's key order and number spelling
 # kept, in the two usual layouts (", "/": " as estuary writes it, or compact)
 EXPECTED_MERGE_BYTES = {json.dumps(EXPECTED_MERGE).encode(),
@@ -74,6 +80,9 @@ EXPECTED_MERGE_BYTES = {json.dumps(EXPECTED_MERGE).encode(),
 SCEN = {
     "S1": dict(desc="pass-through GET /users/1, %d conns (wrk)" % CONNS, path="/users/1", tool="wrk", conns=CONNS),
     "S2": dict(desc="aggregate GET /gateway/123/456, %d conns (wrk)" % CONNS, path="/gateway/123/456", tool="wrk", conns=CONNS),
+    "S2b": dict(desc="aggregate GET /gateway2/123: a %d KB reply merged with a small one, %d conns (wrk); "
+                     "estuary vs nginx + lua" % (len(S2B_BIG_BODY) // 1000, min(CONNS, 16)),
+                path="/gateway2/123", tool="wrk", conns=min(CONNS, 16)),
     "S3": dict(desc="%d MiB download through the proxy (curl x%d)" % (FILE_MIB, S3_DOWNLOADS), path="/files/big.bin", tool="curl"),
     "S3u": dict(desc="%d MiB upload through the proxy, streamed (curl -T x%d; origin: upload_sink.py)"
                 % (FILE_MIB, S3_DOWNLOADS), path="/upload/big.bin", tool="curl"),
@@ -86,8 +95,15 @@ SCEN = {
                path="/jwt/users/1", tool="wrk", conns=CONNS),
     "S8": dict(desc="S1 behind a Redis rate limit (redis-server on the load CPU; never over the limit), "
                     "estuary only (wrk)", path="/limited/users/1", tool="wrk", conns=CONNS),
+    # tracing (issue 18): S1 with every request traced (server + client span exported as OTLP
+    # JSON) and with 1 % sampled; the collector is the origin nginx (POST /v1/traces -> 200)
+    "S1t": dict(desc="S1 with tracing, sample_ratio 1.0 (OTLP/HTTP JSON to the origin nginx), estuary only (wrk)",
+                path="/users/1", tool="wrk", conns=CONNS),
+    "S1t01": dict(desc="S1 with tracing, sample_ratio 0.01, estuary only (wrk)", path="/users/1", tool="wrk", conns=CONNS),
 }
-ESTUARY_ONLY = ("S7", "S8")
+TRACE_RATIO = {"S1t": 1.0, "S1t01": 0.01}
+CURRENT_SCEN = [None]   # the scenario one_run is starting (estuary_cmd adds "tracing" for S1t*)
+ESTUARY_ONLY = ("S7", "S8", "S1t", "S1t01")
 BEARER = {}         # S7: {"token": ..., "jwks": path}, made at start with the openssl CLI
 REDIS_UP = False    # S8: redis-server started on REDIS_PORT
 
@@ -222,6 +238,9 @@ def write(name, text):
 
 
 def origin_conf():
+    os.makedirs(os.path.join(TMP, "www", "big"), exist_ok=True)
+    with open(os.path.join(TMP, "www", "big", "s2b.json"), "wb") as f:
+        f.write(S2B_BIG_BODY)
     return write("origin.conf", """
 worker_processes 1; daemon off; master_process off;
 pid %(t)s/origin.pid; error_log %(t)s/origin-error.log warn;
@@ -234,7 +253,9 @@ http {
     root %(t)s/www;
     location /users/  { default_type application/json; return 200 '%(users)s'; }
     location /orders/ { default_type application/json; return 200 '%(orders)s'; }
+    location /big/    { default_type application/json; }
     location /files/  { }
+    location = /v1/traces { default_type application/json; return 200 '{}'; }
   }
 }
 """ % dict(t=TMP, port=ORIGIN_PORT, users=USERS_BODY.decode(), orders=ORDERS_BODY.decode()))
@@ -252,6 +273,9 @@ def estuary_cmd():
             {"path": "/gateway/{user_id}/{order_id}", "backends": [
                 {"upstream": "origin", "path": "/users/{user_id}", "group": "user"},
                 {"upstream": "origin", "path": "/orders/{order_id}", "group": "order"}]},
+            {"path": "/gateway2/{user_id}", "backends": [
+                {"upstream": "origin", "path": "/users/{user_id}", "group": "user"},
+                {"upstream": "origin", "path": "/big/s2b.json", "group": "big"}]},
             {"path": "/users/{rest...}", "proxy": {"upstream": "origin", "path": "/users/{rest...}"}},
             {"path": "/files/{rest...}", "proxy": {"upstream": "origin", "path": "/files/{rest...}"}},
             {"path": "/upload/{rest...}", "methods": ["POST", "PUT"], "max_request_body": "64GiB", "timeout": "60s",
@@ -268,6 +292,9 @@ def estuary_cmd():
         conf["rate_limits"] = {"bench": {"rate": 1000000000, "per": "1s", "key": "client_ip", "store": "redis"}}
         conf["routes"].append({"path": "/limited/users/{rest...}", "rate_limit": "bench",
                                "proxy": {"upstream": "origin", "path": "/users/{rest...}"}})
+    if CURRENT_SCEN[0] in TRACE_RATIO:
+        conf["tracing"] = {"otlp_endpoint": "http://127.0.0.1:%d/v1/traces" % ORIGIN_PORT,
+                           "sample_ratio": TRACE_RATIO[CURRENT_SCEN[0]]}
     # access logs are off for every peer (nginx access_log off, no HAProxy/h2o log); builds
     # that predate the "access_log" key reject it (unknown keys are errors): then leave it out
     if ACCESS_LOG != "default":
@@ -324,6 +351,15 @@ http {
         if r1.status ~= 200 or r2.status ~= 200 then ngx.status = 502; ngx.say('{"error":"upstream"}'); return end
         ngx.header.content_type = "application/json"
         ngx.print('{"user":', cjson.encode(cjson.decode(r1.body)), ',"order":', cjson.encode(cjson.decode(r2.body)), '}')
+      }
+    }
+    location ~ ^/gateway2/([^/]+)$ {
+      content_by_lua_block {
+        local cjson = require "cjson"
+        local r1, r2 = ngx.location.capture_multi{ {"/_sub/users/" .. ngx.var[1]}, {"/_sub/big/s2b.json"} }
+        if r1.status ~= 200 or r2.status ~= 200 then ngx.status = 502; ngx.say('{"error":"upstream"}'); return end
+        ngx.header.content_type = "application/json"
+        ngx.print('{"user":', cjson.encode(cjson.decode(r1.body)), ',"big":', cjson.encode(cjson.decode(r2.body)), '}')
       }
     }""" if HAVE["nginx_lua"] else ""))
     return ["nginx", "-c", path, "-p", TMP], None, H2_PORT
@@ -416,7 +452,9 @@ def peer_supports(peer, scen):
     """(True, None) or (False, reason)."""
     if not HAVE[peer]:
         return False, "%s not installed" % peer
-    if scen == "S2":
+    if scen == "S2b" and peer not in ("estuary", "nginx"):
+        return False, "S2b compares estuary with nginx + lua only"
+    if scen in ("S2", "S2b"):
         if peer == "haproxy":
             return False, "HAProxy has no response aggregation"
         if peer == "nginx" and not HAVE["nginx_lua"]:
@@ -459,7 +497,7 @@ def check(peer, scen, port):
         st, _, body = http_get(port, path, 1)[0]
         if st != 401:
             raise RuntimeError("GET %s without a token: status %s body %r" % (path, st, body[:200]))
-    if scen in ("S1", "S4", "S7", "S8"):
+    if scen in ("S1", "S4", "S7", "S8", "S1t", "S1t01"):
         for st, hd, body in http_get(port, path, 3, scen_headers(scen)):
             if st != 200 or body != USERS_BODY:
                 raise RuntimeError("GET %s: status %s body %r" % (path, st, body[:200]))
@@ -486,6 +524,19 @@ def check(peer, scen, port):
                     NOTES.append(msg)
             if peer == "estuary" and hd.get("x-estuary-completed") != "true":
                 raise RuntimeError("X-Estuary-Completed: %r" % hd.get("x-estuary-completed"))
+    elif scen == "S2b":
+        for st, hd, body in http_get(port, path, 2):
+            if st != 200:
+                raise RuntimeError("GET %s: status %s body %r" % (path, st, body[:300]))
+            try:
+                doc = json.loads(body, object_pairs_hook=lambda kv: kv)
+                parsed = json.loads(body)
+            except ValueError as e:
+                raise RuntimeError("GET %s: not JSON (%s): %r" % (path, e, body[:300]))
+            if parsed != EXPECTED_S2B or [k for k, _ in doc] != ["user", "big"]:
+                raise RuntimeError("GET %s: merged JSON wrong: %r" % (path, body[:400]))
+            if peer == "estuary" and body != b'{"user":' + USERS_BODY + b',"big":' + S2B_BIG_BODY + b"}":
+                raise RuntimeError("GET %s: estuary changed bytes of the replies: %r" % (path, body[:400]))
     elif scen == "S3":
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         c.request("GET", path)
@@ -694,6 +745,7 @@ def load(scen, port, duration):
 
 # ---------------------------------------------------------------- one run
 def one_run(peer, scen):
+    CURRENT_SCEN[0] = scen
     cmd, extra_env, h2port = PEER_DEF[peer]["cmd"]()
     port = h2port if scen == "S5" else H1_PORT
     p = start(peer, cmd, PROXY_CPU, extra_env)
@@ -782,13 +834,13 @@ def table(results):
 
 
 def policy_ratios(results):
-    """S7/S8 against estuary's S1 of the same run: the CPU ratio (S7 target <= 1.2) and the p50 added."""
+    """S7/S8/S1t/S1t01 against estuary's S1 of the same run: the CPU ratio (S7 target <= 1.2) and the p50 added."""
     def med(scen, k):
         runs = [r for r in results.get((scen, "estuary"), []) if isinstance(r, dict) and r.get(k) is not None]
         return statistics.median([r[k] for r in runs]) if runs else None
     out = []
     s1_cpu, s1_p50 = med("S1", "cpu_us_per_req"), med("S1", "p50")
-    for scen, target in (("S7", 1.2), ("S8", None)):
+    for scen, target in (("S7", 1.2), ("S8", None), ("S1t", None), ("S1t01", None)):
         cpu, p50 = med(scen, "cpu_us_per_req"), med(scen, "p50")
         if scen not in SCENARIOS or cpu is None or s1_cpu is None:
             continue

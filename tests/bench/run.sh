@@ -2,10 +2,13 @@
 # estuary benchmark: estuary vs nginx, HAProxy and h2o (issue 5). One command, one table.
 #
 #   tests/bench/run.sh            full run (all peers, S1-S5 and S3u, 3 rounds x 10 s; ~15-20 min)
-#                                 (S3u: a streamed upload of the S3 file, estuary vs nginx with
+#                                 (S2b: S2 with a 1 MB reply, estuary vs nginx + lua;
+#                                 S3u: a streamed upload of the S3 file, estuary vs nginx with
 #                                 proxy_request_buffering off, to tests/bench/upload_sink.py;
 #                                 S7: a JWT (RS256) route and S8: a Redis rate-limited route,
-#                                 estuary only, compared with its own S1 of the same run)
+#                                 estuary only, compared with its own S1 of the same run;
+#                                 S1t / S1t01: S1 with tracing at sample_ratio 1.0 / 0.01,
+#                                 spans POSTed to the origin nginx, likewise estuary only)
 #   tests/bench/run.sh --smoke    estuary only, ~2 s per scenario, 64 MiB file; exit 1 on
 #                                 wrong output, errors under load or a crash (used by CI)
 #   tests/bench/run.sh --profile callgrind|strace|perf|none S1|S2|S5 [REQUESTS]
@@ -13,7 +16,7 @@
 #                                 (h2load): instructions / syscalls per request, hotspots
 #
 # Environment (all optional): BENCH_DURATION (s per run), BENCH_WARMUP (s), BENCH_ROUNDS,
-# BENCH_PEERS (estuary,nginx,haproxy,h2o), BENCH_SCENARIOS (S1,S2,S3,S3u,S4,S5,S7,S8), BENCH_FILE_MIB (1024),
+# BENCH_PEERS (estuary,nginx,haproxy,h2o), BENCH_SCENARIOS (S1,S2,S2b,S3,S3u,S4,S5,S7,S8; also S1t,S1t01), BENCH_FILE_MIB (1024),
 # BENCH_S3_DOWNLOADS (3), BENCH_CONNS (64), BENCH_S4_CONNS (5000), BENCH_H2_STREAMS (10),
 # BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1), BENCH_PORT (18100: origin; +1 proxy, +2 proxy h2c),
 # ESTUARY_BIN (default build-bench/estuary, built here if missing), BENCH_NO_INSTALL=1,
@@ -29,7 +32,7 @@ case "${1:-}" in
     --smoke) SMOKE=1; [ $# -eq 1 ] || { echo "--smoke takes no other argument" >&2; exit 2; } ;;
     --profile) PROFILE=("$@")       # --profile callgrind|strace|perf|none S1|S2|S5 [REQUESTS]
                [ $# -ge 3 ] || { echo "usage: $0 --profile callgrind|strace|perf|none S1|S2|S5 [REQUESTS]" >&2; exit 2; } ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     "") ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
 esac

@@ -4,7 +4,7 @@ import json
 from harness import (DEMO_BODY, REPO_ROOT, curl, demo_config, named_upstream, server_timing,
                      upstream)
 
-EXACT = b'{"user": {"id": "123", "name": "user123"}, "order": {"id": "456", "product": "item456"}}'
+EXACT = b'{"user":{"id":"123","name":"user123"},"order":{"id":"456","product":"item456"}}'
 
 
 def assert_demo_reply(r):

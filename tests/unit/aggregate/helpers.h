@@ -123,4 +123,77 @@ static inline void test_assert_json(const char *what, const json_t *got, const c
     json_decref(want);
 }
 
+/* the compact form of a JSON text (whitespace outside strings dropped), malloc'd, NUL-ended */
+static inline char *test_compact(const char *json)
+{
+    jspan_buf_t b = {0};
+    assert_int_equal(jspan_write_compact_bytes(json, strlen(json), &b), 0);
+    assert_int_equal(jspan_buf_append(&b, "", 1), 0);
+    return b.data;
+}
+
+/* an aggregating backend with only a group, for writing one value alone */
+static inline void test_group_backend(est_backend_conf_t *b, const char *group)
+{
+    memset(b, 0, sizeof(*b));
+    b->group = (char *)group;
+}
+
+/*
+ * body[0..len) through est_reply_parse + est_reply_transform with backend `b`. Returns 0 with
+ * *out = the transformed value's compact text (malloc'd; NULL when it contributes nothing),
+ * EST_REPLY_INVALID when the body is not JSON, or 1 with *err when the transform failed.
+ */
+static inline int test_transform_bytes(const est_backend_conf_t *b, const char *body, size_t len, char **out, const char **err)
+{
+    est_jarena_t a;
+    est_reply_t rep;
+    int ret = 0;
+    *out = NULL;
+    est_jarena_init(&a);
+    int r = est_reply_parse(&rep, body, len, 0);
+    if (r != 0) {
+        assert_int_equal(r, EST_REPLY_INVALID);
+        ret = r;
+    } else if (est_reply_transform(&rep, b, &a, err) != 0) {
+        ret = 1;
+    } else if (rep.value != NULL) {
+        est_backend_conf_t g;
+        est_merge_t m;
+        jspan_buf_t buf = {0};
+        test_group_backend(&g, "v");
+        est_merge_init(&m, &a);
+        assert_int_equal(est_merge_add(&m, &g, &rep, err), 0);
+        assert_int_equal(est_merge_write(&m, &buf), 0);
+        est_merge_dispose(&m);
+        /* {"v":VALUE} */
+        assert_true(buf.len >= 7 && memcmp(buf.data, "{\"v\":", 5) == 0 && buf.data[buf.len - 1] == '}');
+        *out = malloc(buf.len - 5);
+        assert_non_null(*out);
+        memcpy(*out, buf.data + 5, buf.len - 6);
+        (*out)[buf.len - 6] = '\0';
+        jspan_buf_dispose(&buf);
+    }
+    est_reply_dispose(&rep);
+    est_jarena_dispose(&a);
+    return ret;
+}
+
+static inline int test_transform(const est_backend_conf_t *b, const char *body, char **out, const char **err)
+{
+    return test_transform_bytes(b, body, strlen(body), out, err);
+}
+
+/* `got` must be the compact form of `expected` */
+static inline void test_assert_text(const char *what, const char *got, const char *expected)
+{
+    char *want = test_compact(expected);
+    if (got == NULL || strcmp(got, want) != 0) {
+        print_error("%s:\n  got      %s\n  expected %s\n", what, got != NULL ? got : "(nothing)", want);
+        free(want);
+        fail();
+    }
+    free(want);
+}
+
 #endif

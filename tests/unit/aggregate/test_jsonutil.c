@@ -1,87 +1,7 @@
-/* estuary - unit tests for est_body_parse (merge.c), est_json_dumps_compact and est_error_body
+/* estuary - unit tests for est_json_dumps_compact and est_error_body
  * (src/aggregate/jsonutil.c) */
 #include <math.h>
 #include "helpers.h"
-
-struct parse_case {
-    const char *body;
-    size_t len;       /* 0: strlen(body) */
-    int ret;          /* expected return */
-    const char *json; /* expected value (serialized), NULL: *out == NULL */
-};
-
-static const struct parse_case parse_cases[] = {
-    {"{\"a\": 1}", 0, 0, "{\"a\": 1}"},
-    {"  [1, 2]\n", 0, 0, "[1, 2]"},
-    {"\"text\"", 0, 0, "\"text\""},
-    {"-12.5e1", 0, 0, "-125.0"},
-    {"true", 0, 0, "true"},
-    {"null", 0, 0, "null"}, /* a JSON null is a value, not "nothing" */
-    {"\"a\\u0000b\"", 0, 0, "\"a\\u0000b\""},
-    {"[1]garbage", 3, 0, "[1]"}, /* only `len` bytes count; no NUL needed */
-    {"", 0, 0, NULL},
-    {" \t\r\n ", 0, 0, NULL},
-    {"{\"a\": 1}", 1, -1, NULL}, /* cut */
-    {"{", 0, -1, NULL},
-    {"nul", 0, -1, NULL},
-    {"{} {}", 0, -1, NULL},
-    {"[1,]", 0, -1, NULL},
-    {"{'a': 1}", 0, -1, NULL},
-    {"<html></html>", 0, -1, NULL},
-    {"\xef\xbb\xbf{}", 0, -1, NULL},           /* a BOM is not JSON */
-    {"\"\xff\"", 0, -1, NULL},                 /* invalid UTF-8 */
-    {"\v{}", 0, -1, NULL},                      /* \v is not JSON whitespace */
-    {"[18446744073709551616]", 0, -1, NULL},    /* jansson: integers are int64 */
-    {"[9223372036854775807]", 0, 0, "[9223372036854775807]"},
-};
-
-static void test_parse_cases(void **state)
-{
-    for (size_t i = 0; i < sizeof(parse_cases) / sizeof(parse_cases[0]); ++i) {
-        const struct parse_case *c = &parse_cases[i];
-        json_t *out = (json_t *)&out; /* must be overwritten */
-        int ret = est_body_parse(c->body, c->len != 0 ? c->len : strlen(c->body), &out);
-        if (ret != c->ret)
-            fail_msg("case %zu (%s): returned %d", i, c->body, ret);
-        if (c->json == NULL) {
-            if (out != NULL)
-                fail_msg("case %zu (%s): *out not NULL", i, c->body);
-        } else {
-            test_assert_json(c->body, out, c->json);
-        }
-        json_decref(out);
-    }
-}
-
-static void test_parse_embedded_nul(void **state)
-{
-    const char body[] = "{\"a\": 1}\0{";
-    json_t *out;
-    assert_int_equal(est_body_parse(body, sizeof(body) - 1, &out), -1);
-    assert_null(out);
-    assert_int_equal(est_body_parse(body, 8, &out), 0);
-    json_decref(out);
-}
-
-static void test_parse_depth(void **state)
-{
-    enum { N = 3000 };
-    char *deep = malloc(2 * N + 1);
-    json_t *out;
-    memset(deep, '[', N);
-    memset(deep + N, ']', N);
-    deep[2 * N] = '\0';
-    assert_int_equal(est_body_parse(deep, 2 * N, &out), -1); /* jansson stops at 2048 */
-    assert_int_equal(est_body_parse(deep + N - 1000, 2000, &out), 0);
-    size_t len;
-    char *text = est_json_dumps_compact(out, &len);
-    assert_non_null(text);
-    assert_int_equal(len, 2000);
-    assert_memory_equal(text, deep + N - 1000, 2000);
-    free(text);
-    json_decref(out);
-    free(deep);
-}
 
 /* without reals, the output is byte for byte jansson's json_dumps(v, 0) */
 static const char *same_as_jansson[] = {
@@ -195,8 +115,9 @@ static void test_error_body(void **state)
     free(s);
 
     s = est_error_body(400, "bad_request", "bad \"quote\" \\ and\nnewline \x01", NULL, &len);
-    assert_string_equal(s, "{\"error\": {\"status\": 400, \"code\": \"bad_request\", \"message\": \"bad \\\"quote\\\" \\\\ and\\nnewline "
-                           "\\u0001\"}}");
+    assert_string_equal(
+        s, "{\"error\": {\"status\": 400, \"code\": \"bad_request\", \"message\": \"bad \\\"quote\\\" \\\\ and\\nnewline "
+           "\\u0001\"}}");
     assert_int_equal(len, strlen(s));
     free(s);
 
@@ -243,7 +164,7 @@ static void test_dump_strings(void **state)
                 check_string_like_jansson(buf, n);
             }
     }
-    static const char *pieces[] = {"a", "Z", " ", "/", "~", "\x7f", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+    static const char *pieces[] = {"a",  "Z",  " ",  "/",    "~",   "\x7f", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
                                    "\"", "\\", "\n", "\x1f", "\x00"};
     srand(7);
     for (int i = 0; i < 50000; ++i) {
@@ -262,14 +183,8 @@ static void test_dump_strings(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_cases),
-        cmocka_unit_test(test_parse_embedded_nul),
-        cmocka_unit_test(test_parse_depth),
-        cmocka_unit_test(test_dump_like_jansson),
-        cmocka_unit_test(test_dump_reals),
-        cmocka_unit_test(test_dump_large),
-        cmocka_unit_test(test_dump_strings),
-        cmocka_unit_test(test_error_body),
+        cmocka_unit_test(test_dump_like_jansson), cmocka_unit_test(test_dump_reals), cmocka_unit_test(test_dump_large),
+        cmocka_unit_test(test_dump_strings),      cmocka_unit_test(test_error_body),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -427,13 +427,123 @@ static void test_buf(void **state)
     jspan_dispose(&doc);
 }
 
+/* skip_array_scalars: array scalars get no tape entry but are still validated and counted;
+ * containers in arrays and everything in objects keep theirs */
+static void test_skip_array_scalars(void **state)
+{
+    const char *in = "[1, \"two\", {\"k\": [3, 4], \"s\": \"v\"}, [5, true], null]";
+    jspan_limits_t lim = {.skip_array_scalars = 1};
+    jspan_doc_t doc;
+    assert_int_equal(jspan_parse(&doc, in, strlen(in), &lim), JSPAN_OK);
+    assert_int_equal(jspan_count(&doc, JSPAN_ROOT), 5);
+    size_t c = jspan_child(&doc, JSPAN_ROOT); /* the object: the scalars before it are skipped */
+    assert_int_equal(jspan_type(&doc, c), JSPAN_OBJECT);
+    size_t k = jspan_object_get(&doc, c, "k", 1);
+    assert_int_equal(jspan_count(&doc, k), 2);
+    assert_int_equal(jspan_child(&doc, k), JSPAN_NONE);
+    size_t sv = jspan_object_get(&doc, c, "s", 1);
+    assert_true(jspan_str_equals(&doc, sv, "v", 1));
+    size_t a = jspan_next(&doc, c);
+    assert_int_equal(jspan_type(&doc, a), JSPAN_ARRAY);
+    assert_int_equal(jspan_count(&doc, a), 2);
+    assert_int_equal(jspan_next(&doc, a), JSPAN_NONE);
+    /* entries: [ { "k" [ ] "s" "v" } [ ] ]: the root closes at 10 */
+    assert_int_equal(jspan_end(&doc, JSPAN_ROOT), 10);
+    assert_int_equal(jspan_num_values(&doc), 7);
+    jspan_buf_t out = {0};
+    assert_int_equal(jspan_write_compact(&doc, JSPAN_ROOT, &out), 0);
+    assert_int_equal(out.len, strlen("[1,\"two\",{\"k\":[3,4],\"s\":\"v\"},[5,true],null]"));
+    assert_memory_equal(out.data, "[1,\"two\",{\"k\":[3,4],\"s\":\"v\"},[5,true],null]", out.len);
+    jspan_buf_dispose(&out);
+    jspan_dispose(&doc);
+    /* a long array of numbers costs (almost) no tape */
+    size_t n = 0, cap = 200000 * 8;
+    char *big = malloc(cap);
+    assert_non_null(big);
+    big[n++] = '[';
+    for (int i = 0; i < 200000; ++i)
+        n += (size_t)snprintf(big + n, cap - n, "%s%d", i ? "," : "", i);
+    big[n++] = ']';
+    assert_int_equal(jspan_parse(&doc, big, n, &lim), JSPAN_OK);
+    assert_true(jspan_tape_bytes(&doc) <= 64);
+    jspan_dispose(&doc);
+    /* still a validator */
+    big[n / 2] = 'x';
+    assert_int_not_equal(jspan_parse(&doc, big, n, &lim), JSPAN_OK);
+    free(big);
+    const char *bad[] = {"[1, 01]", "[\"\\ud800\"]", "[1, 2", "[NaN]", "[\"\xc3\x28\"]"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); ++i)
+        assert_int_not_equal(jspan_parse(&doc, bad[i], strlen(bad[i]), &lim), JSPAN_OK);
+}
+
+/* has_ws tells whether compacting can be a plain copy */
+static void test_has_ws(void **state)
+{
+    jspan_doc_t doc;
+    assert_int_equal(jspan_parse(&doc, "{\"a\":[1,\" \"]}", 13, NULL), JSPAN_OK);
+    assert_int_equal(doc.has_ws, 0); /* the space is inside a string */
+    jspan_dispose(&doc);
+    assert_int_equal(jspan_parse(&doc, "{\"a\": 1}", 8, NULL), JSPAN_OK);
+    assert_int_equal(doc.has_ws, 1);
+    jspan_dispose(&doc);
+    assert_int_equal(jspan_parse(&doc, "1\n", 2, NULL), JSPAN_OK);
+    assert_int_equal(doc.has_ws, 1);
+    jspan_dispose(&doc);
+}
+
+/* the objects holding a key twice, escapes decoded, small and large objects */
+static void test_dup_objects(void **state)
+{
+    char big[4096];
+    size_t n = 0;
+    n += (size_t)snprintf(big + n, sizeof(big) - n, "[{\"a\":1,\"b\":2},{\"a\":1,\"\\u0061\":2},{");
+    for (int i = 0; i < 100; ++i)
+        n += (size_t)snprintf(big + n, sizeof(big) - n, "%s\"k%d\":%d", i ? "," : "", i, i);
+    n += (size_t)snprintf(big + n, sizeof(big) - n, "},{");
+    for (int i = 0; i < 100; ++i)
+        n += (size_t)snprintf(big + n, sizeof(big) - n, "%s\"k%d\":%d", i ? "," : "", i == 99 ? 3 : i, i);
+    n += (size_t)snprintf(big + n, sizeof(big) - n, "},{\"x\":{\"y\":1,\"y\":2},\"xy\":0}]");
+    jspan_limits_t lim = {.skip_array_scalars = 1};
+    jspan_doc_t doc;
+    assert_int_equal(jspan_parse(&doc, big, n, &lim), JSPAN_OK);
+    size_t *dups, num;
+    assert_int_equal(jspan_find_dup_objects(&doc, &dups, &num), 0);
+    assert_int_equal(num, 3);
+    size_t o[5], i = 0;
+    for (size_t c = jspan_child(&doc, JSPAN_ROOT); c != JSPAN_NONE; c = jspan_next(&doc, c))
+        o[i++] = c;
+    assert_int_equal(i, 5);
+    assert_int_equal(dups[0], o[1]);
+    assert_int_equal(dups[1], o[3]);
+    assert_int_equal(dups[2], jspan_object_get(&doc, o[4], "x", 1));
+    free(dups);
+    /* keys equal by value hash alike */
+    size_t k1 = jspan_child(&doc, o[1]), k2 = jspan_next(&doc, k1 + 1);
+    assert_true(jspan_str_same(&doc, k1, &doc, k2));
+    assert_true(jspan_str_hash(&doc, k1) == jspan_str_hash(&doc, k2));
+    assert_true(jspan_str_hash(&doc, k1) == jspan_hash_bytes("a", 1));
+    jspan_dispose(&doc);
+    assert_int_equal(jspan_parse(&doc, "{\"a\":{\"b\":[{\"c\":1}]}}", 21, &lim), JSPAN_OK);
+    assert_int_equal(jspan_find_dup_objects(&doc, &dups, &num), 0);
+    assert_int_equal(num, 0);
+    assert_null(dups);
+    jspan_dispose(&doc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_case_files),     cmocka_unit_test(test_fidelity_values),
-        cmocka_unit_test(test_types_and_walk), cmocka_unit_test(test_lookup),
-        cmocka_unit_test(test_strings),        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_limits),         cmocka_unit_test(test_buf),
+        cmocka_unit_test(test_case_files),
+        cmocka_unit_test(test_fidelity_values),
+        cmocka_unit_test(test_types_and_walk),
+        cmocka_unit_test(test_lookup),
+        cmocka_unit_test(test_strings),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_buf),
+        cmocka_unit_test(test_skip_array_scalars),
+        cmocka_unit_test(test_has_ws),
+        cmocka_unit_test(test_dup_objects),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
