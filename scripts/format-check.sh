@@ -101,6 +101,7 @@ FORMATTED=(
   src/trace/span.h
   src/trace/traceparent.c
   src/trace/traceparent.h
+  src/upstream/hedge.c
   tests/fuzz/fuzz_cache_control.c
   tests/fuzz/fuzz_jspan.c
   tests/fuzz/fuzz_resp.c
@@ -123,6 +124,7 @@ FORMATTED=(
   tests/unit/config/test_access_log.c
   tests/unit/config/test_cache_conf.c
   tests/unit/config/test_depend.c
+  tests/unit/config/test_hedge_conf.c
   tests/unit/config/test_policy.c
   tests/unit/config/test_tracing.c
   tests/unit/policy/test_auth.c

@@ -228,6 +228,13 @@ void est_accesslog_build(est_strbuf_t *out, const est_access_entry_t *e)
             append_u64(out, x->duration_ms);
             LIT(out, ",\"attempt\":");
             append_u64(out, x->attempt);
+            if (x->hedged) { /* (hedging) only when a hedge was sent: "hedge_won" says whose reply it is */
+                LIT(out, ",\"hedge\":true,\"hedge_won\":");
+                if (x->hedge_won)
+                    LIT(out, "true");
+                else
+                    LIT(out, "false");
+            }
             LIT(out, "}");
         }
     }

@@ -362,6 +362,10 @@ void est_upstream_stats_add(est_upstream_stats_t *d, const est_upstream_stats_t 
     d->ejections += s->ejections;
     d->retries_budget_exceeded += s->retries_budget_exceeded;
     d->tls_resumed += s->tls_resumed;
+    d->hedges_won += s->hedges_won;
+    d->hedges_lost += s->hedges_lost;
+    d->hedges_failed += s->hedges_failed;
+    d->hedges_refused += s->hedges_refused;
 }
 
 static void render_requests(est_strbuf_t *out, merged_route_t *routes, size_t num_routes)
@@ -492,6 +496,17 @@ static void render_upstreams(est_strbuf_t *out, merged_upstream_t *ups, size_t n
     PER_UPSTREAM("estuary_upstream_tls_resumptions_total", "counter", "TLS handshakes to the upstream that resumed a session.",
                  tls_resumed)
 #undef PER_UPSTREAM
+    header(out, "estuary_upstream_hedges_total", "counter",
+           "Hedge attempts by result: won (its head came first), lost (another attempt's did, or the exchange ended), "
+           "failed; refused: a hedge was due but over the hedge budget.");
+    for (size_t i = 0; i != n; ++i) {
+        const char *results[] = {"won", "lost", "failed", "refused"};
+        const uint64_t values[] = {ups[i].s.hedges_won, ups[i].s.hedges_lost, ups[i].s.hedges_failed, ups[i].s.hedges_refused};
+        for (size_t k = 0; k != 4; ++k) {
+            const char *labels[] = {"upstream", ups[i].name, "result", results[k], NULL};
+            sample_u64(out, "estuary_upstream_hedges_total", labels, values[k]);
+        }
+    }
 }
 
 void est_metrics_render(est_strbuf_t *out, const est_metrics_snapshot_t *snaps, size_t n, const est_process_metrics_t *proc)

@@ -239,7 +239,14 @@ static int on_head(est_exchange_t *x, void *data, int status, const struct phr_h
     branch_t *br = data;
     est_request_trace_t *t = br->f->r->trace;
     br->status = status;
-    br->desc[format_ll(br->desc, status)] = '\0'; /* "%d": at most 11 bytes */
+    size_t n = format_ll(br->desc, status); /* "%d": at most 11 bytes */
+    const est_exchange_info_t *info = est_exchange_info(x);
+    if (info->hedged) { /* SPEC: a hedged exchange is marked in Server-Timing (at most 10 more bytes) */
+        const char *mark = info->hedge_won ? " hedge_won" : " hedged";
+        memcpy(br->desc + n, mark, strlen(mark));
+        n += strlen(mark);
+    }
+    br->desc[n] = '\0';
     size_t before = t != NULL ? t->num_exchanges : 0;
     est_request_trace_exchange(br->f->r, br->b->upstream->name, x, status, EST_UERR_NONE); /* (admin) access log */
     if (t != NULL && t->num_exchanges != before)

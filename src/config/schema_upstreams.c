@@ -11,7 +11,8 @@
 
 static void load_upstream(vctx_t *c, json_t *o, est_upstream_conf_t *u)
 {
-    static const char *const keys[] = {"targets", "balance", "connect_timeout", "response_timeout", "pool", "retry", "tls", NULL};
+    static const char *const keys[] = {"targets", "balance", "connect_timeout", "response_timeout", "pool", "retry", "tls",
+                                       "hedge",   NULL};
     static const char *const pool_keys[] = {"max_connections", "max_idle", "idle_timeout", "max_requests", NULL};
     static const char *const retry_keys[] = {"attempts", "backoff", "max_backoff", "on", NULL};
     static const char *const tls_keys[] = {"verify", "ca_file", "server_name", NULL};
@@ -26,6 +27,7 @@ static void load_upstream(vctx_t *c, json_t *o, est_upstream_conf_t *u)
         return;
     }
     est_cv_check_keys(c, o, keys);
+    est_cv_load_hedge(c, o, u);
 
     if ((targets = json_object_get(o, "targets")) == NULL) {
         est_cv_err_val(c, "missing \"targets\"");

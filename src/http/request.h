@@ -46,6 +46,8 @@ typedef struct est_trace_exchange {
     uint64_t duration_ms; /* from the exchange's start to its head or failure */
     const char *reason;   /* static; when set, the access log's "error" instead of est_uerr_name(error)
                            * (aggregate: invalid_json, reply_too_large, dependency_failed) */
+    unsigned char hedged;    /* (hedging) a hedge attempt was sent ("hedge": true) */
+    unsigned char hedge_won; /* ... and its reply is the one delivered */
 } est_trace_exchange_t;
 
 #define EST_TRACE_MAX_EXCHANGES 8
@@ -121,6 +123,8 @@ static inline void est_request_trace_exchange(est_request_t *r, const char *upst
     e->reason = NULL;
     e->attempt = info->attempts;
     e->connect_ms = info->connect_ms;
+    e->hedged = info->hedged != 0;
+    e->hedge_won = info->hedge_won != 0;
     uint64_t now = h2o_now(r->svc->loop);
     e->duration_ms = now > info->start_at ? now - info->start_at : 0;
 }

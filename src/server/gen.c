@@ -138,6 +138,11 @@ int est_upstream_conf_equal(const est_upstream_conf_t *a, const est_upstream_con
     for (size_t i = 0; i != a->retry.num_statuses; ++i)
         if (a->retry.statuses[i] != b->retry.statuses[i])
             return 0;
+    /* (hedging) the upstream's runtime keeps the hedge budget and delay samples: compared too */
+    if ((a->hedge == NULL) != (b->hedge == NULL) ||
+        (a->hedge != NULL && (a->hedge->delay_auto != b->hedge->delay_auto || a->hedge->delay_ms != b->hedge->delay_ms ||
+                              a->hedge->max != b->hedge->max || a->hedge->budget_permille != b->hedge->budget_permille)))
+        return 0;
     return a->tls.verify == b->tls.verify && str_eq(a->tls.ca_file, b->tls.ca_file) &&
            str_eq(a->tls.server_name, b->tls.server_name);
 }

@@ -87,8 +87,18 @@ void est_exchange_resume(est_exchange_t *x)
     }
 }
 
+static void after_hedges_failed(est_exchange_t *x, est_uerr_t err, const char *msg);
+
 static void finish_error(est_exchange_t *x, est_uerr_t err, const char *msg)
 {
+    if (x->parent != NULL) {
+        /* (hedging) a hedge never reaches the user: it fails alone */
+        est_exchange_end_attempt(x, 0);
+        est_exchange_t *p = est_hedge_child_failed(x);
+        if (p != NULL)
+            after_hedges_failed(p, err, msg);
+        return;
+    }
     x->state = EST_X_DONE; /* a cancel from inside on_error does nothing */
     x->info.error = err;
     est_exchange_user_call(x);
@@ -110,11 +120,30 @@ static int deadline_applies(est_exchange_t *x)
     return 1;
 }
 
+/* (hedging) may x start a hedge now? Only its first attempt, before its head */
+static int hedge_pending(const est_exchange_t *x)
+{
+    if (x->hedge_at == 0 || x->parent != NULL || x->hedge_wait || x->info.attempts != 1)
+        return 0;
+    switch (x->state) {
+    case EST_X_DEFERRED:
+    case EST_X_RESOLVING:
+    case EST_X_QUEUED:
+    case EST_X_CONNECTING:
+    case EST_X_HEAD:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static void arm_wheel(est_exchange_t *x)
 {
     uint64_t at = UINT64_MAX;
     if (deadline_applies(x))
         at = x->deadline;
+    if (hedge_pending(x) && x->hedge_at < at)
+        at = x->hedge_at;
     if (x->state == EST_X_BACKOFF && x->backoff_at < at)
         at = x->backoff_at;
     if (at == UINT64_MAX)
@@ -142,6 +171,8 @@ static void on_wheel(est_wheel_entry_t *e)
         }
         return;
     }
+    if (hedge_pending(x) && now >= x->hedge_at)
+        est_hedge_launch(x, now, on_deferred_start);
     if (x->state == EST_X_BACKOFF && now >= x->backoff_at) {
         begin_attempt(x);
         return;
@@ -221,7 +252,9 @@ static void begin_attempt(est_exchange_t *x)
     else
         x->info.attempts++;
     x->state = EST_X_DEFERRED;
-    arm_wheel(x); /* backoff over: only the deadline remains */
+    if (x->info.attempts == 1 && !transparent)
+        est_hedge_first_attempt(x, now);
+    arm_wheel(x); /* backoff over: only the deadline (and a hedge delay) remains */
     x->sent = 0;
     x->got_bytes = 0;
     x->info.status = 0;
@@ -248,7 +281,7 @@ static void begin_attempt(est_exchange_t *x)
     else if (transparent)
         x->pick_mode = EST_PICK_SAME;
     else
-        x->pick_mode = x->info.attempts > 1 ? EST_PICK_RETRY : EST_PICK_FIRST;
+        x->pick_mode = x->info.attempts > 1 || x->parent != NULL ? EST_PICK_RETRY : EST_PICK_FIRST; /* a hedge: as a retry */
     size_t ti = est_balance_pick_target(u, x->pick_mode, x->pick.target_index, now);
     const char *host = u->conf->targets[ti].host;
     /* (perf) an IP literal's answer is permanent: the target keeps it after the first lookup */
@@ -499,6 +532,14 @@ static void on_head_read(h2o_socket_t *sock, const char *err)
         if (sock->input->size == 0)
             return;
     }
+    /* (hedging) the first head wins: a hedge's becomes the exchange's (its connection and
+     * attempt move into the parent), the primary's ends the hedges (connections closed) */
+    if (x->parent != NULL)
+        x = est_hedge_promote(x);
+    else if (x->hedges != NULL)
+        est_hedge_cancel_all(x);
+    if (x->info.attempts == 1 && x->u->hedge != NULL)
+        est_hedge_record_ttfb(x->u, h2o_now(x->u->set->loop) - x->info.start_at);
     int status = resp.status;
     size_t num_headers = resp.num_headers;
     est_h1_body_init(&x->body, &resp);
@@ -724,6 +765,22 @@ static void attempt_failed(est_exchange_t *x, est_uerr_t err, const char *msg)
     x->span_err = (unsigned char)(err + 1);
     est_exchange_end_attempt(x, 0);
     x->info.error = err;
+    if (x->parent != NULL) {
+        /* (hedging) a hedge is never retried; the last failure of a waiting parent decides */
+        est_exchange_t *p = est_hedge_child_failed(x);
+        if (p != NULL)
+            after_hedges_failed(p, err, msg);
+        return;
+    }
+    if (x->hedges != NULL) {
+        /* (hedging) no retry while a hedge still runs: wait for it (the deadline still applies) */
+        x->hedge_wait = 1;
+        x->hedge_at = 0;
+        x->state = EST_X_BACKOFF;
+        x->backoff_at = UINT64_MAX;
+        arm_wheel(x);
+        return;
+    }
     if (x->body_started) { /* a streamed body was consumed: it cannot be sent again */
         finish_error(x, err, msg);
         return;
@@ -738,6 +795,18 @@ static void attempt_failed(est_exchange_t *x, est_uerr_t err, const char *msg)
         return;
     }
     uint64_t wait;
+    if (may_retry(x, err, &wait)) {
+        schedule_retry(x, wait);
+        return;
+    }
+    finish_error(x, err, msg);
+}
+
+/* (hedging) every attempt of x failed, its own first: retried as any failed attempt, or failed */
+static void after_hedges_failed(est_exchange_t *x, est_uerr_t err, const char *msg)
+{
+    uint64_t wait;
+    x->info.error = err;
     if (may_retry(x, err, &wait)) {
         schedule_retry(x, wait);
         return;

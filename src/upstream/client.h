@@ -91,6 +91,8 @@ typedef struct est_exchange_info {
     uint64_t start_at;          /* h2o_now() at est_exchange_start */
     uint64_t connect_ms;        /* of the last attempt (0 for a reused connection) */
     int reused;                 /* last attempt ran on a pooled connection */
+    unsigned hedged;            /* (hedging) hedge attempts sent, 0 = not hedged (docs/upstream.md "Hedging") */
+    int hedge_won;              /* a hedge's head came first: the reply is the hedge's */
 } est_exchange_info_t;
 
 typedef struct est_exchange_cb {
@@ -173,6 +175,10 @@ typedef struct est_upstream_stats {
     uint64_t ejections;               /* an address was ejected (after repeated connect failures) */
     uint64_t retries_budget_exceeded; /* a retry was allowed by retry.* but refused by the budget */
     uint64_t tls_resumed;             /* TLS handshakes that resumed a cached session */
+    /* (hedging) hedge attempts by outcome: its head came first (won), the other attempt's did or
+     * the exchange ended first (lost), it failed (failed); a hedge due but refused by the budget
+     * (refused) */
+    uint64_t hedges_won, hedges_lost, hedges_failed, hedges_refused;
 } est_upstream_stats_t;
 
 const est_upstream_stats_t *est_upstream_get_stats(const est_upstream_t *u);

@@ -124,9 +124,29 @@ struct est_upstream {
     /* (perf) the last "ip:port" formatted for est_exchange_info, keyed by its address */
     struct sockaddr_storage addr_cache_sa;
     char addr_cache[64];
+    struct est_hedge_state *hedge; /* (hedging) allocated when conf->hedge is set */
 };
 
 #define EST_EXCHANGE_FREELIST_MAX 64
+
+/* --- hedging (hedge.c; docs/upstream.md "Hedging") --- */
+
+/* the budget's window: EST_HEDGE_WINDOW_BUCKETS buckets of EST_HEDGE_BUCKET_MS (10 s) */
+#define EST_HEDGE_WINDOW_BUCKETS 10
+#define EST_HEDGE_BUCKET_MS 1000
+/* "delay": "auto": the p95 of the last EST_HEDGE_SAMPLES times to first byte of first
+ * attempts; no hedge before EST_HEDGE_MIN_SAMPLES of them were seen */
+#define EST_HEDGE_SAMPLES 64
+#define EST_HEDGE_MIN_SAMPLES 20
+
+typedef struct est_hedge_state {
+    uint32_t first[EST_HEDGE_WINDOW_BUCKETS];  /* first attempts per bucket */
+    uint32_t hedges[EST_HEDGE_WINDOW_BUCKETS]; /* hedges sent per bucket */
+    uint64_t bucket;                           /* index (now / EST_HEDGE_BUCKET_MS) of the newest bucket */
+    uint32_t ttfb[EST_HEDGE_SAMPLES];          /* ms, a ring */
+    size_t num_ttfb, ttfb_pos, since_p95;
+    uint64_t p95;                              /* cached, recomputed every few samples */
+} est_hedge_state_t;
 
 struct est_upstream_set {
     h2o_loop_t *loop;

@@ -199,6 +199,8 @@ void est_exchange_link_timer(est_exchange_t *x, h2o_timeout_t *t, h2o_timeout_cb
  */
 void est_exchange_exit(est_exchange_t *x, int reusable)
 {
+    if (x->hedges != NULL)
+        est_hedge_cancel_all(x); /* (hedging) the exchange ends: so do its hedges */
     est_exchange_end_attempt(x, reusable);
     est_wheel_unlink(&x->wheel);
     x->state = EST_X_DONE;

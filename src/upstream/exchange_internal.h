@@ -85,9 +85,33 @@ struct est_exchange {
 
     h2o_timeout_entry_t timer;       /* phase: queue wait, connect, response */
     h2o_timeout_entry_t defer_timer; /* zero timeout: start, wake-up, resume */
-    est_wheel_entry_t wheel;         /* deadline and backoff */
+    est_wheel_entry_t wheel;         /* deadline, backoff and the hedge delay */
+    /* (hedging, hedge.c) a parent exchange runs its hedges as child exchanges (`hedges`,
+     * linked by hedge_next) until one head arrives; a child has `parent` set, no user
+     * callbacks and no deadline of its own (the parent's ends it) */
+    est_exchange_t *parent, *hedges, *hedge_next;
+    uint64_t hedge_at;              /* absolute: when the next hedge is due, 0 = none */
+    unsigned char hedge_wait;       /* the parent's own attempt failed: it waits for its hedges */
     est_exchange_t *free_next; /* (perf) u->free_exchanges */
 };
+
+/* --- hedge.c --- */
+
+/* Is x eligible for hedging at its first attempt (configured, idempotent method, no streamed
+ * body, no upgrade)? Sets x->hedge_at when it is and counts the first attempt in the budget. */
+void est_hedge_first_attempt(est_exchange_t *x, uint64_t now);
+/* x's hedge is due: starts one child exchange (within max, budget and deadline) */
+void est_hedge_launch(est_exchange_t *x, uint64_t now, h2o_timeout_cb on_start);
+/* Cancels every hedge of x, closing their connections, counted as `lost` */
+void est_hedge_cancel_all(est_exchange_t *x);
+/* Child h's head came first: ends the parent's own attempt (its connection closed), moves h's
+ * connection and attempt into the parent and frees h. Returns the parent. */
+est_exchange_t *est_hedge_promote(est_exchange_t *h);
+/* Child h's attempt failed (its attempt ended already): unlinks and frees it. Returns its
+ * parent when that was waiting (hedge_wait) and has no hedge left, else NULL. */
+est_exchange_t *est_hedge_child_failed(est_exchange_t *h);
+/* A time to first byte of a first attempt, for "delay": "auto" */
+void est_hedge_record_ttfb(est_upstream_t *u, uint64_t ms);
 
 /* --- exchange.c: the object and its resources --- */
 

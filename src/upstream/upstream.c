@@ -50,6 +50,8 @@ est_upstream_set_t *est_upstream_set_create(h2o_loop_t *loop, est_dns_t *dns, co
             u->targets[t].is_literal = u->conf->targets[t].host != NULL && est_dns_parse_literal(u->conf->targets[t].host, &lit) == 0;
         }
         set->num_upstreams = i + 1;
+        if (u->conf->hedge != NULL && (u->hedge = calloc(1, sizeof(*u->hedge))) == NULL)
+            goto Error;
         if (est_pool_init_upstream(u, &err) != 0) {
             est_log_error("upstream '%s': %s", u->conf->name, err);
             goto Error;
@@ -76,6 +78,7 @@ void est_upstream_set_destroy(est_upstream_set_t *set)
             free(u->targets[t].health);
         }
         free(u->targets);
+        free(u->hedge);
     }
     free(set->upstreams);
     est_wheel_dispose(&set->wheel);

@@ -29,6 +29,7 @@
 #include "common/log.h"
 #include "upstream/client.h"
 #include "upstream/client_internal.h" /* active_requests / active_retries */
+#include "upstream/exchange_internal.h" /* est_hedge_record_ttfb */
 
 /* ------------------------------------------------------------------ scripted server */
 
@@ -45,6 +46,7 @@ enum {
     MODE_CLOSE_IDLE,      /* answers, then closes the connection (server-side idle close) */
     MODE_BIG,             /* 200, Content-Length BIG_LEN, sent in 16 KiB pieces */
     MODE_SLOW_600,        /* like MODE_CL after 600 ms */
+    MODE_SLOW_80,         /* like MODE_CL after 80 ms */
     MODE_204,             /* 204 without body, keep-alive */
     MODE_INTERIM,         /* 100 Continue, then 200 */
     MODE_HUGE_HEAD,       /* a head over 64 KiB */
@@ -180,7 +182,8 @@ static void *handler_main(void *p)
         }
         case MODE_SLOW:
         case MODE_SLOW_600:
-            msleep(srv->mode == MODE_SLOW ? 150 : 600);
+        case MODE_SLOW_80:
+            msleep(srv->mode == MODE_SLOW ? 150 : srv->mode == MODE_SLOW_80 ? 80 : 600);
             send_all(fd, ok, strlen(ok));
             continue;
         case MODE_NO_REPLY:
@@ -1646,6 +1649,220 @@ static void test_drain_times_out(void **state)
     assert_int_equal(est_upstream_get_stats(e->f.u)->conns_open, 0); /* closed at response_timeout */
 }
 
+/* ------------------------------------------------------------------ hedging */
+
+static est_hedge_conf_t hedge_conf;
+
+/* hedging on e's upstream: a fixed delay, max, budget (per mille) */
+static void hedge_setup(env_t *e, uint64_t delay_ms, unsigned max, unsigned permille)
+{
+    hedge_conf = (est_hedge_conf_t){.delay_ms = delay_ms, .max = max, .budget_permille = permille};
+    e->f.uconf.hedge = &hedge_conf;
+}
+
+static int wait_conns_now(server_t *srv, int n, uint64_t max_ms)
+{
+    uint64_t until = now_ms() + max_ms;
+    while (atomic_load(&srv->conns_now) != n && now_ms() < until)
+        msleep(10);
+    return atomic_load(&srv->conns_now) == n;
+}
+
+/* one slow target (600 ms), one fast: the request sent to the slow one is hedged to the fast
+ * one after 50 ms, the hedge wins, and the loser's connection is closed (not pooled) */
+static void test_hedge_wins(void **state)
+{
+    env_t *e = *state; /* MODE_SLOW_600, and a second target in MODE_CL */
+    env_add_target(e, MODE_CL);
+    hedge_setup(e, 50, 1, 1000);
+    env_start(e);
+    est_upstream_request_t req = get_request();
+    int won = 0;
+    for (int i = 0; i != 2; ++i) {
+        rec_t r;
+        uint64_t t0 = now_ms();
+        start(&e->f, &r, &req);
+        assert_true(run_until_done(&e->f, &r, 1, 3000));
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.body, "hello");
+        assert_true(now_ms() - t0 < 400); /* never the slow target's 600 ms */
+        assert_string_equal(r.info.address, e->authority2);
+        if (r.info.hedged) {
+            assert_int_equal(r.info.hedged, 1);
+            assert_int_equal(r.info.hedge_won, 1);
+            won++;
+        }
+    }
+    assert_int_equal(won, 1);
+    const est_upstream_stats_t *st = est_upstream_get_stats(e->f.u);
+    assert_int_equal(st->hedges_won, 1);
+    assert_int_equal(st->hedges_lost + st->hedges_failed + st->hedges_refused, 0);
+    assert_int_equal(atomic_load(&e->srv.requests), 1);
+    assert_int_equal(atomic_load(&e->srv2.requests), 2);
+    /* only the fast target's connection is kept; the slow one's was closed: its server sees EOF */
+    assert_int_equal(st->conns_open, st->conns_idle);
+    assert_true(wait_conns_now(&e->srv, 0, 2000));
+    assert_int_equal(e->f.u->active_requests, 0);
+}
+
+/* the hedge fails (its target is down): the primary's reply is the exchange's */
+static void test_hedge_fails_primary_wins(void **state)
+{
+    env_t *e = *state; /* MODE_SLOW, and a second target nobody listens on */
+    env_add_target(e, MODE_NONE);
+    e->f.uconf.retry.attempts = 1;
+    hedge_setup(e, 20, 1, 1000);
+    env_start(e);
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(&e->f, &r, &req); /* round robin: the first request goes to the first target */
+    assert_true(run_until_done(&e->f, &r, 1, 3000));
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.info.hedged, 1);
+    assert_int_equal(r.info.hedge_won, 0);
+    const est_upstream_stats_t *st = est_upstream_get_stats(e->f.u);
+    assert_int_equal(st->hedges_failed, 1);
+    assert_int_equal(st->hedges_won + st->hedges_lost, 0);
+}
+
+/* POST is never hedged (nor any non-idempotent request) */
+static void test_hedge_never_post(void **state)
+{
+    env_t *e = *state; /* MODE_SLOW, and a second target in MODE_CL */
+    env_add_target(e, MODE_CL);
+    hedge_setup(e, 10, 1, 1000);
+    env_start(e);
+    est_upstream_request_t req = get_request();
+    req.method = h2o_iovec_init(H2O_STRLIT("POST"));
+    req.is_idempotent = 0;
+    req.has_body = 1;
+    req.body = h2o_iovec_init(H2O_STRLIT("abc"));
+    for (int i = 0; i != 2; ++i) {
+        rec_t r;
+        start(&e->f, &r, &req);
+        assert_true(run_until_done(&e->f, &r, 1, 3000));
+        assert_int_equal(r.status, 200);
+        assert_int_equal(r.info.hedged, 0);
+    }
+    assert_int_equal(atomic_load(&e->srv.requests), 1); /* the slow one was waited for */
+    assert_int_equal(atomic_load(&e->srv2.requests), 1);
+    const est_upstream_stats_t *st = est_upstream_get_stats(e->f.u);
+    assert_int_equal(st->hedges_won + st->hedges_lost + st->hedges_failed + st->hedges_refused, 0);
+}
+
+/* a 10% budget refuses the hedge of a lone first attempt (1 hedge > 10% of 1) */
+static void test_hedge_budget_refuses(void **state)
+{
+    env_t *e = *state; /* MODE_SLOW */
+    hedge_setup(e, 10, 1, 100);
+    env_start(e);
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(&e->f, &r, &req);
+    assert_true(run_until_done(&e->f, &r, 1, 3000));
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.info.hedged, 0);
+    assert_int_equal(est_upstream_get_stats(e->f.u)->hedges_refused, 1);
+    assert_int_equal(atomic_load(&e->srv.requests), 1);
+}
+
+/* max 1: one hedge (same address, another connection, as there is no other), however long the
+ * wait; the deadline ends both attempts, their connections closed */
+static void test_hedge_max_and_deadline(void **state)
+{
+    env_t *e = *state; /* MODE_SLOW_600 */
+    hedge_setup(e, 20, 1, 1000);
+    env_start(e);
+    est_upstream_request_t req = get_request();
+    req.deadline = h2o_now(e->f.loop) + 250;
+    rec_t r;
+    start(&e->f, &r, &req);
+    assert_true(run_until_done(&e->f, &r, 1, 3000));
+    assert_int_equal(r.errors, 1);
+    assert_int_equal(r.err, EST_UERR_DEADLINE);
+    assert_int_equal(r.info.hedged, 1);
+    const est_upstream_stats_t *st = est_upstream_get_stats(e->f.u);
+    assert_int_equal(st->hedges_lost, 1);
+    assert_int_equal(st->conns_open, 0);
+    assert_int_equal(atomic_load(&e->srv.conns_total), 2);
+    assert_true(wait_conns_now(&e->srv, 0, 2000));
+    assert_int_equal(atomic_load(&e->srv.requests), 2);
+    assert_int_equal(e->f.u->active_requests, 0);
+}
+
+/* the primary attempt times out while its hedge runs: it is not retried, the exchange waits,
+ * and the hedge's reply is delivered */
+static void test_hedge_primary_fails_hedge_wins(void **state)
+{
+    env_t *e = *state; /* MODE_NO_REPLY, and a second target in MODE_SLOW_80 */
+    env_add_target(e, MODE_SLOW_80);
+    e->f.uconf.response_timeout_ms = 100; /* the primary times out at 100 ms, the hedge answers at ~130 */
+    e->f.uconf.retry.on |= EST_RETRY_ON_TIMEOUT;
+    hedge_setup(e, 50, 1, 1000);
+    env_start(e);
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(&e->f, &r, &req);
+    assert_true(run_until_done(&e->f, &r, 1, 3000));
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.info.attempts, 1); /* no retry while the hedge ran */
+    assert_int_equal(r.info.hedge_won, 1);
+    const est_upstream_stats_t *st = est_upstream_get_stats(e->f.u);
+    assert_int_equal(st->hedges_won, 1);
+    assert_int_equal(st->retries, 0);
+    assert_int_equal(st->attempts_failed[EST_UERR_TIMEOUT], 1);
+    assert_int_equal(e->f.u->active_requests, 0);
+}
+
+/* every attempt fails: the exchange fails once, with the last failure (no retry is left) */
+static void test_hedge_all_fail(void **state)
+{
+    env_t *e = *state; /* MODE_NO_REPLY, and a second target in MODE_NO_REPLY */
+    env_add_target(e, MODE_NO_REPLY);
+    e->f.uconf.response_timeout_ms = 100;
+    e->f.uconf.retry.attempts = 1;
+    hedge_setup(e, 20, 1, 1000);
+    env_start(e);
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(&e->f, &r, &req);
+    assert_true(run_until_done(&e->f, &r, 1, 3000));
+    assert_int_equal(r.errors, 1);
+    assert_int_equal(r.err, EST_UERR_TIMEOUT);
+    assert_int_equal(r.info.hedged, 1);
+    const est_upstream_stats_t *st = est_upstream_get_stats(e->f.u);
+    assert_int_equal(st->hedges_failed, 1);
+    assert_int_equal(st->attempts_failed[EST_UERR_TIMEOUT], 2);
+    assert_int_equal(st->conns_open, 0);
+    assert_int_equal(e->f.u->active_requests, 0);
+}
+
+/* "delay": "auto": no hedge before EST_HEDGE_MIN_SAMPLES times to first byte; then the p95 */
+static void test_hedge_auto_delay(void **state)
+{
+    env_t *e = *state; /* MODE_SLOW (150 ms) */
+    hedge_setup(e, 0, 1, 1000);
+    hedge_conf.delay_auto = 1;
+    env_start(e);
+    est_upstream_request_t req = get_request();
+    rec_t r;
+    start(&e->f, &r, &req);
+    assert_true(run_until_done(&e->f, &r, 1, 3000));
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.info.hedged, 0); /* one sample: no delay known yet */
+    assert_int_equal(e->f.u->hedge->num_ttfb, 1);
+    for (int i = 0; i != EST_HEDGE_MIN_SAMPLES - 1; ++i)
+        est_hedge_record_ttfb(e->f.u, 10);
+    assert_int_equal(e->f.u->hedge->p95, 10); /* nearest rank: 19 x 10 ms and one ~150 ms */
+    start(&e->f, &r, &req);
+    assert_true(run_until_done(&e->f, &r, 1, 3000));
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.info.hedged, 1); /* hedged after ~10 ms, on a second connection */
+    const est_upstream_stats_t *st = est_upstream_get_stats(e->f.u);
+    assert_int_equal(st->hedges_won + st->hedges_lost, 1);
+    assert_int_equal(atomic_load(&e->srv.conns_total), 2);
+}
+
 int main(void)
 {
     /* the scripted server's mode of each env_setup / env_setup_conf test */
@@ -1699,6 +1916,14 @@ int main(void)
         cmocka_unit_test_prestate_setup_teardown(test_pool_max_requests, env_setup_conf, env_teardown, &mode_cl),
         cmocka_unit_test_prestate_setup_teardown(test_pool_idle_timeout, env_setup_conf, env_teardown, &mode_cl),
         cmocka_unit_test_prestate_setup_teardown(test_two_targets_round_robin, env_setup_conf, env_teardown, &mode_cl),
+        cmocka_unit_test_prestate_setup_teardown(test_hedge_wins, env_setup_conf, env_teardown, &mode_slow_600),
+        cmocka_unit_test_prestate_setup_teardown(test_hedge_fails_primary_wins, env_setup_conf, env_teardown, &mode_slow),
+        cmocka_unit_test_prestate_setup_teardown(test_hedge_never_post, env_setup_conf, env_teardown, &mode_slow),
+        cmocka_unit_test_prestate_setup_teardown(test_hedge_budget_refuses, env_setup_conf, env_teardown, &mode_slow),
+        cmocka_unit_test_prestate_setup_teardown(test_hedge_max_and_deadline, env_setup_conf, env_teardown, &mode_slow_600),
+        cmocka_unit_test_prestate_setup_teardown(test_hedge_primary_fails_hedge_wins, env_setup_conf, env_teardown, &mode_no_reply),
+        cmocka_unit_test_prestate_setup_teardown(test_hedge_all_fail, env_setup_conf, env_teardown, &mode_no_reply),
+        cmocka_unit_test_prestate_setup_teardown(test_hedge_auto_delay, env_setup_conf, env_teardown, &mode_slow),
         cmocka_unit_test_prestate_setup_teardown(test_two_targets_one_down, env_setup_conf, env_teardown, &mode_cl),
         cmocka_unit_test_prestate_setup_teardown(test_least_request, env_setup_conf, env_teardown, &mode_slow_600),
         cmocka_unit_test_prestate_setup_teardown(test_retry_budget_caps_retries, env_setup_conf, env_teardown, &mode_none),
