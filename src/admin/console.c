@@ -435,6 +435,10 @@ static json_t *upstream_json(const sum_upstream_t *u, const json_t *config)
     json_object_set_new(o, "retries", u64(s->retries));
     json_object_set_new(o, "retries_budget_exceeded", u64(s->retries_budget_exceeded));
     json_object_set_new(o, "ejections", u64(s->ejections));
+    /* hedging (docs/upstream.md): hedge attempts sent, and how they ended */
+    json_object_set_new(o, "hedges", u64(s->hedges_won + s->hedges_lost + s->hedges_failed));
+    json_object_set_new(o, "hedges_won", u64(s->hedges_won));
+    json_object_set_new(o, "hedges_refused", u64(s->hedges_refused));
     json_object_set_new(o, "connections",
                         json_pack("{s:o,s:o,s:o,s:o,s:o}", "open", u64(s->conns_open), "idle", u64(s->conns_idle), "waiting",
                                   u64(u->waiting), "created", u64(s->conns_created), "reused", u64(s->conns_reused)));

@@ -36,6 +36,9 @@ static est_metrics_snapshot_t make_snap(const est_worker_metrics_t *m, const cha
     s.upstreams = calloc(1, sizeof(*s.upstreams));
     s.upstreams[0].attempts_ok = 2;
     s.upstreams[0].attempts_failed[EST_UERR_CONNECT] = 3;
+    s.upstreams[0].hedges_won = 2;
+    s.upstreams[0].hedges_lost = 1;
+    s.upstreams[0].hedges_refused = 4;
     s.upstream_states = calloc(1, sizeof(*s.upstream_states));
     s.upstream_states[0].addrs = calloc(1, sizeof(est_metrics_addr_t));
     s.upstream_states[0].num_addrs = 1;
@@ -116,6 +119,9 @@ static void test_state_sums_and_rates(void **state)
     assert_int_equal(geti(u, "attempts"), 10);
     assert_int_equal(geti(u, "failures.connect_failure"), 6);
     assert_int_equal(geti(u, "connections.waiting"), 2);
+    assert_int_equal(geti(u, "hedges"), 6); /* sent: won + lost + failed, summed over both workers */
+    assert_int_equal(geti(u, "hedges_won"), 4);
+    assert_int_equal(geti(u, "hedges_refused"), 8);
     json_t *addr = json_array_get(json_object_get(u, "addresses"), 0);
     assert_int_equal(json_array_size(json_object_get(u, "addresses")), 1);
     assert_string_equal(json_string_value(json_object_get(addr, "address")), "127.0.0.1:9");
