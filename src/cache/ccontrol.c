@@ -2,6 +2,7 @@
  * estuary - HTTP caching rules; see ccontrol.h.
  */
 #include "cache/ccontrol.h"
+#include "common/fieldvalue.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -378,17 +379,9 @@ void est_cache_resp_facts_init(est_cache_resp_facts_t *f)
 
 static void add_vary(est_cache_resp_facts_t *f, const char *v, size_t len)
 {
-    const char *p = v, *end = v + len;
-    while (p < end) {
-        while (p < end && (is_ows(*p) || *p == ','))
-            ++p;
-        const char *s = p;
-        while (p < end && *p != ',')
-            ++p;
-        const char *e = p;
-        while (e > s && is_ows(e[-1]))
-            --e;
-        size_t n = (size_t)(e - s);
+    const char *cur = v, *s;
+    size_t n;
+    while (est_list_next(&cur, v + len, &s, &n)) {
         if (n == 0)
             continue;
         if (n == 1 && *s == '*') {
@@ -459,25 +452,6 @@ void est_cache_req_facts_init(est_cache_req_facts_t *f, const char *method, size
     f->is_head = method_len == 4 && memcmp(method, "HEAD", 4) == 0;
 }
 
-static int has_token(const char *v, size_t len, const char *tok)
-{
-    const char *p = v, *end = v + len;
-    size_t tl = strlen(tok);
-    while (p < end) {
-        while (p < end && (is_ows(*p) || *p == ','))
-            ++p;
-        const char *s = p;
-        while (p < end && *p != ',')
-            ++p;
-        const char *e = p;
-        while (e > s && is_ows(e[-1]))
-            --e;
-        if ((size_t)(e - s) == tl && strncasecmp(s, tok, tl) == 0)
-            return 1;
-    }
-    return 0;
-}
-
 void est_cache_req_facts_add(est_cache_req_facts_t *f, const char *name, size_t name_len, const char *value, size_t value_len)
 {
     if (name_is(name, name_len, "cache-control")) {
@@ -490,7 +464,7 @@ void est_cache_req_facts_add(est_cache_req_facts_t *f, const char *name, size_t 
     } else if (name_is(name, name_len, "range")) {
         f->range = 1;
     } else if (name_is(name, name_len, "pragma")) {
-        if (has_token(value, value_len, "no-cache"))
+        if (est_list_has_token(value, value_len, "no-cache", 8))
             f->pragma_no_cache = 1;
     }
 }

@@ -3,7 +3,8 @@
  * times: Cache-Control (RFC 9111 5.2, RFC 5861), Expires / Date (RFC 9110 5.6.7), Age
  * (RFC 9111 5.1), whether a reply may be stored and for how long (RFC 9111 3, 4.2), whether a
  * stored reply may answer a request (RFC 9111 4.2, 4.2.4, RFC 5861), and the Cache-Status
- * (RFC 9211) and Age fields estuary sends. libc only, no allocation, no global state.
+ * (RFC 9211) and Age fields estuary sends. libc and common/fieldvalue.h (list elements) only,
+ * no allocation, no global state.
  *
  * Units: times are int64 milliseconds since the Unix epoch (wall clock), durations are int64
  * milliseconds; header values in seconds are converted on the way in and out. Every number
