@@ -68,6 +68,8 @@ FORMATTED=(
   src/h1/chunked.c
   src/h1/parse.c
   src/h1/parse_internal.h
+  src/h2/hpack_out.c
+  src/h2/hpack_out.h
   src/policy/auth.c
   src/policy/auth_internal.h
   src/policy/cors.c

@@ -18,6 +18,7 @@
  * shutdown_timeout (shared/LIBH2O-2.2.5.md §5).
  */
 #include "cache/global.h"
+#include "h2/hpack_out.h"
 #include "policy/gate.h"
 #include "proxy/proxy.h"
 #include "server/server.h"
@@ -373,6 +374,7 @@ int est_server_run(est_config_t *conf)
     est_gen_addref(s.gen);
     s.first_gen = s.gen;
     setup_h2o(&s, conf);
+    est_h2_hpack_out_check();
 
     s.num_workers = conf->workers;
     s.listen_fds = calloc(s.num_workers, sizeof(*s.listen_fds));

@@ -2,11 +2,12 @@
  * estuary - upstream HTTP/1.1 wire code: request head, response head, body framing (see
  * h1wire.h).
  *
- * picohttpparser tokenizes the response head; what it lets through is checked here on top:
- * it reports an obs-folded line as a field without a name, ends lines at a bare LF, and leaves
- * the meaning of Content-Length and Transfer-Encoding to its caller. Its chunked decoder
- * accepts "0x30" (as a last chunk followed by an extension), spaces around the size and bare
- * LFs, so chunked bodies are decoded by our own state machine.
+ * The response head is tokenized and checked in one pass of our own (parse_head): libh2o's
+ * picohttpparser, used before, let obs-fold and bare LFs through, so every line had to be
+ * walked a second time, and it left the meaning of Content-Length and Transfer-Encoding to its
+ * caller. Its chunked decoder accepts "0x30" (as a last chunk followed by an extension),
+ * spaces around the size and bare LFs, so chunked bodies are decoded by our own state machine
+ * too.
  */
 #include <string.h>
 #include <strings.h>
@@ -120,13 +121,14 @@ size_t est_h1_write_request_head(char *buf, const est_upstream_request_t *req, h
 
 /* ---------------------------------------------------------------- response head */
 
-/* 1 when every byte of s[0..len) is a field-vchar, SP, HTAB or obs-text; 8 bytes per step
- * (common/swar.h), the bytes that stop the fast run (HTAB, or a real offender) checked singly */
-static int all_field_chars(const char *s, size_t len)
+/* Returns the first byte at or after p that is not a field-vchar, SP or obs-text (RFC 9110
+ * §5.5), HTAB allowed too: the CR that ends a value or reason phrase, an offending byte, or
+ * end. 8 bytes per step (common/swar.h); the bytes that stop the fast run are checked singly. */
+static const char *scan_field_chars(const char *s, const char *end)
 {
-    const unsigned char *p = (const unsigned char *)s, *end = p + len;
-    while (p != end) {
-        if (end - p >= 8) {
+    const unsigned char *p = (const unsigned char *)s, *e = (const unsigned char *)end;
+    while (p != e) {
+        if (e - p >= 8) {
             uint64_t m = est_value_stop(est_load64(p));
             if (m == 0) {
                 p += 8;
@@ -135,18 +137,19 @@ static int all_field_chars(const char *s, size_t len)
             p += est_first_hit(m);
         }
         if (!is_field_char(*p))
-            return 0;
+            break;
         ++p;
     }
-    return 1;
+    return (const char *)p;
 }
 
-/* 1 when s[0..len) is all tchars (RFC 9110 §5.6.2): ALPHA, DIGIT and '-' 8 bytes per step */
-static int all_tchars(const char *s, size_t len)
+/* Returns the first byte at or after p that is not a tchar (RFC 9110 §5.6.2), or end; ALPHA,
+ * DIGIT and '-' 8 bytes per step. */
+static const char *scan_tchars(const char *s, const char *end)
 {
-    const unsigned char *p = (const unsigned char *)s, *end = p + len;
-    while (p != end) {
-        if (end - p >= 8) {
+    const unsigned char *p = (const unsigned char *)s, *e = (const unsigned char *)end;
+    while (p != e) {
+        if (e - p >= 8) {
             uint64_t m = est_name_stop(est_load64(p));
             if (m == 0) {
                 p += 8;
@@ -155,78 +158,145 @@ static int all_tchars(const char *s, size_t len)
             p += est_first_hit(m);
         }
         if (!is_tchar(*p))
-            return 0;
+            break;
         ++p;
     }
-    return 1;
+    return (const char *)p;
 }
 
-/* the field lines and the status line: what picohttpparser lets through */
-static int check_fields(const char *buf, size_t head_len, const char *reason, size_t reason_len,
-                        const struct phr_header *headers, size_t num_headers, const char **err)
+#define HEAD_INCOMPLETE (-2)
+#define HEAD_BAD (-1)
+
+/* A line ends at p (the byte that stopped a scan): CRLF there, or the head is incomplete, or
+ * the byte is refused with the message for its kind. */
+static int line_end(const char *p, const char *end, const char *bad_byte, const char **err)
 {
+    if (p == end)
+        return HEAD_INCOMPLETE;
+    if (*p == '\r') {
+        if (p + 1 == end)
+            return HEAD_INCOMPLETE;
+        if (p[1] == '\n')
+            return 0;
+        *err = "CR without LF in the response head";
+        return HEAD_BAD;
+    }
     /* RFC 9112 §2.2: a line ends with CRLF; a bare LF is not taken as a line end here */
-    for (const char *lf = buf, *end = buf + head_len; (lf = memchr(lf, '\n', (size_t)(end - lf))) != NULL; ++lf) {
-        if (lf == buf || lf[-1] != '\r') {
-            *err = "bare LF in the response head";
-            return -1;
+    *err = *p == '\n' ? "bare LF in the response head" : bad_byte;
+    return HEAD_BAD;
+}
+
+/*
+ * The response head in one pass (RFC 9112 §4, §5): "HTTP/1.D SP 3DIGIT SP [reason] CRLF",
+ * then field lines "name:OWS value OWS CRLF", then CRLF. Stricter than picohttpparser, which
+ * this replaces: no obs-fold (§5.2), no whitespace before the colon (§5.1), no bare LF or CR,
+ * no control byte in a value or the reason. Returns the head's length, HEAD_INCOMPLETE or
+ * HEAD_BAD (*err set). Every byte is looked at once.
+ */
+static int parse_head(const char *buf, size_t len, int *minor, int *status, struct phr_header *headers,
+                      size_t *num_headers, const char **err)
+{
+    const char *p = buf, *end = buf + len;
+    size_t max_headers = *num_headers, n = 0;
+    static const char version[] = "HTTP/1.";
+    size_t vlen = sizeof(version) - 1;
+
+    /* status line */
+    if (len == 0) /* buf may be NULL then: not even memcmp may look at it */
+        return HEAD_INCOMPLETE;
+    if (memcmp(p, version, len < vlen ? len : vlen) != 0) {
+        *err = "unparseable response head";
+        return HEAD_BAD;
+    }
+    if (len < vlen + 5) /* "D SP DDD" */
+        return HEAD_INCOMPLETE;
+    p += vlen;
+    if (p[0] < '0' || p[0] > '9' || p[1] != ' ' || p[2] < '0' || p[2] > '9' || p[3] < '0' || p[3] > '9' || p[4] < '0' ||
+        p[4] > '9') {
+        *err = "unparseable response head";
+        return HEAD_BAD;
+    }
+    *minor = p[0] - '0';
+    *status = (p[2] - '0') * 100 + (p[3] - '0') * 10 + (p[4] - '0');
+    p += 5;
+    if (p == end)
+        return HEAD_INCOMPLETE;
+    if (*p != ' ') { /* the SP before the (possibly empty) reason is not optional */
+        *err = "unparseable response head";
+        return HEAD_BAD;
+    }
+    p = scan_field_chars(p + 1, end);
+    int r = line_end(p, end, "invalid byte in the reason phrase", err);
+    if (r != 0)
+        return r;
+    p += 2;
+
+    /* field lines */
+    for (;;) {
+        if (p == end)
+            return HEAD_INCOMPLETE;
+        if (*p == '\r' || *p == '\n') {
+            if ((r = line_end(p, end, NULL, err)) != 0)
+                return r;
+            *num_headers = n;
+            return (int)(p + 2 - buf);
         }
-    }
-    if (!all_field_chars(reason, reason_len)) {
-        *err = "invalid byte in the reason phrase";
-        return -1;
-    }
-    for (size_t i = 0; i != num_headers; ++i) {
-        const struct phr_header *h = &headers[i];
-        if (h->name == NULL) { /* RFC 9112 §5.2: obs-fold is refused, not unfolded */
+        if (*p == ' ' || *p == '\t') { /* RFC 9112 §5.2: obs-fold is refused, not unfolded */
             *err = "obs-fold in the response head";
-            return -1;
+            return HEAD_BAD;
         }
-        if (h->name_len == 0) {
-            *err = "empty field name";
-            return -1;
+        const char *name = p;
+        p = scan_tchars(p, end);
+        if (p == end)
+            return HEAD_INCOMPLETE;
+        if (*p != ':' || p == name) { /* RFC 9112 §5.1: no whitespace before the colon */
+            *err = p == name ? "empty field name" : "invalid field name";
+            return HEAD_BAD;
         }
-        if (!all_tchars(h->name, h->name_len)) { /* RFC 9112 §5.1: no whitespace before the colon */
-            *err = "invalid field name";
-            return -1;
+        if (n == max_headers) {
+            *err = "too many fields in the response head";
+            return HEAD_BAD;
         }
-        if (!all_field_chars(h->value, h->value_len)) {
-            *err = "invalid byte in a field value";
-            return -1;
-        }
+        headers[n].name = name;
+        headers[n].name_len = (size_t)(p - name);
+        ++p;
+        while (p != end && (*p == ' ' || *p == '\t')) /* OWS (RFC 9110 §5.6.3) */
+            ++p;
+        const char *value = p;
+        p = scan_field_chars(p, end);
+        if ((r = line_end(p, end, "invalid byte in a field value", err)) != 0)
+            return r;
+        const char *vend = p;
+        while (vend != value && (vend[-1] == ' ' || vend[-1] == '\t'))
+            --vend;
+        headers[n].value = value;
+        headers[n].value_len = (size_t)(vend - value);
+        ++n;
+        p += 2;
     }
-    return 0;
 }
 
 int est_h1_parse_response(const char *buf, size_t len, int is_head_request, struct phr_header *headers, size_t max_headers,
                           est_h1_response_t *out, const char **err)
 {
     int minor = 0, status = 0;
-    const char *reason = NULL;
-    size_t reason_len = 0, num_headers = max_headers;
+    size_t num_headers = max_headers;
     memset(out, 0, sizeof(*out));
-    int r = phr_parse_response(buf, len, &minor, &status, &reason, &reason_len, headers, &num_headers, 0);
-    if (r == -2) {
-        if (len > EST_H1_MAX_HEAD_SIZE) {
+    int r = parse_head(buf, len < EST_H1_MAX_HEAD_SIZE ? len : EST_H1_MAX_HEAD_SIZE, &minor, &status, headers, &num_headers,
+                       err);
+    if (r == HEAD_INCOMPLETE) {
+        if (len >= EST_H1_MAX_HEAD_SIZE) {
             *err = "response head too large";
             return -1;
         }
         return -2;
     }
-    if (r < 0) {
-        *err = "unparseable response head";
+    if (r < 0)
         return -1;
-    }
-    if (r > EST_H1_MAX_HEAD_SIZE) {
-        *err = "response head too large";
-        return -1;
-    }
-    if (status < 100 || status > 999) {
+    if (status < 100) {
         *err = "invalid status code";
         return -1;
     }
-    if (check_fields(buf, (size_t)r, reason, reason_len, headers, num_headers, err) != 0)
-        return -1;
     out->minor_version = minor;
     out->status = status;
     out->num_headers = num_headers;

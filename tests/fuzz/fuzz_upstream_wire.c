@@ -10,13 +10,38 @@
  * Checks: no crash, no over-read (each piece is copied into a buffer of exactly the bytes
  * read so far), and the invariants: a head length within the input and within
  * EST_H1_MAX_HEAD_SIZE, decoded <= used <= input, a check-only read that agrees with the
- * real one on errors, EST_H1_BODY_NONE when the request was HEAD.
+ * real one on errors, EST_H1_BODY_NONE when the request was HEAD. Differential: a head our
+ * parser accepts is accepted by picohttpparser (libh2o's, which is laxer) with the same
+ * length, status and fields (values compared without trailing whitespace, which both trim).
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "upstream/h1wire.h"
+
+/* picohttpparser must see the head we accepted the same way */
+static void check_same_as_phr(const char *buf, size_t len, int r, const est_h1_response_t *resp,
+                              const struct phr_header *ours)
+{
+    struct phr_header theirs[EST_H1_MAX_HEADERS];
+    size_t n = EST_H1_MAX_HEADERS;
+    int minor = 0, status = 0;
+    const char *msg = NULL;
+    size_t msg_len = 0;
+    if (phr_parse_response(buf, len, &minor, &status, &msg, &msg_len, theirs, &n, 0) != r)
+        abort();
+    if (status != resp->status || minor != resp->minor_version || n != resp->num_headers)
+        abort();
+    for (size_t i = 0; i != n; ++i) {
+        size_t vl = theirs[i].value_len;
+        while (vl != 0 && (theirs[i].value[vl - 1] == ' ' || theirs[i].value[vl - 1] == '\t'))
+            --vl;
+        if (theirs[i].name_len != ours[i].name_len || memcmp(theirs[i].name, ours[i].name, ours[i].name_len) != 0 ||
+            vl != ours[i].value_len || memcmp(theirs[i].value, ours[i].value, vl) != 0)
+            abort();
+    }
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -59,6 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
             if (is_head && !resp.interim && resp.body_mode != EST_H1_BODY_NONE)
                 abort();
+            check_same_as_phr(view, in_len, r, &resp, headers);
             memmove(view, view + r, in_len - r);
             memmove(in, in + r, in_len - r);
             in_len -= (size_t)r;
