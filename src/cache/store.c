@@ -602,17 +602,35 @@ est_cache_entry_t *est_cache_store_lookup(est_cache_store_t *s, const char *key,
     return found;
 }
 
-size_t est_cache_store_remove(est_cache_store_t *s, const char *key, size_t key_len)
+/* what a purge removes: the entries of one key (hash `hash`), or every key starting `prefix` */
+typedef struct purge_match {
+    const char *key;
+    size_t len;
+    uint64_t hash;
+    int prefix;
+} purge_match_t;
+
+static int purge_hit(const est_cache_entry_t *x, const purge_match_t *m)
 {
-    uint64_t h = est_cache_hash(&s->hkey, key, key_len);
-    shard_t *sh = shard_of(s, h);
+    if (m->prefix)
+        return x->_key_len >= m->len && memcmp(x->_key, m->key, m->len) == 0;
+    return same_key(x, m->hash, m->key, m->len);
+}
+
+/*
+ * Unlinks every entry of sh that m matches, walking the key's bucket chain for one key and the
+ * whole LRU list for a prefix; the entries are released after the lock is dropped. Returns how
+ * many were removed.
+ */
+static size_t purge_shard(est_cache_store_t *s, shard_t *sh, const purge_match_t *m)
+{
     est_cache_entry_t *dead = NULL;
     size_t n = 0;
     pthread_mutex_lock(&sh->lock);
-    est_cache_entry_t *x = sh->buckets[h & (sh->nbuckets - 1)];
+    est_cache_entry_t *x = m->prefix ? sh->lru_head : sh->buckets[m->hash & (sh->nbuckets - 1)];
     while (x != NULL) {
-        est_cache_entry_t *next = x->_hnext;
-        if (same_key(x, h, key, key_len)) {
+        est_cache_entry_t *next = m->prefix ? x->_lru_next : x->_hnext;
+        if (purge_hit(x, m)) {
             unlink_locked(s, sh, x, &dead);
             ++n;
         }
@@ -620,29 +638,23 @@ size_t est_cache_store_remove(est_cache_store_t *s, const char *key, size_t key_
     }
     pthread_mutex_unlock(&sh->lock);
     release_all(dead);
+    return n;
+}
+
+size_t est_cache_store_remove(est_cache_store_t *s, const char *key, size_t key_len)
+{
+    purge_match_t m = {key, key_len, est_cache_hash(&s->hkey, key, key_len), 0};
+    size_t n = purge_shard(s, shard_of(s, m.hash), &m);
     atomic_fetch_add_explicit(&s->purged, n, memory_order_relaxed);
     return n;
 }
 
 size_t est_cache_store_purge_prefix(est_cache_store_t *s, const char *prefix, size_t prefix_len)
 {
+    purge_match_t m = {prefix, prefix_len, 0, 1};
     size_t n = 0;
-    for (unsigned i = 0; i < s->nshards; ++i) {
-        shard_t *sh = &s->shards[i];
-        est_cache_entry_t *dead = NULL;
-        pthread_mutex_lock(&sh->lock);
-        est_cache_entry_t *x = sh->lru_head;
-        while (x != NULL) {
-            est_cache_entry_t *next = x->_lru_next;
-            if (x->_key_len >= prefix_len && memcmp(x->_key, prefix, prefix_len) == 0) {
-                unlink_locked(s, sh, x, &dead);
-                ++n;
-            }
-            x = next;
-        }
-        pthread_mutex_unlock(&sh->lock);
-        release_all(dead);
-    }
+    for (unsigned i = 0; i < s->nshards; ++i)
+        n += purge_shard(s, &s->shards[i], &m);
     atomic_fetch_add_explicit(&s->purged, n, memory_order_relaxed);
     return n;
 }

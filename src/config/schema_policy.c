@@ -94,22 +94,6 @@ static int is_reserved_header(const char *lower)
     return 0;
 }
 
-/* a JWS algorithm name -> EST_JWA_* bit (RFC 7518 §3.1, RFC 8037 §3.1); 0 when unknown. The
- * same table as est_jwa_from_name (policy/jwt.c), which the config library cannot link. */
-static unsigned jwa_from_name(const char *name)
-{
-    static const struct {
-        const char *name;
-        unsigned bit;
-    } algs[] = {{"HS256", EST_JWA_HS256}, {"HS384", EST_JWA_HS384}, {"HS512", EST_JWA_HS512}, {"RS256", EST_JWA_RS256},
-                {"RS384", EST_JWA_RS384}, {"RS512", EST_JWA_RS512}, {"PS256", EST_JWA_PS256}, {"PS384", EST_JWA_PS384},
-                {"PS512", EST_JWA_PS512}, {"ES256", EST_JWA_ES256}, {"ES384", EST_JWA_ES384}, {"EdDSA", EST_JWA_EDDSA}};
-    for (size_t i = 0; i < sizeof(algs) / sizeof(algs[0]); i++)
-        if (strcmp(name, algs[i].name) == 0)
-            return algs[i].bit;
-    return 0;
-}
-
 /* reports `msg` at the key of member `key` of the current object */
 static void err_at_key(vctx_t *c, const char *key, const char *msg)
 {
@@ -406,7 +390,7 @@ static void load_algorithms(vctx_t *c, json_t *o, est_jwt_conf_t *j)
                 est_cv_err_val(c, "expected an algorithm name such as \"RS256\", got %s", est_cv_type_name(v));
             else if (strcasecmp(json_string_value(v), "none") == 0)
                 est_cv_err_val(c, "\"none\" is never accepted: a token must be signed (RFC 8725 §3.1)");
-            else if ((bit = jwa_from_name(json_string_value(v))) == 0 || strlen(json_string_value(v)) != json_string_length(v))
+            else if ((bit = est_jwa_from_name(json_string_value(v))) == 0 || strlen(json_string_value(v)) != json_string_length(v))
                 est_cv_err_val(c,
                                "unknown algorithm \"%s\" (use HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, "
                                "ES256, ES384 or EdDSA)",

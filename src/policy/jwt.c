@@ -18,8 +18,8 @@
 
 typedef enum { FAM_HS, FAM_RS, FAM_PS, FAM_ES, FAM_ED } alg_family_t;
 
+/* what verification needs of each algorithm; names in est_jwa_from_name (jwt.h) */
 struct alg_info {
-    const char *name;
     unsigned bit;
     alg_family_t family;
     const char *md; /* digest name; NULL for EdDSA (pure Ed25519 hashes internally) */
@@ -28,32 +28,27 @@ struct alg_info {
 };
 
 static const struct alg_info algs[] = {
-    {"HS256", EST_JWA_HS256, FAM_HS, "SHA256", EST_JWK_OCT, 0},
-    {"HS384", EST_JWA_HS384, FAM_HS, "SHA384", EST_JWK_OCT, 0},
-    {"HS512", EST_JWA_HS512, FAM_HS, "SHA512", EST_JWK_OCT, 0},
-    {"RS256", EST_JWA_RS256, FAM_RS, "SHA256", EST_JWK_RSA, 0},
-    {"RS384", EST_JWA_RS384, FAM_RS, "SHA384", EST_JWK_RSA, 0},
-    {"RS512", EST_JWA_RS512, FAM_RS, "SHA512", EST_JWK_RSA, 0},
-    {"PS256", EST_JWA_PS256, FAM_PS, "SHA256", EST_JWK_RSA, 0},
-    {"PS384", EST_JWA_PS384, FAM_PS, "SHA384", EST_JWK_RSA, 0},
-    {"PS512", EST_JWA_PS512, FAM_PS, "SHA512", EST_JWK_RSA, 0},
-    {"ES256", EST_JWA_ES256, FAM_ES, "SHA256", EST_JWK_EC_P256, 32},
-    {"ES384", EST_JWA_ES384, FAM_ES, "SHA384", EST_JWK_EC_P384, 48},
-    {"EdDSA", EST_JWA_EDDSA, FAM_ED, NULL, EST_JWK_ED25519, 0},
+    {EST_JWA_HS256, FAM_HS, "SHA256", EST_JWK_OCT, 0},
+    {EST_JWA_HS384, FAM_HS, "SHA384", EST_JWK_OCT, 0},
+    {EST_JWA_HS512, FAM_HS, "SHA512", EST_JWK_OCT, 0},
+    {EST_JWA_RS256, FAM_RS, "SHA256", EST_JWK_RSA, 0},
+    {EST_JWA_RS384, FAM_RS, "SHA384", EST_JWK_RSA, 0},
+    {EST_JWA_RS512, FAM_RS, "SHA512", EST_JWK_RSA, 0},
+    {EST_JWA_PS256, FAM_PS, "SHA256", EST_JWK_RSA, 0},
+    {EST_JWA_PS384, FAM_PS, "SHA384", EST_JWK_RSA, 0},
+    {EST_JWA_PS512, FAM_PS, "SHA512", EST_JWK_RSA, 0},
+    {EST_JWA_ES256, FAM_ES, "SHA256", EST_JWK_EC_P256, 32},
+    {EST_JWA_ES384, FAM_ES, "SHA384", EST_JWK_EC_P384, 48},
+    {EST_JWA_EDDSA, FAM_ED, NULL, EST_JWK_ED25519, 0},
 };
 
 static const struct alg_info *alg_lookup(const char *name)
 {
-    for (size_t i = 0; i < sizeof(algs) / sizeof(algs[0]); i++)
-        if (strcmp(algs[i].name, name) == 0)
+    unsigned bit = est_jwa_from_name(name);
+    for (size_t i = 0; bit != 0 && i < sizeof(algs) / sizeof(algs[0]); i++)
+        if (algs[i].bit == bit)
             return &algs[i];
     return NULL;
-}
-
-unsigned est_jwa_from_name(const char *name)
-{
-    const struct alg_info *a = alg_lookup(name);
-    return a != NULL ? a->bit : 0;
 }
 
 const char *est_jwt_strerror(est_jwt_result_t r)
@@ -152,7 +147,7 @@ static est_jwt_result_t pick_key(const est_jwks_t *keys, const struct alg_info *
     *out = only;
 Found:
     /* RFC 7517 §4.4: a key restricted to one alg serves no other */
-    if ((*out)->alg != NULL && strcmp((*out)->alg, a->name) != 0)
+    if ((*out)->alg != NULL && est_jwa_from_name((*out)->alg) != a->bit)
         return EST_JWT_KEY_MISMATCH;
     return EST_JWT_OK;
 }

@@ -3,6 +3,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <jansson.h>
 
@@ -40,8 +41,21 @@ enum {
 };
 
 /* The bit of the algorithm named `name` (case-sensitive, RFC 7518 names), 0 when unknown.
- * "none" is unknown: it can never be allowed. */
-unsigned est_jwa_from_name(const char *name);
+ * "none" is unknown: it can never be allowed. The one table of algorithm names, inline so that
+ * the config library (which does not link this one) reads "algorithms" with it too. */
+static inline unsigned est_jwa_from_name(const char *name)
+{
+    static const struct {
+        char name[6];
+        unsigned bit;
+    } names[] = {{"HS256", EST_JWA_HS256}, {"HS384", EST_JWA_HS384}, {"HS512", EST_JWA_HS512}, {"RS256", EST_JWA_RS256},
+                 {"RS384", EST_JWA_RS384}, {"RS512", EST_JWA_RS512}, {"PS256", EST_JWA_PS256}, {"PS384", EST_JWA_PS384},
+                 {"PS512", EST_JWA_PS512}, {"ES256", EST_JWA_ES256}, {"ES384", EST_JWA_ES384}, {"EdDSA", EST_JWA_EDDSA}};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(name, names[i].name) == 0)
+            return names[i].bit;
+    return 0;
+}
 
 typedef enum {
     EST_JWT_OK = 0,

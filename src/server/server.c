@@ -186,6 +186,28 @@ static void log_cut_requests(est_worker_t *w)
     atomic_fetch_add(&w->server->cut_requests, n);
 }
 
+#define TRACE_FLUSH_MS 1000 /* the last export of queued spans at shutdown, at most */
+
+/*
+ * (SPEC "Tracing") after a drain that was not cut: one last export of the spans each view's
+ * exporter still queues, for at most TRACE_FLUSH_MS while the loop keeps running (the exports
+ * are asynchronous, as any other); whatever is still queued or in flight after that is counted
+ * as dropped when the views retire. No delay without tracing or with nothing queued.
+ */
+static void flush_traces(est_worker_t *w)
+{
+    uint64_t deadline = h2o_now(w->ctx.loop) + TRACE_FLUSH_MS;
+    for (;;) {
+        int busy = est_tracer_flush(w->current->tracer);
+        for (h2o_linklist_t *n = w->old_gens.next; n != &w->old_gens; n = n->next)
+            busy |= est_tracer_flush(H2O_STRUCT_FROM_MEMBER(est_worker_gen_t, link, n)->tracer);
+        uint64_t now = h2o_now(w->ctx.loop);
+        if (!busy || now >= deadline)
+            return;
+        h2o_evloop_run(w->ctx.loop, (int32_t)(deadline - now < 100 ? deadline - now : 100));
+    }
+}
+
 /*
  * A finished worker tells main and then sleeps until the process exits, instead of ending
  * its thread: libh2o 2.2.5 caches freed buffers and pool chunks in thread-local recycle lists
@@ -306,6 +328,7 @@ static void *worker_main(void *arg)
     /* a reload sent just before the drain may still be queued: apply (i.e. drop) it */
     for (int i = 0; i != 100 && !h2o_linklist_is_empty(&w->reload_rx._messages); ++i)
         h2o_evloop_run(w->ctx.loop, 10);
+    flush_traces(w);
 
     est_observe_worker_close(w); /* (admin) before the queue goes away */
     est_proxy_worker_exit(); /* cache refreshes cancelled (they pin views), coalescing table freed */

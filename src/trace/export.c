@@ -165,6 +165,14 @@ est_trace_sink_t *est_tracer_sink(est_tracer_t *t)
     return &t->sink;
 }
 
+int est_tracer_flush(est_tracer_t *t)
+{
+    if (t == NULL)
+        return 0;
+    send_batch(t); /* nothing while one is in flight: a later call sends the next batch */
+    return t->x != NULL || t->sink.count != 0;
+}
+
 void est_tracer_destroy(est_tracer_t *t, est_tracer_t *heir)
 {
     if (t == NULL)

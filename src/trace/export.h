@@ -33,6 +33,14 @@ est_tracer_t *est_tracer_create(h2o_loop_t *loop, est_dns_t *dns, const est_trac
 /* the ring requests record into (lives as long as the tracer) */
 est_trace_sink_t *est_tracer_sink(est_tracer_t *t);
 /*
+ * (graceful shutdown, after the drain: no request records any more) starts exporting what is
+ * queued now rather than at the next tick, one batch at a time as before. Returns 1 while an
+ * export runs or records wait, 0 once none is left (NULL: 0). The caller keeps running the
+ * loop between calls and bounds the wait (server.c: TRACE_FLUSH_MS); est_tracer_destroy then
+ * counts what is left as dropped.
+ */
+int est_tracer_flush(est_tracer_t *t);
+/*
  * Destroys `t` (NULL is fine): an export in flight is cancelled and its records counted as
  * dropped; the records still queued move to `heir` (the worker's next tracer) when there is
  * one, else they are counted as dropped. No request may still record into `t`.

@@ -101,6 +101,20 @@ def wait_for_port(host: str, port: int, timeout: float = 10.0,
     wait_until(ready, timeout, what=f"{host}:{port} to accept connections")
 
 
+def end_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15.0) -> bool:
+    """Sends `sig` to `proc` unless it has already exited and waits up to `timeout` s for it,
+    then SIGKILLs it (waiting at most 5 s more). False when it had to be killed."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+            return False
+    return True
+
+
 # --------------------------------------------------------------------------- DNS
 
 

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import List, Optional
 
-from harness import free_port, port_open, wait_until
+from harness import end_process, free_port, port_open, wait_for_port, wait_until
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -49,30 +49,22 @@ class RedisServer:
              "--protected-mode", "yes"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=str(self.workdir))
         log.close()
+        try:
+            wait_for_port("127.0.0.1", self.port, timeout, self.proc)
+        except RuntimeError as e:  # it exited
+            raise RuntimeError(f"redis-server: {e}: {self.log_path.read_text(errors='replace')[-2000:]}") from e
 
         def ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}: "
-                                   f"{self.log_path.read_text(errors='replace')[-2000:]}")
-            if not port_open("127.0.0.1", self.port):
-                return False
             try:
                 return self.command("PING") == "PONG"
             except OSError:
                 return False
-        wait_until(ready, timeout, what=f"redis-server on port {self.port}")
+        wait_until(ready, timeout, what=f"redis-server on port {self.port} to answer PING")
         return self
 
     def _end(self, sig: int, timeout: float) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            end_process(self.proc, sig, timeout)
         self.proc = None
 
     def kill(self) -> None:

@@ -336,3 +336,40 @@ def test_page_renders_in_chromium(backend, estuary, http, tmp_path, dns):
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("ESTUARY_CONSOLE_SCREENSHOT"):  # to refresh docs/console.png
         shutil.copy(shot, os.environ["ESTUARY_CONSOLE_SCREENSHOT"])
+
+
+class Marks(html.parser.HTMLParser):
+    """The polylines' points and the circles' centres inside <div id="out">."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines, self.dots = [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "polyline":
+            self.lines.append([tuple(float(c) for c in p.split(",")) for p in a["points"].split()])
+        elif tag == "circle":
+            self.dots.append((float(a["cx"]), float(a["cy"])))
+
+
+def test_sparkline_leaves_gaps_for_null(backend, estuary, http, tmp_path):
+    """The page's own sparkline function, run in Chromium on a p99 history with nulls (intervals
+    without requests): they are gaps, never points at 0."""
+    exe = chromium()
+    gw, admin, _ = start(backend, estuary, workers=1)
+    page = http.get(admin + "/").text
+    begin = page.index("  function sparkline(")
+    body = page[begin:page.index("\n  }\n", begin) + 4]
+    probe = tmp_path / "spark.html"
+    probe.write_text("<!doctype html><div id=\"out\"></div><script>\n" + body +
+                     "document.getElementById('out').appendChild(sparkline([1, null, 2, 3, null, null, 4, null]));\n"
+                     "document.getElementById('out').appendChild(sparkline([null, null]));\n</script>")
+    cp = browser(exe, tmp_path, "--dump-dom", probe.as_uri())
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    m = Marks()
+    m.feed(cp.stdout)
+    # x = i * 118 / 7 + 1; y = 20 - v / 4 * 18: a line through 2 and 3, dots at 1 and 4, no 0
+    assert [[round(x, 1) for x, _ in line] for line in m.lines] == [[34.7, 51.6]], cp.stdout
+    assert [(round(x, 1), round(y, 1)) for x, y in m.dots] == [(1.0, 15.5), (102.1, 2.0)], cp.stdout
+    assert cp.stdout.count("<svg") == 2

@@ -344,6 +344,41 @@ def test_metrics_count_exported(backend, estuary, http):
     assert dropped(http, admin) == 0
 
 
+def test_spans_queued_at_sigterm_are_exported(backend, estuary, http):
+    """Requests made just before SIGTERM: their spans, still queued (the exporter's tick is 1 s),
+    reach the collector in the last export of the graceful shutdown."""
+    col = Collector(backend)
+    b = backend("users")
+    b.get("/x", json_reply({}))
+    gw = start(backend, estuary, [{"path": "/x", "proxy": {"upstream": "u", "path": "/x"}}],
+               {"u": upstream(b)}, tracing(col.endpoint))
+    traces = []
+    for _ in range(3):
+        assert http.get(gw.url("/x")).status == 200
+        traces.append(seen_traceparent(b.last)[0])
+    assert gw.stop() == 0
+    # estuary has exited: what it exported has been received
+    got = {sp["traceId"] for sp in col.spans()}
+    assert all(t in got for t in traces), (traces, got)
+    for t in traces:
+        one_tree([sp for sp in col.spans() if sp["traceId"] == t])
+
+
+def test_last_export_at_shutdown_is_bounded(backend, estuary, http):
+    """A collector that hangs does not hold the exit: the last export gets at most 1 s."""
+    col = Collector(backend, delay=6.0)
+    b = backend("users")
+    b.get("/x", json_reply({}))
+    gw = start(backend, estuary, [{"path": "/x", "proxy": {"upstream": "u", "path": "/x"}}],
+               {"u": upstream(b)}, tracing(col.endpoint))
+    assert http.get(gw.url("/x")).status == 200
+    t0 = time.monotonic()
+    assert gw.stop() == 0
+    took = time.monotonic() - t0
+    assert took < 2.5, took
+    assert col.b.request_count >= 1, "the queued spans were sent (and hung)"
+
+
 def test_invalid_or_repeated_traceparent_starts_a_trace(backend, estuary, http, aio):
     col = Collector(backend)
     b = backend("users")

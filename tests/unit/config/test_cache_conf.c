@@ -16,22 +16,12 @@
 
 #define F "t.json"
 
-static est_config_t *load(const char *text)
-{
-    est_errors_t errs = {0};
-    est_config_t *c = est_config_load_buffer(F, text, strlen(text), &errs);
-    for (size_t i = 0; i < errs.count; i++)
-        print_error("%s\n", errs.items[i]);
-    est_errors_clear(&errs);
-    return c;
-}
-
 #define UP "\"upstreams\": {\"u\": {\"targets\": [\"http://127.0.0.1:1\"]}}"
 
 static void test_defaults(void **state)
 {
     (void)state;
-    est_config_t *c = load("{" UP ", \"routes\": [{\"path\": \"/a\", \"proxy\": {\"upstream\": \"u\"}}]}");
+    est_config_t *c = load_ok(F, "{" UP ", \"routes\": [{\"path\": \"/a\", \"proxy\": {\"upstream\": \"u\"}}]}");
     assert_non_null(c);
     assert_int_equal(c->cache_max_size, 256u << 20);
     assert_int_equal(c->cache_max_entry, 8u << 20);
@@ -43,12 +33,12 @@ static void test_defaults(void **state)
 static void test_values(void **state)
 {
     (void)state;
-    est_config_t *c = load("{" UP ", \"cache\": {\"max_size\": \"1MiB\", \"max_entry\": \"64KiB\"}, \"routes\": ["
-                           "{\"path\": \"/a\", \"proxy\": {\"upstream\": \"u\"}, \"cache\": {\"ttl\": \"30s\", "
-                           "\"stale_while_revalidate\": \"5s\", \"stale_if_error\": \"1m\", \"vary\": [\"Accept-Language\", "
-                           "\"X-Tenant\"], \"shared\": true}},"
-                           "{\"path\": \"/b\", \"proxy\": {\"upstream\": \"u\"}, \"coalesce\": true},"
-                           "{\"path\": \"/c\", \"proxy\": {\"upstream\": \"u\"}, \"cache\": {}}]}");
+    est_config_t *c = load_ok(F, "{" UP ", \"cache\": {\"max_size\": \"1MiB\", \"max_entry\": \"64KiB\"}, \"routes\": ["
+                                 "{\"path\": \"/a\", \"proxy\": {\"upstream\": \"u\"}, \"cache\": {\"ttl\": \"30s\", "
+                                 "\"stale_while_revalidate\": \"5s\", \"stale_if_error\": \"1m\", \"vary\": [\"Accept-Language\", "
+                                 "\"X-Tenant\"], \"shared\": true}},"
+                                 "{\"path\": \"/b\", \"proxy\": {\"upstream\": \"u\"}, \"coalesce\": true},"
+                                 "{\"path\": \"/c\", \"proxy\": {\"upstream\": \"u\"}, \"cache\": {}}]}");
     assert_non_null(c);
     assert_int_equal(c->cache_max_size, 1u << 20);
     assert_int_equal(c->cache_max_entry, 64u << 10);

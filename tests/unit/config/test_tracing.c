@@ -16,19 +16,9 @@
 
 #define F "t.json"
 
-static est_config_t *load(const char *text)
-{
-    est_errors_t errs = {0};
-    est_config_t *c = est_config_load_buffer(F, text, strlen(text), &errs);
-    for (size_t i = 0; i < errs.count; i++)
-        print_error("%s\n", errs.items[i]);
-    est_errors_clear(&errs);
-    return c;
-}
-
 static void test_absent(void **state)
 {
-    est_config_t *c = load("{}");
+    est_config_t *c = load_ok(F, "{}");
     assert_non_null(c);
     assert_null(c->tracing);
     est_config_free(c);
@@ -36,8 +26,8 @@ static void test_absent(void **state)
 
 static void test_values(void **state)
 {
-    est_config_t *c = load("{\"tracing\": {\"otlp_endpoint\": \"http://collector:4318/v1/traces\", "
-                           "\"service_name\": \"edge\", \"sample_ratio\": 0.25}}");
+    est_config_t *c = load_ok(F, "{\"tracing\": {\"otlp_endpoint\": \"http://collector:4318/v1/traces\", "
+                                 "\"service_name\": \"edge\", \"sample_ratio\": 0.25}}");
     assert_non_null(c);
     est_tracing_conf_t *t = c->tracing;
     assert_non_null(t);
@@ -60,7 +50,7 @@ static void test_values(void **state)
     assert_int_equal(u->tls.verify, 1);
     est_config_free(c);
 
-    c = load("{\"tracing\": {\"otlp_endpoint\": \"https://[::1]\"}}");
+    c = load_ok(F, "{\"tracing\": {\"otlp_endpoint\": \"https://[::1]\"}}");
     assert_non_null(c);
     t = c->tracing;
     assert_string_equal(t->otlp_path, "/");
@@ -70,13 +60,13 @@ static void test_values(void **state)
     assert_int_equal(t->otlp_upstream->targets[0].port, 443);
     est_config_free(c);
 
-    c = load("{\"tracing\": {\"otlp_endpoint\": \"http://127.0.0.1:4318?x=1\", \"sample_ratio\": 0}}");
+    c = load_ok(F, "{\"tracing\": {\"otlp_endpoint\": \"http://127.0.0.1:4318?x=1\", \"sample_ratio\": 0}}");
     assert_non_null(c);
     assert_string_equal(c->tracing->otlp_path, "/?x=1");
     assert_true(c->tracing->sample_ratio == 0.0);
     est_config_free(c);
 
-    c = load("{\"tracing\": {\"otlp_endpoint\": \"http://127.0.0.1:4318/v1/traces\", \"sample_ratio\": 1}}");
+    c = load_ok(F, "{\"tracing\": {\"otlp_endpoint\": \"http://127.0.0.1:4318/v1/traces\", \"sample_ratio\": 1}}");
     assert_non_null(c);
     assert_true(c->tracing->sample_ratio == 1.0);
     est_config_free(c);

@@ -1653,11 +1653,29 @@ static void test_drain_times_out(void **state)
 
 static est_hedge_conf_t hedge_conf;
 
-/* hedging on e's upstream: a fixed delay, max, budget (per mille) */
-static void hedge_setup(env_t *e, uint64_t delay_ms, unsigned max, unsigned permille)
+/* builds e's upstream with hedging set to conf (env_setup_conf tests) */
+static void hedge_start(env_t *e, est_hedge_conf_t conf)
 {
-    hedge_conf = (est_hedge_conf_t){.delay_ms = delay_ms, .max = max, .budget_permille = permille};
+    hedge_conf = conf;
     e->f.uconf.hedge = &hedge_conf;
+    env_start(e);
+}
+
+/* runs one exchange of req on e's upstream to its end (at most 3 s) into r */
+static void run_one(env_t *e, const est_upstream_request_t *req, rec_t *r)
+{
+    start(&e->f, r, req);
+    assert_true(run_until_done(&e->f, r, 1, 3000));
+}
+
+/* hedge_start, then one GET run into r; with deadline_ms != 0 its deadline is that far off */
+static void hedge_get(env_t *e, est_hedge_conf_t conf, uint64_t deadline_ms, rec_t *r)
+{
+    hedge_start(e, conf);
+    est_upstream_request_t req = get_request();
+    if (deadline_ms != 0)
+        req.deadline = h2o_now(e->f.loop) + deadline_ms;
+    run_one(e, &req, r);
 }
 
 static int wait_conns_now(server_t *srv, int n, uint64_t max_ms)
@@ -1674,15 +1692,13 @@ static void test_hedge_wins(void **state)
 {
     env_t *e = *state; /* MODE_SLOW_600, and a second target in MODE_CL */
     env_add_target(e, MODE_CL);
-    hedge_setup(e, 50, 1, 1000);
-    env_start(e);
+    hedge_start(e, (est_hedge_conf_t){.delay_ms = 50, .max = 1, .budget_permille = 1000});
     est_upstream_request_t req = get_request();
     int won = 0;
     for (int i = 0; i != 2; ++i) {
         rec_t r;
         uint64_t t0 = now_ms();
-        start(&e->f, &r, &req);
-        assert_true(run_until_done(&e->f, &r, 1, 3000));
+        run_one(e, &req, &r);
         assert_int_equal(r.status, 200);
         assert_string_equal(r.body, "hello");
         assert_true(now_ms() - t0 < 400); /* never the slow target's 600 ms */
@@ -1711,12 +1727,8 @@ static void test_hedge_fails_primary_wins(void **state)
     env_t *e = *state; /* MODE_SLOW, and a second target nobody listens on */
     env_add_target(e, MODE_NONE);
     e->f.uconf.retry.attempts = 1;
-    hedge_setup(e, 20, 1, 1000);
-    env_start(e);
-    est_upstream_request_t req = get_request();
     rec_t r;
-    start(&e->f, &r, &req); /* round robin: the first request goes to the first target */
-    assert_true(run_until_done(&e->f, &r, 1, 3000));
+    hedge_get(e, (est_hedge_conf_t){.delay_ms = 20, .max = 1, .budget_permille = 1000}, 0, &r); /* round robin: to the first target */
     assert_int_equal(r.status, 200);
     assert_int_equal(r.info.hedged, 1);
     assert_int_equal(r.info.hedge_won, 0);
@@ -1730,8 +1742,7 @@ static void test_hedge_never_post(void **state)
 {
     env_t *e = *state; /* MODE_SLOW, and a second target in MODE_CL */
     env_add_target(e, MODE_CL);
-    hedge_setup(e, 10, 1, 1000);
-    env_start(e);
+    hedge_start(e, (est_hedge_conf_t){.delay_ms = 10, .max = 1, .budget_permille = 1000});
     est_upstream_request_t req = get_request();
     req.method = h2o_iovec_init(H2O_STRLIT("POST"));
     req.is_idempotent = 0;
@@ -1739,8 +1750,7 @@ static void test_hedge_never_post(void **state)
     req.body = h2o_iovec_init(H2O_STRLIT("abc"));
     for (int i = 0; i != 2; ++i) {
         rec_t r;
-        start(&e->f, &r, &req);
-        assert_true(run_until_done(&e->f, &r, 1, 3000));
+        run_one(e, &req, &r);
         assert_int_equal(r.status, 200);
         assert_int_equal(r.info.hedged, 0);
     }
@@ -1754,12 +1764,8 @@ static void test_hedge_never_post(void **state)
 static void test_hedge_budget_refuses(void **state)
 {
     env_t *e = *state; /* MODE_SLOW */
-    hedge_setup(e, 10, 1, 100);
-    env_start(e);
-    est_upstream_request_t req = get_request();
     rec_t r;
-    start(&e->f, &r, &req);
-    assert_true(run_until_done(&e->f, &r, 1, 3000));
+    hedge_get(e, (est_hedge_conf_t){.delay_ms = 10, .max = 1, .budget_permille = 100}, 0, &r);
     assert_int_equal(r.status, 200);
     assert_int_equal(r.info.hedged, 0);
     assert_int_equal(est_upstream_get_stats(e->f.u)->hedges_refused, 1);
@@ -1771,13 +1777,8 @@ static void test_hedge_budget_refuses(void **state)
 static void test_hedge_max_and_deadline(void **state)
 {
     env_t *e = *state; /* MODE_SLOW_600 */
-    hedge_setup(e, 20, 1, 1000);
-    env_start(e);
-    est_upstream_request_t req = get_request();
-    req.deadline = h2o_now(e->f.loop) + 250;
     rec_t r;
-    start(&e->f, &r, &req);
-    assert_true(run_until_done(&e->f, &r, 1, 3000));
+    hedge_get(e, (est_hedge_conf_t){.delay_ms = 20, .max = 1, .budget_permille = 1000}, 250, &r);
     assert_int_equal(r.errors, 1);
     assert_int_equal(r.err, EST_UERR_DEADLINE);
     assert_int_equal(r.info.hedged, 1);
@@ -1798,12 +1799,8 @@ static void test_hedge_primary_fails_hedge_wins(void **state)
     env_add_target(e, MODE_SLOW_80);
     e->f.uconf.response_timeout_ms = 100; /* the primary times out at 100 ms, the hedge answers at ~130 */
     e->f.uconf.retry.on |= EST_RETRY_ON_TIMEOUT;
-    hedge_setup(e, 50, 1, 1000);
-    env_start(e);
-    est_upstream_request_t req = get_request();
     rec_t r;
-    start(&e->f, &r, &req);
-    assert_true(run_until_done(&e->f, &r, 1, 3000));
+    hedge_get(e, (est_hedge_conf_t){.delay_ms = 50, .max = 1, .budget_permille = 1000}, 0, &r);
     assert_int_equal(r.status, 200);
     assert_int_equal(r.info.attempts, 1); /* no retry while the hedge ran */
     assert_int_equal(r.info.hedge_won, 1);
@@ -1821,12 +1818,8 @@ static void test_hedge_all_fail(void **state)
     env_add_target(e, MODE_NO_REPLY);
     e->f.uconf.response_timeout_ms = 100;
     e->f.uconf.retry.attempts = 1;
-    hedge_setup(e, 20, 1, 1000);
-    env_start(e);
-    est_upstream_request_t req = get_request();
     rec_t r;
-    start(&e->f, &r, &req);
-    assert_true(run_until_done(&e->f, &r, 1, 3000));
+    hedge_get(e, (est_hedge_conf_t){.delay_ms = 20, .max = 1, .budget_permille = 1000}, 0, &r);
     assert_int_equal(r.errors, 1);
     assert_int_equal(r.err, EST_UERR_TIMEOUT);
     assert_int_equal(r.info.hedged, 1);
@@ -1841,21 +1834,16 @@ static void test_hedge_all_fail(void **state)
 static void test_hedge_auto_delay(void **state)
 {
     env_t *e = *state; /* MODE_SLOW (150 ms) */
-    hedge_setup(e, 0, 1, 1000);
-    hedge_conf.delay_auto = 1;
-    env_start(e);
-    est_upstream_request_t req = get_request();
     rec_t r;
-    start(&e->f, &r, &req);
-    assert_true(run_until_done(&e->f, &r, 1, 3000));
+    hedge_get(e, (est_hedge_conf_t){.delay_ms = 0, .max = 1, .budget_permille = 1000, .delay_auto = 1}, 0, &r);
     assert_int_equal(r.status, 200);
     assert_int_equal(r.info.hedged, 0); /* one sample: no delay known yet */
     assert_int_equal(e->f.u->hedge->num_ttfb, 1);
     for (int i = 0; i != EST_HEDGE_MIN_SAMPLES - 1; ++i)
         est_hedge_record_ttfb(e->f.u, 10);
     assert_int_equal(e->f.u->hedge->p95, 10); /* nearest rank: 19 x 10 ms and one ~150 ms */
-    start(&e->f, &r, &req);
-    assert_true(run_until_done(&e->f, &r, 1, 3000));
+    est_upstream_request_t req = get_request();
+    run_one(e, &req, &r);
     assert_int_equal(r.status, 200);
     assert_int_equal(r.info.hedged, 1); /* hedged after ~10 ms, on a second connection */
     const est_upstream_stats_t *st = est_upstream_get_stats(e->f.u);
