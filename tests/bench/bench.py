@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""estuary benchmark harness (issue 5): estuary vs nginx, HAProxy and h2o, one table.
+"""estuary benchmark harness (issue 5): estuary vs nginx, HAProxy, h2o and Varnish, one table.
 
 Started by tests/bench/run.sh (which installs packages and builds estuary); stdlib only.
 Everything listens on and talks to 127.0.0.1.  Every process started here is stopped by
@@ -39,8 +39,10 @@ def env(name, default, conv=str):
 DURATION = env("BENCH_DURATION", 2.0 if SMOKE else 10.0, float)
 WARMUP = env("BENCH_WARMUP", 0.5 if SMOKE else 1.0, float)
 ROUNDS = env("BENCH_ROUNDS", 1 if SMOKE else 3, int)
-PEERS = env("BENCH_PEERS", "estuary" if SMOKE else "estuary,nginx,haproxy,h2o").split(",")
-SCENARIOS = env("BENCH_SCENARIOS", "S1,S2,S2b,S3,S3u,S4,S5,S7,S8").split(",")
+PEERS = env("BENCH_PEERS", "estuary" if SMOKE else "estuary,nginx,haproxy,h2o,varnish").split(",")
+# the smoke run (CI) has S6 (estuary's cache, ~3 s) but not S6h (three runs, nginx + lua replicas)
+SCENARIOS = env("BENCH_SCENARIOS", "S1,S2,S2b,S3,S3u,S4,S5,S6,S7,S8" if SMOKE
+                else "S1,S2,S2b,S3,S3u,S4,S5,S6,S6h,S7,S8").split(",")
 FILE_MIB = env("BENCH_FILE_MIB", 64 if SMOKE else 1024, int)
 S3_DOWNLOADS = env("BENCH_S3_DOWNLOADS", 2 if SMOKE else 3, int)
 CONNS = env("BENCH_CONNS", 64, int)
@@ -56,6 +58,20 @@ ACCESS_LOG = env("BENCH_ESTUARY_ACCESS_LOG", "off")   # "off" like the peers; "s
 ESTUARY_CHECK = {}
 
 ORIGIN_PORT, H1_PORT, H2_PORT, SINK_PORT, REDIS_PORT = PORT, PORT + 1, PORT + 2, PORT + 3, PORT + 4
+# S6h: the two replicas of the hedged upstream (one nginx + lua process on the load CPU)
+REPLICA_A_PORT, REPLICA_B_PORT = PORT + 5, PORT + 6
+# S6h load: few connections, each paced (wrk's delay(): ms before its next request) so that the
+# proxy is not saturated and the latency is the backends', not a queue's
+S6H_CONNS = env("BENCH_S6H_CONNS", 16, int)
+S6H_PACE_MS = env("BENCH_S6H_PACE_MS", 5, int)
+S6H_SLOW_MS, S6H_SLOW_P = 200, 0.05
+# S6h: estuary without and with "hedge" on the upstream; one table row each
+S6H_VARIANTS = [("estuary", None),
+                ("estuary+hedge auto", {"delay": "auto", "max": 1, "budget": "10%"}),
+                ("estuary+hedge 20ms", {"delay": "20ms", "max": 1, "budget": "10%"})]
+CURRENT_HEDGE = [None]  # the "hedge" object of the S6h variant one_run is starting
+# S6: peers that cache (HAProxy's cache and h2o's are left out: the issue names nginx and Varnish)
+CACHE_PEERS = ("estuary", "nginx", "varnish")
 # S3u: uploads go to this origin (tests/bench/upload_sink.py), which reads each body whole
 # before it answers, and discards it
 UPLOAD_PEERS = ("estuary", "nginx")
@@ -89,6 +105,15 @@ SCEN = {
     "S4": dict(desc="S1 with %d keep-alive conns (wrk)" % S4_CONNS, path="/users/1", tool="wrk", conns=S4_CONNS),
     "S5": dict(desc="S1 over h2c prior knowledge, %d conns x %d streams (h2load)" % (CONNS, H2_STREAMS),
                path="/users/1", tool="h2load", conns=CONNS),
+    # the response cache (issue 17): S1's reply with Cache-Control: max-age=3600 from the origin,
+    # caches warmed before the measured window, which must cost the origin no request
+    "S6": dict(desc="cached GET /cached/users/1 at 100%% hits (S1's reply, max-age=3600), %d conns (wrk); "
+                    "estuary cache vs nginx proxy_cache vs Varnish 7 (-s malloc,256m)" % CONNS,
+               path="/cached/users/1", tool="wrk", conns=CONNS),
+    "S6h": dict(desc="hedging: GET /hedge/users/1 over 2 replicas, one answers in %d ms on %d%% of its requests; "
+                     "%d conns each paced %d ms (wrk delay()); estuary without / with \"hedge\" (no peer hedges)"
+                     % (S6H_SLOW_MS, S6H_SLOW_P * 100, S6H_CONNS, S6H_PACE_MS),
+                path="/hedge/users/1", tool="wrk", conns=S6H_CONNS),
     # estuary's policies (issue 15): no peer in Debian has them built in, so these compare with
     # estuary's own S1 of the same run (CPU ratio, added p50)
     "S7": dict(desc="S1 behind a JWT policy (RS256, one token: the verified-token cache), estuary only (wrk)",
@@ -103,7 +128,7 @@ SCEN = {
 }
 TRACE_RATIO = {"S1t": 1.0, "S1t01": 0.01}
 CURRENT_SCEN = [None]   # the scenario one_run is starting (estuary_cmd adds "tracing" for S1t*)
-ESTUARY_ONLY = ("S7", "S8", "S1t", "S1t01")
+ESTUARY_ONLY = ("S7", "S8", "S1t", "S1t01", "S6h")
 BEARER = {}         # S7: {"token": ..., "jwks": path}, made at start with the openssl CLI
 REDIS_UP = False    # S8: redis-server started on REDIS_PORT
 
@@ -209,6 +234,37 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK       # utime + stime, all threads
 
 
+def tree(pid):
+    """pid and all its descendants (Varnish: the manager and its child; h2o: its helper)."""
+    out, todo = [], [pid]
+    while todo:
+        q = todo.pop()
+        out.append(q)
+        todo += children_of(q)
+    return out
+
+
+def tree_cpu_seconds(pid):
+    """CPU of a peer's whole process tree, so that a multi-process peer (Varnish) is counted whole."""
+    total = 0.0
+    for q in tree(pid):
+        try:
+            total += cpu_seconds(q)
+        except (OSError, ValueError, IndexError):
+            pass        # exited in between
+    return total
+
+
+def tree_vm_hwm_kib(pid):
+    total = 0
+    for q in tree(pid):
+        try:
+            total += vm_hwm_kib(q)
+        except OSError:
+            pass
+    return total
+
+
 def vm_hwm_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -256,9 +312,53 @@ http {
     location /big/    { default_type application/json; }
     location /files/  { }
     location = /v1/traces { default_type application/json; return 200 '{}'; }
+    # S6: cacheable (RFC 9111 5.2.2.1); its own access log counts what reaches the origin
+    location /cached/ { access_log %(t)s/origin-cached.log; add_header Cache-Control "max-age=3600" always;
+                        default_type application/json; return 200 '%(users)s'; }
   }
 }
 """ % dict(t=TMP, port=ORIGIN_PORT, users=USERS_BODY.decode(), orders=ORDERS_BODY.decode()))
+
+
+def replicas_conf():
+    """S6h: replica A answers at once; replica B sleeps S6H_SLOW_MS on S6H_SLOW_P of its
+    requests (non-blocking ngx.sleep).  Each has its own access log: backend requests counted."""
+    return write("replicas.conf", """
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+worker_processes 1; daemon off; master_process off;
+pid %(t)s/replicas.pid; error_log %(t)s/replicas-error.log warn;
+events { worker_connections 4096; }
+http {
+  keepalive_requests 100000000; keepalive_timeout 300s;
+  server {
+    listen 127.0.0.1:%(a)d backlog=4096; access_log %(t)s/replica-a.log;
+    location / { default_type application/json; return 200 '%(users)s'; }
+  }
+  server {
+    listen 127.0.0.1:%(b)d backlog=4096; access_log %(t)s/replica-b.log;
+    location / {
+      default_type application/json;
+      content_by_lua_block {
+        if math.random() < %(p)s then ngx.sleep(%(sec)s) end
+        local body = [[%(users)s]]
+        ngx.header["Content-Length"] = #body
+        ngx.print(body)
+      }
+    }
+  }
+}
+""" % dict(t=TMP, a=REPLICA_A_PORT, b=REPLICA_B_PORT, users=USERS_BODY.decode(), p=S6H_SLOW_P,
+           sec=S6H_SLOW_MS / 1000.0))
+
+
+def log_lines(name):
+    """Requests an nginx access log in TMP has recorded (0 if it does not exist yet)."""
+    try:
+        with open(os.path.join(TMP, name), "rb") as f:
+            return f.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
 
 
 def estuary_cmd():
@@ -292,6 +392,17 @@ def estuary_cmd():
         conf["rate_limits"] = {"bench": {"rate": 1000000000, "per": "1s", "key": "client_ip", "store": "redis"}}
         conf["routes"].append({"path": "/limited/users/{rest...}", "rate_limit": "bench",
                                "proxy": {"upstream": "origin", "path": "/users/{rest...}"}})
+    if CURRENT_SCEN[0] == "S6":  # the cache only in S6's runs: the other scenarios run without a store
+        conf["cache"] = {"max_size": "256MiB"}
+        conf["routes"].append({"path": "/cached/{rest...}", "cache": {"ttl": "60s"},
+                               "proxy": {"upstream": "origin", "path": "/cached/{rest...}"}})
+    if CURRENT_SCEN[0] == "S6h":
+        up = {"targets": ["http://127.0.0.1:%d" % REPLICA_A_PORT, "http://127.0.0.1:%d" % REPLICA_B_PORT],
+              "pool": {"max_idle": 64}}
+        if CURRENT_HEDGE[0]:
+            up["hedge"] = CURRENT_HEDGE[0]
+        conf["upstreams"]["replicas"] = up
+        conf["routes"].append({"path": "/hedge/{rest...}", "proxy": {"upstream": "replicas", "path": "/users/{rest...}"}})
     if CURRENT_SCEN[0] in TRACE_RATIO:
         conf["tracing"] = {"otlp_endpoint": "http://127.0.0.1:%d/v1/traces" % ORIGIN_PORT,
                            "sample_ratio": TRACE_RATIO[CURRENT_SCEN[0]]}
@@ -318,6 +429,7 @@ def estuary_cmd():
 
 
 def nginx_cmd():
+    shutil.rmtree(os.path.join(TMP, "nginx-cache"), ignore_errors=True)   # cold at every start
     path = write("nginx.conf", """
 %(lua)s
 worker_processes 1; daemon off; master_process off;
@@ -328,6 +440,7 @@ http {
   access_log off;
   keepalive_requests 100000000; keepalive_timeout 300s;
   %(cpath)s
+  %(cache)s
   upstream origin { server 127.0.0.1:%(o)d; keepalive 256; keepalive_requests 100000000; keepalive_timeout 300s; }
   upstream sink { server 127.0.0.1:%(sink)d; keepalive 16; }
   server {
@@ -337,10 +450,17 @@ http {
     location / { proxy_pass http://origin; }
     location /_sub/ { internal; proxy_pass http://origin/; }
     location /upload/ { proxy_request_buffering off; client_max_body_size 0; proxy_pass http://sink; }
+    %(cached)s
     %(gw)s
   }
 }
 """ % dict(t=TMP, o=ORIGIN_PORT, h1=H1_PORT, h2=H2_PORT, sink=SINK_PORT,
+           # S6 only: the cache in files (page cache), its keys in shared memory, as nginx does it
+           cache=("proxy_cache_path %s/nginx-cache levels=1:2 keys_zone=bench:10m max_size=256m inactive=60m "
+                  "use_temp_path=off;" % TMP) if CURRENT_SCEN[0] == "S6" else "",
+           cached=("location /cached/ { proxy_cache bench; proxy_cache_lock on; proxy_pass http://origin;\n"
+                   "                        add_header X-Cache-Status $upstream_cache_status; }")
+           if CURRENT_SCEN[0] == "S6" else "",
            lua=("load_module /usr/lib/nginx/modules/ndk_http_module.so;\n"
                 "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;") if HAVE["nginx_lua"] else "",
            cpath='lua_package_cpath "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;;";' if HAVE["nginx_lua"] else "",
@@ -422,11 +542,27 @@ hosts:
     return ["h2o", "-c", path], None, H1_PORT
 
 
+def varnish_cmd():
+    """Varnish 7 (S6 only): the built-in VCL caches the origin's max-age reply.  One thread pool
+    (one CPU) of 100-1000 threads (a thread per busy connection: 64 wrk connections fit), the
+    cache in 256 MiB of malloc storage; in the foreground (-F), no privilege drop (-j none), no
+    CLI port (-T none).  Its manager and child processes are both counted (tree_cpu_seconds)."""
+    workdir = os.path.join(TMP, "varnish")
+    shutil.rmtree(workdir, ignore_errors=True)
+    vcl = write("varnish.vcl", """vcl 4.1;
+backend origin { .host = "127.0.0.1"; .port = "%d"; }
+""" % ORIGIN_PORT)
+    return [shutil.which("varnishd") or "/usr/sbin/varnishd", "-F", "-j", "none", "-T", "none", "-n", workdir, "-a", "127.0.0.1:%d" % H1_PORT,
+            "-f", vcl, "-s", "malloc,256m", "-p", "thread_pools=1", "-p", "thread_pool_min=100",
+            "-p", "thread_pool_max=1000"], None, H1_PORT
+
+
 PEER_DEF = {
     "estuary": dict(cmd=estuary_cmd, label="estuary"),
     "nginx": dict(cmd=nginx_cmd, label="nginx"),
     "haproxy": dict(cmd=haproxy_cmd, label="haproxy"),
     "h2o": dict(cmd=h2o_cmd, label="h2o"),
+    "varnish": dict(cmd=varnish_cmd, label="varnish"),
 }
 HAVE = {}
 
@@ -436,6 +572,7 @@ def detect():
     HAVE["nginx"] = shutil.which("nginx") is not None
     HAVE["haproxy"] = shutil.which("haproxy") is not None
     HAVE["h2o"] = shutil.which("h2o") is not None
+    HAVE["varnish"] = shutil.which("varnishd") is not None or os.access("/usr/sbin/varnishd", os.X_OK)
     HAVE["nginx_lua"] = (HAVE["nginx"] and os.path.exists("/usr/lib/nginx/modules/ngx_http_lua_module.so")
                          and os.path.exists("/usr/lib/x86_64-linux-gnu/lua/5.1/cjson.so"))
     HAVE["h2o_mruby"] = False
@@ -450,6 +587,15 @@ def detect():
 
 def peer_supports(peer, scen):
     """(True, None) or (False, reason)."""
+    if peer == "varnish" and scen != "S6":
+        return False, None      # a cache only: no row in the other scenarios
+    if scen == "S6" and peer not in CACHE_PEERS:
+        return False, "S6 compares estuary with nginx proxy_cache and Varnish"
+    if scen == "S6h":
+        if peer != "estuary":
+            return False, "%s has no request hedging: estuary without and with hedge" % peer
+        if not HAVE["nginx_lua"]:
+            return False, "the replicas need libnginx-mod-http-lua"
     if not HAVE[peer]:
         return False, "%s not installed" % peer
     if scen == "S2b" and peer not in ("estuary", "nginx"):
@@ -503,6 +649,20 @@ def check(peer, scen, port):
                 raise RuntimeError("GET %s: status %s body %r" % (path, st, body[:200]))
             if not hd.get("content-type", "").startswith("application/json"):
                 raise RuntimeError("GET %s: content-type %r" % (path, hd.get("content-type")))
+    elif scen in ("S6", "S6h"):
+        replies = http_get(port, path, 3)
+        for st, hd, body in replies:
+            if st != 200 or body != USERS_BODY:
+                raise RuntimeError("GET %s: status %s body %r" % (path, st, body[:200]))
+            if not hd.get("content-type", "").startswith("application/json"):
+                raise RuntimeError("GET %s: content-type %r" % (path, hd.get("content-type")))
+        if scen == "S6":  # the last of three is a hit, in the peer's own words
+            hd = replies[-1][1]
+            hit = {"estuary": lambda: re.match(r"estuary; hit(;|$)", hd.get("cache-status", "")),
+                   "nginx": lambda: hd.get("x-cache-status") == "HIT",
+                   "varnish": lambda: len(hd.get("x-varnish", "").split()) == 2}[peer]()
+            if not hit:
+                raise RuntimeError("GET %s: third reply not a cache hit: %r" % (path, hd))
     elif scen == "S2":
         for st, hd, body in http_get(port, path, 3):
             if st != 200:
@@ -619,9 +779,11 @@ def make_bearer():
     BEARER["token"] = header + "." + payload + "." + b64u(sig)
 
 
-def run_wrk(port, path, conns, duration, headers=None):
+def run_wrk(port, path, conns, duration, headers=None, script=None):
     cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", "-c%d" % conns, "-d%ds" % max(1, round(duration)), "--latency",
            "--timeout", "5s"]
+    if script:
+        cmd += ["-s", script]
     for k, v in (headers or {}).items():
         cmd += ["-H", "%s: %s" % (k, v)]
     cmd.append("http://127.0.0.1:%d%s" % (port, path))
@@ -736,6 +898,9 @@ def load(scen, port, duration):
     s = SCEN[scen]
     if scen == "S3u":
         return run_curl_upload(port, s["path"], S3_DOWNLOADS)
+    if scen == "S6h":  # paced: wrk waits delay() ms before each next request of a connection
+        script = write("pace.lua", "function delay()\n  return %d\nend\n" % S6H_PACE_MS)
+        return run_wrk(port, s["path"], s["conns"], duration, None, script)
     if s["tool"] == "wrk":
         return run_wrk(port, s["path"], s["conns"], duration, scen_headers(scen))
     if s["tool"] == "h2load":
@@ -744,8 +909,18 @@ def load(scen, port, duration):
 
 
 # ---------------------------------------------------------------- one run
-def one_run(peer, scen):
+def backend_count(scen):
+    """Requests the backends of S6 / S6h have received so far (their access logs)."""
+    if scen == "S6":
+        return log_lines("origin-cached.log")
+    if scen == "S6h":
+        return log_lines("replica-a.log") + log_lines("replica-b.log")
+    return None
+
+
+def one_run(peer, scen, hedge=None):
     CURRENT_SCEN[0] = scen
+    CURRENT_HEDGE[0] = hedge
     cmd, extra_env, h2port = PEER_DEF[peer]["cmd"]()
     port = h2port if scen == "S5" else H1_PORT
     p = start(peer, cmd, PROXY_CPU, extra_env)
@@ -756,14 +931,21 @@ def one_run(peer, scen):
         check(peer, scen, port)
         if WARMUP > 0 and scen not in ("S3", "S3u"):
             load(scen, port, WARMUP)
-        c0 = cpu_seconds(p.pid)
+        if scen == "S6h":
+            time.sleep(S6H_SLOW_MS / 1000.0 + 0.1)    # the warm-up's slow replies logged
+        b0 = backend_count(scen)
+        c0 = tree_cpu_seconds(p.pid)
         t0 = time.time()
         res = load(scen, port, DURATION)
         res["wall"] = time.time() - t0
         if p.poll() is not None:
             raise RuntimeError("%s died during the run (exit %s); log: %s" % (peer, p.returncode, tail(p.bench_log)))
-        res["cpu_s"] = cpu_seconds(p.pid) - c0
-        res["rss_kib"] = vm_hwm_kib(p.pid)
+        res["cpu_s"] = tree_cpu_seconds(p.pid) - c0
+        res["rss_kib"] = tree_vm_hwm_kib(p.pid)
+        if b0 is not None:
+            if scen == "S6h":
+                time.sleep(S6H_SLOW_MS / 1000.0 + 0.1)  # replies still sleeping are logged when done
+            res["backend_reqs"] = backend_count(scen) - b0
         if scen in ("S3", "S3u"):
             res["cpu_us_per_mib"] = res["cpu_s"] * 1e6 / max(1, res["bytes"] / 1048576)
         else:
@@ -797,7 +979,8 @@ def table(results):
            "CPU (median ±half-range)", "peak RSS MiB", "runs"]
     rows = []
     for scen in SCENARIOS:
-        for peer in (["direct"] if scen in ("S3", "S3u") else []) + PEERS:
+        for peer in (["direct"] if scen in ("S3", "S3u") else []) + PEERS + \
+                ([name for name, _ in S6H_VARIANTS[1:]] if scen == "S6h" else []):
             runs = results.get((scen, peer))
             if runs is None:
                 continue
@@ -850,6 +1033,53 @@ def policy_ratios(results):
         if p50 is not None and s1_p50 is not None:
             line += "; p50 %.2f vs %.2f ms (%+.2f ms)" % (p50, s1_p50, p50 - s1_p50)
         out.append(line)
+    return out
+
+
+def ok_runs(results, scen, label):
+    return [r for r in results.get((scen, label), []) if isinstance(r, dict)]
+
+
+def cache_summary(results):
+    """S6: CPU per request side by side, estuary / the better of nginx and Varnish (target
+    <= 0.8), and what reached the origin during each measured window (0 = all hits)."""
+    if "S6" not in SCENARIOS:
+        return []
+    cpu, origin = {}, []
+    for peer in CACHE_PEERS:
+        runs = ok_runs(results, "S6", peer)
+        if runs:
+            cpu[peer] = statistics.median([r["cpu_us_per_req"] for r in runs])
+            origin.append("%s %s" % (peer, ",".join(str(r.get("backend_reqs")) for r in runs)))
+    if not cpu:
+        return []
+    out = ["S6 CPU per request (median): " + " | ".join("%s %.2f µs" % (k, v) for k, v in cpu.items())]
+    peers = {k: v for k, v in cpu.items() if k != "estuary"}
+    if "estuary" in cpu and peers:
+        best = min(peers, key=peers.get)
+        ratio = cpu["estuary"] / peers[best]
+        out.append("S6 estuary / best of nginx, varnish (%s): %.2f ×  (target ≤ 0.8 ×: %s)"
+                   % (best, ratio, "met" if ratio <= 0.8 else "NOT met"))
+    out.append("S6 origin requests during each measured window (0 = every reply a hit): " + " | ".join(origin))
+    return out
+
+
+def hedge_summary(results):
+    """S6h: p50/p99 without and with hedging beside backend requests per client request."""
+    if "S6h" not in SCENARIOS:
+        return []
+    out = []
+    for name, _ in S6H_VARIANTS:
+        runs = ok_runs(results, "S6h", name)
+        if not runs:
+            continue
+        med = lambda k: statistics.median([r[k] for r in runs if r.get(k) is not None] or [float("nan")])
+        per = statistics.median([r["backend_reqs"] / max(1, r["requests"]) for r in runs])
+        out.append("  %-20s p50 %6.2f ms  p99 %7.2f ms  %7.0f req/s  backend requests (both replicas) "
+                   "per client request %.3f" % (name, med("p50"), med("p99"), med("rps"), per))
+    if out:
+        out.insert(0, "S6h hedging (estuary only: nginx, HAProxy, h2o and Varnish have no request hedging), "
+                      "medians over the rounds:")
     return out
 
 
@@ -987,6 +1217,13 @@ def main():
                                     "--appendonly", "no"], LOAD_CPU)
             wait_port(REDIS_PORT, redis)
             REDIS_UP = True
+        if "S6h" in SCENARIOS and HAVE["nginx_lua"]:
+            for port in (REPLICA_A_PORT, REPLICA_B_PORT):
+                if not port_free(port):
+                    sys.exit("port %d on 127.0.0.1 is in use (set BENCH_PORT)" % port)
+            replicas = start("replicas", ["nginx", "-c", replicas_conf(), "-p", TMP], LOAD_CPU)
+            wait_port(REPLICA_A_PORT, replicas)
+            wait_port(REPLICA_B_PORT, replicas)
         if "S3u" in SCENARIOS:
             sink = start("sink", [sys.executable, os.path.join(HERE, "upload_sink.py"), str(SINK_PORT)], LOAD_CPU)
             wait_port(SINK_PORT, sink)
@@ -999,7 +1236,7 @@ def main():
         for scen in SCENARIOS:
             for peer in PEERS:
                 ok, why = peer_supports(peer, scen)
-                if not ok:
+                if not ok and why is not None:
                     results[(scen, peer)] = why
         t_start = time.time()
         for rnd in range(1, ROUNDS + 1):
@@ -1018,23 +1255,37 @@ def main():
                             dict(run_curl_upload(SINK_PORT, SCEN["S3u"]["path"], S3_DOWNLOADS), rss_kib=0))
                     except Exception as e:      # noqa
                         results.setdefault(("S3u", "direct"), []).append("direct: %s" % e)
+                runs = []
                 for peer in PEERS:
-                    if isinstance(results.get((scen, peer)), str):
+                    if isinstance(results.get((scen, peer)), str) or not peer_supports(peer, scen)[0]:
                         continue
+                    if scen == "S6h":   # estuary without, then with hedging: one row each
+                        runs += [(name, peer, hedge) for name, hedge in S6H_VARIANTS]
+                    else:
+                        runs.append((peer, peer, None))
+                for label, peer, hedge in runs:
                     t0 = time.time()
                     try:
-                        res = one_run(peer, scen)
-                        log("round %d %s %-8s %s" % (rnd, scen, peer, " ".join(
+                        res = one_run(peer, scen, hedge)
+                        log("round %d %s %-8s %s" % (rnd, scen, label, " ".join(
                             "%s=%s" % (k, ("%.4g" % v) if isinstance(v, float) else v) for k, v in res.items())))
                     except Exception as e:      # noqa
                         res = "%s" % e
-                        log("round %d %s %-8s FAILED (%.1fs): %s" % (rnd, scen, peer, time.time() - t0, e))
+                        log("round %d %s %-8s FAILED (%.1fs): %s" % (rnd, scen, label, time.time() - t0, e))
                         if peer == "estuary":
-                            FAILURES.append("round %d %s: %s" % (rnd, scen, e))
-                    results.setdefault((scen, peer), []).append(res)
+                            FAILURES.append("round %d %s %s: %s" % (rnd, scen, label, e))
+                    results.setdefault((scen, label), []).append(res)
                     if peer == "estuary" and isinstance(res, dict) and res["errors"]:
-                        FAILURES.append("round %d %s: %d errors under load (%s) of %d requests"
-                                        % (rnd, scen, res["errors"], res.get("error_detail", "?"), res["requests"]))
+                        FAILURES.append("round %d %s %s: %d errors under load (%s) of %d requests"
+                                        % (rnd, scen, label, res["errors"], res.get("error_detail", "?"),
+                                           res["requests"]))
+                    if scen == "S6" and isinstance(res, dict) and res.get("backend_reqs"):
+                        msg = ("round %d S6 %s: the origin got %d requests in the measured window "
+                               "(not all hits)" % (rnd, label, res["backend_reqs"]))
+                        if peer == "estuary":
+                            FAILURES.append(msg)
+                        else:
+                            NOTES.append(msg)
         elapsed = time.time() - t_start
 
         print()
@@ -1048,8 +1299,10 @@ def main():
         print()
         for line in policy_ratios(results):
             print(line)
-        print("CPU = utime+stime of the proxy process (/proc/PID/stat) during the measured run ÷ requests "
-              "(S3, S3u: ÷ MiB sent); peak RSS = VmHWM; p50/p99 from wrk --latency / h2load --log-file "
+        for line in cache_summary(results) + hedge_summary(results):
+            print(line)
+        print("CPU = utime+stime of the proxy's processes (/proc/PID/stat, the process and its children: Varnish's manager + child) during the measured run ÷ requests "
+              "(S3, S3u: ÷ MiB sent); peak RSS = VmHWM (summed over those processes); p50/p99 from wrk --latency / h2load --log-file "
               "(S3, S3u: median/max transfer time, ms). Harness time %.0fs." % elapsed)
         for n in NOTES:
             print("note: " + n)
