@@ -34,6 +34,8 @@ FORMATTED=(
   src/cache/global.h
   src/cache/hash.c
   src/cache/hash.h
+  src/cache/serve.c
+  src/cache/serve.h
   src/cache/store.c
   src/cache/store.h
   src/common/asan.h

@@ -17,6 +17,11 @@
  * bounded by aggregate_memory, as it grows; a reply that would pass the bound fails with
  * `reply_too_large`. The replies and their indexes are freed as soon as the body is written,
  * the body when the request ends (it is handed to h2o without a copy).
+ *
+ * Response cache and coalescing (cache/serve.h, docs/cache.md "Wiring: aggregating routes"):
+ * the same lookup as proxy routes runs before any backend is prepared; a fan-out stores only a
+ * complete reply (every branch merged), copied once into an entry living the route's ttl, and
+ * hands its reply or its error to the identical requests that waited on it.
  */
 #include "aggregate/fanout.h"
 
@@ -29,6 +34,7 @@
 #include <time.h>
 
 #include "aggregate/merge.h"
+#include "cache/serve.h"
 
 /* Bytes held by every fan-out of the process (all workers): reply buffers, indexes, bodies.
  * One atomic counter shared by the worker threads because the bound (aggregate_memory) is
@@ -74,6 +80,7 @@ typedef struct st_fanout_t {
     jspan_buf_t out;   /* the merged body, until the request ends */
     size_t out_held;   /* bytes of `out` reserved */
     h2o_generator_t generator;
+    est_cache_req_t cache; /* response cache and coalescing (cache/serve.h); unused on other routes */
     branch_t branches[];
 } fanout_t;
 
@@ -451,6 +458,7 @@ static void on_dispose(void *p)
     jspan_buf_dispose(&f->out);
     release(f->out_held);
     f->out_held = 0;
+    est_cache_req_dispose(&f->cache); /* a waiter leaves; a flight still open goes to the oldest waiter */
     /* big replies are mmap'd and already returned; this gives back what the heap kept */
     if (f->peak >= TRIM_AFTER)
         malloc_trim(0);
@@ -515,6 +523,63 @@ static void describe_failure(fanout_t *f, const branch_t *br, char *msg, size_t 
     }
 }
 
+/*
+ * The merged reply and the cache (docs/cache.md "Aggregating routes"): stored only when complete
+ * (every branch answered and merged: X-Estuary-Completed: true), with the route's ttl as its
+ * lifetime (the backends' Cache-Control does not describe the merged document), the body copied
+ * once into the entry; shared with the coalescing waiters, complete or partial. estuary is the
+ * origin of the merged document, so its age starts when it is built (the backends' response
+ * delay is not added, RFC 9111 4.2.3). Adds the leader's Cache-Status.
+ */
+static void cache_reply(fanout_t *f, int complete)
+{
+    est_cache_req_t *c = &f->cache;
+    int stored = 0;
+    if (c->store == NULL && c->flight == NULL)
+        return;
+    int64_t now = est_cache_wall_ms();
+    est_cache_resp_facts_t rs; /* none: the entry's Date is now, it has no Age and no Vary */
+    est_cache_resp_facts_init(&rs);
+    est_cache_decision_t d;
+    memset(&d, 0, sizeof(d));
+    int storable = 0;
+    if (c->store != NULL && c->may_store && c->key != NULL) {
+        if (!complete) {
+            c->cs.detail = "incomplete";
+        } else {
+            est_cache_decide(&c->rq, 200, &rs, &c->pol, (int64_t)f->out.len, now, &d);
+            storable = d.storable;
+            if (!storable)
+                c->cs.detail = d.detail;
+        }
+    }
+    if (storable || c->flight != NULL) {
+        const est_cache_field_t fields[] = {
+            {"content-type", 12, "application/json", 16},
+            {"x-estuary-completed", 19, complete ? "true" : "false", complete ? 4 : 5},
+        };
+        est_cache_entry_t *e = est_cache_req_entry_new(storable ? c->key : "", storable ? c->key_len : 0, 200, fields, 2, &rs,
+                                                       &c->hs, storable ? &d : NULL, c->pol.max_entry, (int64_t)f->out.len, now,
+                                                       now);
+        if (e != NULL && f->out.len != 0 && est_cache_entry_append(e, f->out.data, f->out.len) != 0) {
+            est_cache_entry_release(e);
+            e = NULL;
+        }
+        if (e == NULL) { /* out of memory (the size was checked by decide): the waiters fan out themselves */
+            est_cache_req_finish_flight(c, NULL, est_coalesce_err_unshareable);
+        } else {
+            est_cache_entry_freeze(e);
+            if (storable && est_cache_store_insert(c->store, e) == 0) {
+                stored = 1;
+                est_cache_req_stored(c);
+            }
+            est_cache_req_finish_flight(c, e, NULL);
+            est_cache_entry_release(e);
+        }
+    }
+    est_cache_req_forwarded(c, 200, stored);
+}
+
 static void respond(fanout_t *f)
 {
     est_request_t *r = f->r;
@@ -564,6 +629,11 @@ static void respond(fanout_t *f)
     free_replies(f);
 
     add_server_timing(f);
+    if (fail && est_cache_req_stale_if_error_ok(&f->cache)) {
+        /* RFC 5861 4: the stored complete reply stands in for the failed fan-out (the waiters get it too) */
+        est_cache_req_serve_stale_on_error(&f->cache, first_failed->status);
+        return;
+    }
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-estuary-completed"), 0, NULL,
                           num_failed == 0 ? "true" : "false", num_failed == 0 ? 4 : 5);
 
@@ -575,15 +645,24 @@ static void respond(fanout_t *f)
             size_t len = strlen(msg);
             snprintf(msg + len, sizeof(msg) - len, "; every backend failed");
         }
-        est_send_error(req, all_timeouts ? 504 : 502, all_timeouts ? "upstream_timeout" : "upstream_unavailable", msg,
-                       r->request_id);
+        int status = all_timeouts ? 504 : 502;
+        const char *code = all_timeouts ? "upstream_timeout" : "upstream_unavailable";
+        if (f->cache.flight != NULL) /* the waiters get the same error; nothing is stored */
+            est_cache_req_finish_flight(&f->cache, NULL, est_cache_req_shared_error(&f->cache, status, code, msg));
+        est_cache_req_forwarded(&f->cache, 0, 0);
+        est_send_error(req, status, code, msg, r->request_id);
         return;
     }
 
     if (!written) {
+        if (f->cache.flight != NULL)
+            est_cache_req_finish_flight(&f->cache, NULL,
+                                        est_cache_req_shared_error(&f->cache, 500, "internal_error", "out of memory"));
+        est_cache_req_forwarded(&f->cache, 0, 0);
         est_send_error(req, 500, "internal_error", "out of memory", r->request_id);
         return;
     }
+    cache_reply(f, num_failed == 0);
     req->res.status = 200;
     req->res.reason = "OK";
     req->res.content_length = f->out.len;
@@ -599,6 +678,40 @@ static void respond(fanout_t *f)
     }
 }
 
+/* the fan-out itself: every backend without dependencies starts now, the others as their groups answer */
+static void start_fanout(fanout_t *f)
+{
+    est_request_t *r = f->r;
+    h2o_req_t *req = r->req;
+    f->start_us = now_us();
+    for (size_t i = 0; i != f->num; ++i) {
+        branch_t *br = f->branches + i;
+        /* a backend with dependencies is prepared when they have answered */
+        if (br->b->num_deps == 0 && est_request_prepare_backend(r, i, f->method, &br->ureq, NULL, NULL) != 0) {
+            /* the validator guarantees every {param} is bound; this is a bug, not bad input */
+            f->responded = 1;
+            if (f->cache.flight != NULL)
+                est_cache_req_finish_flight(
+                    &f->cache, NULL, est_cache_req_shared_error(&f->cache, 500, "internal_error", "cannot build a backend path"));
+            est_send_error(req, 500, "internal_error", "cannot build a backend path", r->request_id);
+            return;
+        }
+    }
+    f->pending = f->num;
+    h2o_timeout_link(r->svc->loop, r->svc->get_timeout(r->svc, r->route->timeout_ms), &f->deadline);
+    schedule(f);
+}
+
+/* a coalescing waiter fans out itself (promoted to leader, or the leader's reply was not shareable) */
+static void cache_forward(est_cache_req_t *c)
+{
+    start_fanout(c->data);
+}
+
+/* no background refresh for a fan-out (it lives in its request): under stale-while-revalidate the
+ * request that wins the entry's refresh flag fans out itself, every other one is served stale */
+static const est_cache_req_ops_t cache_ops = {cache_forward, NULL};
+
 void est_aggregate_handle(est_request_t *r)
 {
     h2o_req_t *req = r->req;
@@ -609,7 +722,6 @@ void est_aggregate_handle(est_request_t *r)
     est_jarena_init(&f->arena);
     f->r = r;
     f->num = route->num_backends;
-    f->start_us = now_us();
     f->deadline.cb = on_deadline;
 
     /* HEAD is served as GET to the backends; the merged body is dropped */
@@ -619,15 +731,9 @@ void est_aggregate_handle(est_request_t *r)
         br->f = f;
         br->b = route->backends + i;
         br->index = i;
-        /* a backend with dependencies is prepared when they have answered */
-        if (br->b->num_deps == 0 && est_request_prepare_backend(r, i, f->method, &br->ureq, NULL, NULL) != 0) {
-            /* the validator guarantees every {param} is bound; this is a bug, not bad input */
-            est_send_error(req, 500, "internal_error", "cannot build a backend path", r->request_id);
-            return;
-        }
     }
-
-    f->pending = f->num;
-    h2o_timeout_link(r->svc->loop, r->svc->get_timeout(r->svc, route->timeout_ms), &f->deadline);
-    schedule(f);
+    /* the response cache and coalescing (GET/HEAD on a route with cache or coalesce) */
+    if (est_cache_req_begin(&f->cache, r, &cache_ops, f))
+        return; /* answered from the cache, or waiting on an identical request */
+    start_fanout(f);
 }

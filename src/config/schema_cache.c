@@ -110,20 +110,11 @@ void est_cv_load_route_cache(vctx_t *c, json_t *route_obj, est_route_conf_t *r)
     static const char *const keys[] = {"ttl", "stale_while_revalidate", "stale_if_error", "vary", "shared", NULL};
     json_t *o = json_object_get(route_obj, "cache");
 
+    /* proxy and aggregating routes alike (an aggregating route stores only complete replies) */
     est_cv_get_bool(c, route_obj, "coalesce", &r->coalesce);
-    if (r->coalesce && r->backends != NULL) {
-        est_cv_push_key(c, "coalesce");
-        est_cv_err_val(c, "coalescing on aggregating routes is not supported yet");
-        est_cv_pop(c);
-    }
     if (o == NULL)
         return;
     est_cv_push_key(c, "cache");
-    if (r->backends != NULL) {
-        est_cv_err_key(c, "cache on aggregating routes is not supported yet");
-        est_cv_pop(c);
-        return;
-    }
     if (!json_is_object(o)) {
         est_cv_err_val(c, "expected an object such as {\"ttl\": \"30s\"}, got %s", est_cv_type_name(o));
         est_cv_pop(c);

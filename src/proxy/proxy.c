@@ -45,8 +45,7 @@
 #include <time.h>
 
 #include "admin/metrics.h"
-#include "cache/coalesce.h"
-#include "cache/global.h"
+#include "cache/serve.h"
 #include "common/log.h"
 #include "h1/conn.h"
 #include <h2o/tunnel.h>
@@ -59,12 +58,6 @@
  */
 #define READ_AHEAD_BUDGET (32 * 1024 * 1024)
 static _Thread_local size_t read_ahead_total;
-
-/* a request's header fields, for the cache's header callback (pool: where joined values go) */
-typedef struct {
-    const h2o_headers_t *headers;
-    h2o_mem_pool_t *pool;
-} hdr_src_t;
 
 typedef struct st_proxy_t {
     h2o_generator_t gen; /* first: h2o hands it back to proceed/stop */
@@ -94,38 +87,18 @@ typedef struct st_proxy_t {
     h2o_iovec_t first;
     /* one timer: 0 ms head timer until the first send, then client_send_timeout */
     h2o_timeout_entry_t timer;
-    /* response cache and coalescing (docs/cache.md); store NULL: the route is not cached */
-    est_cache_store_t *store;
-    est_cache_route_policy_t pol;
-    est_cache_req_facts_t rq;
-    hdr_src_t hs;
-    const char *key; /* the primary key (request pool); NULL: none (bypass, or over EST_CACHE_MAX_KEY) */
-    size_t key_len;
-    int may_store;             /* the reply may go into the store (a GET that was looked up or forwarded) */
-    est_cache_status_t cs;     /* Cache-Status of a forwarded reply */
-    est_cache_entry_t *fill;   /* the reply being copied as it streams (for the store and/or waiters) */
-    int fill_store;            /* `fill` is inserted at the end (storable); else only shared with waiters */
-    est_cache_entry_t *stale;  /* a stale entry kept for stale-if-error, or whose refresh this request carries */
-    est_cache_entry_t *served; /* the entry a hit sends by reference (released at dispose) */
-    int64_t request_time_ms;
-    est_coalesce_flight_t *flight; /* this request leads a coalescing flight */
-    est_coalesce_waiter_t waiter;
-    int waiting;    /* linked as a waiter */
-    int refreshing; /* carries `stale`'s one background refresh (stale-while-revalidate) */
+    /* response cache and coalescing (cache/serve.h, docs/cache.md); c.store NULL: the route is not cached */
+    est_cache_req_t c;
+    est_cache_entry_t *fill; /* the reply being copied as it streams (for the store and/or waiters) */
+    int fill_store;          /* `fill` is inserted at the end (storable); else only shared with waiters */
 } proxy_t;
-
-/* the worker's coalescing table (created on first use, destroyed by est_proxy_worker_exit) */
-static _Thread_local est_coalesce_t *coalesce_table;
 
 static void cancel_refreshes(void);
 
 void est_proxy_worker_exit(void)
 {
     cancel_refreshes();
-    if (coalesce_table != NULL) {
-        est_coalesce_destroy(coalesce_table);
-        coalesce_table = NULL;
-    }
+    est_cache_req_worker_exit();
 }
 
 static void cancel_timer(proxy_t *p)
@@ -194,9 +167,9 @@ static void on_send_timeout(h2o_timeout_entry_t *entry)
     }
     if (p->fill != NULL)
         p->fill = (est_cache_entry_release(p->fill), NULL);
-    if (p->flight != NULL) { /* the waiters are not failed: the oldest one goes to the backend */
-        est_coalesce_flight_t *f = p->flight;
-        p->flight = NULL;
+    if (p->c.flight != NULL) { /* the waiters are not failed: the oldest one goes to the backend */
+        est_coalesce_flight_t *f = p->c.flight;
+        p->c.flight = NULL;
         est_coalesce_abandon(f);
     }
     p->finished = 1;
@@ -319,9 +292,9 @@ static void on_stop(h2o_generator_t *gen, h2o_req_t *req)
     }
     if (p->fill != NULL)
         p->fill = (est_cache_entry_release(p->fill), NULL);
-    if (p->flight != NULL) { /* the waiters are not failed: the oldest one goes to the backend */
-        est_coalesce_flight_t *f = p->flight;
-        p->flight = NULL;
+    if (p->c.flight != NULL) { /* the waiters are not failed: the oldest one goes to the backend */
+        est_coalesce_flight_t *f = p->c.flight;
+        p->c.flight = NULL;
         est_coalesce_abandon(f);
     }
 }
@@ -335,22 +308,9 @@ static void on_dispose(void *data)
         est_exchange_cancel(p->x);
     h2o_buffer_dispose(&p->sending);
     h2o_buffer_dispose(&p->pending);
-    if (p->waiting) /* the client left while waiting: the leader goes on */
-        est_coalesce_leave(&p->waiter);
     if (p->fill != NULL)
         est_cache_entry_release(p->fill);
-    if (p->flight != NULL) {
-        est_coalesce_flight_t *f = p->flight;
-        p->flight = NULL;
-        est_coalesce_abandon(f); /* the oldest waiter leads now */
-    }
-    if (p->stale != NULL) {
-        if (p->refreshing)
-            est_cache_entry_refresh_done(p->stale); /* the refresh stored nothing */
-        est_cache_entry_release(p->stale);
-    }
-    if (p->served != NULL)
-        est_cache_entry_release(p->served);
+    est_cache_req_dispose(&p->c); /* a waiter leaves, a flight goes to the oldest waiter, references go */
 }
 
 static int header_is(const struct phr_header *h, const char *name, size_t len)
@@ -385,114 +345,6 @@ static void on_upgrade_complete(void *data, h2o_socket_t *client_sock, size_t re
  * the stream goes on), inserted at the end when storable, and handed to the requests that
  * waited on this one (coalescing) whether storable or not (a 503 is shared too).
  */
-/* estuary_cache_requests_total{route,result} */
-static void count_cache(proxy_t *p, est_cache_result_t result)
-{
-    est_worker_metrics_t *m = p->r->svc->metrics;
-    size_t i = p->r->route->index;
-    if (m != NULL && i < m->num_routes)
-        ++m->routes[i].cache[result];
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* est_cache_header_fn over a request's headers (names are lower-case in h2o) */
-static int req_header(void *ctx, const char *name, size_t name_len, const char **value, size_t *value_len)
-{
-    const hdr_src_t *src = ctx;
-    const h2o_headers_t *hs = src->headers;
-    ssize_t i = h2o_find_header_by_str(hs, name, name_len, -1);
-    if (i < 0)
-        return 0;
-    ssize_t j = h2o_find_header_by_str(hs, name, name_len, i);
-    if (j < 0) {
-        *value = hs->entries[i].value.base;
-        *value_len = hs->entries[i].value.len;
-        return 1;
-    }
-    /* several field lines: joined with ", " (RFC 9110 5.3) into the pool */
-    size_t total = 0;
-    for (ssize_t k = i; k >= 0; k = h2o_find_header_by_str(hs, name, name_len, k))
-        total += hs->entries[k].value.len + 2;
-    char *buf = h2o_mem_alloc_pool(src->pool, total), *dst = buf;
-    for (ssize_t k = i; k >= 0; k = h2o_find_header_by_str(hs, name, name_len, k)) {
-        if (dst != buf) {
-            *dst++ = ',';
-            *dst++ = ' ';
-        }
-        memcpy(dst, hs->entries[k].value.base, hs->entries[k].value.len);
-        dst += hs->entries[k].value.len;
-    }
-    *value = buf;
-    *value_len = (size_t)(dst - buf);
-    return 1;
-}
-
-static void add_cache_status(h2o_req_t *req, const est_cache_status_t *cs)
-{
-    char *buf = h2o_mem_alloc_pool(&req->pool, EST_CACHE_STATUS_MAX);
-    size_t n = est_cache_status_format(buf, EST_CACHE_STATUS_MAX, cs);
-    if (n != 0)
-        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("cache-status"), 0, NULL, buf, n);
-}
-
-/* every response is sent with one h2o_send: no callbacks needed (as h2o_send_inline does) */
-static h2o_generator_t entry_generator = {NULL, NULL};
-
-/*
- * Answers from a frozen entry, which becomes the request's (released at dispose): its header
- * fields and body are sent from the entry itself, not copied. HEAD gets the head only. The
- * caller must not touch `p` afterwards (h2o may dispose the request in h2o_send).
- */
-static void serve_entry(proxy_t *p, est_cache_entry_t *e, const est_cache_status_t *cs, int with_age)
-{
-    h2o_req_t *req = p->r->req;
-    p->served = e;
-    p->started = 1;
-    p->finished = 1;
-    req->res.status = e->status;
-    req->res.reason = est_status_reason(e->status);
-    for (size_t i = 0; i != e->num_headers; ++i) {
-        const est_cache_field_t *f = e->headers + i;
-        const h2o_token_t *t = h2o_lookup_token(f->name, f->name_len);
-        if (t != NULL)
-            h2o_add_header(&req->pool, &req->res.headers, t, NULL, f->value, f->value_len);
-        else
-            h2o_add_header_by_str(&req->pool, &req->res.headers, f->name, f->name_len, 0, NULL, f->value, f->value_len);
-    }
-    if (with_age) { /* RFC 9111 5.1 */
-        char *age = h2o_mem_alloc_pool(&req->pool, 16);
-        size_t n = est_cache_age_format(age, 16, est_cache_current_age(&e->age, wall_ms()));
-        if (n != 0)
-            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_AGE, NULL, age, n);
-    }
-    if (p->store != NULL || cs->collapsed)
-        add_cache_status(req, cs);
-    count_cache(p, cs->collapsed                                          ? EST_CACHE_RESULT_COLLAPSED
-                   : cs->detail != NULL && cs->fwd == EST_CACHE_FWD_STALE ? EST_CACHE_RESULT_ERROR_STALE
-                   : cs->fwd == EST_CACHE_FWD_STALE                       ? EST_CACHE_RESULT_STALE
-                                                                          : EST_CACHE_RESULT_HIT);
-    req->res.content_length = e->body_len;
-    h2o_start_response(req, &entry_generator);
-    h2o_iovec_t body = h2o_iovec_init(e->body, e->body_len);
-    h2o_send(req, &body, p->r->method == EST_METHOD_HEAD || e->body_len == 0 ? 0 : 1, H2O_SEND_STATE_FINAL);
-}
-
-/* ends this request's coalescing flight, if it leads one (reply BORROWED, or NULL with errstr) */
-static void finish_flight(proxy_t *p, est_cache_entry_t *reply, const char *errstr)
-{
-    est_coalesce_flight_t *f = p->flight;
-    if (f == NULL)
-        return;
-    p->flight = NULL;
-    est_coalesce_done(f, reply, errstr);
-}
-
 /* the copy of the reply is given up (over max_entry, out of memory, or the exchange failed) */
 static void drop_fill(proxy_t *p)
 {
@@ -500,7 +352,7 @@ static void drop_fill(proxy_t *p)
         est_cache_entry_release(p->fill);
         p->fill = NULL;
     }
-    finish_flight(p, NULL, est_coalesce_err_unshareable); /* the waiters go to the backend themselves */
+    est_cache_req_finish_flight(&p->c, NULL, est_coalesce_err_unshareable); /* the waiters go to the backend themselves */
 }
 
 /* the reply ended cleanly: store it when storable, hand it to the waiters */
@@ -508,47 +360,25 @@ static void complete_fill(proxy_t *p)
 {
     est_cache_entry_t *e = p->fill;
     if (e == NULL) {
-        finish_flight(p, NULL, est_coalesce_err_unshareable);
+        est_cache_req_finish_flight(&p->c, NULL, est_coalesce_err_unshareable);
         return;
     }
     p->fill = NULL;
     est_cache_entry_freeze(e);
-    if (p->fill_store && est_cache_store_insert(p->store, e) == 0) {
-        count_cache(p, EST_CACHE_RESULT_STORED);
-        if (p->stale != NULL)
-            p->stale = (est_cache_entry_release(p->stale), NULL); /* refreshed: its flag goes with it */
-    }
-    finish_flight(p, e, NULL);
+    if (p->fill_store && est_cache_store_insert(p->c.store, e) == 0)
+        est_cache_req_stored(&p->c);
+    est_cache_req_finish_flight(&p->c, e, NULL);
     est_cache_entry_release(e);
-}
-
-/* a stale entry may stand in for a failed backend (RFC 5861 4: stale-if-error, from expiry) */
-static int stale_if_error_ok(const proxy_t *p)
-{
-    const est_cache_entry_t *e = p->stale;
-    if (e == NULL || e->stale_if_error_ms <= 0)
-        return 0;
-    return est_cache_current_age(&e->age, wall_ms()) < e->lifetime_ms + e->stale_if_error_ms;
 }
 
 /* answers with the stale entry instead of the backend's failure; the caller must not touch `p` afterwards */
 static void serve_stale_on_error(proxy_t *p, int fwd_status)
 {
-    est_cache_entry_t *e = p->stale;
-    p->stale = NULL;
-    if (p->refreshing)
-        est_cache_entry_refresh_done(e); /* nothing new was stored: a later stale hit may try again */
     if (p->fill != NULL)
         p->fill = (est_cache_entry_release(p->fill), NULL);
-    finish_flight(p, e, NULL); /* the waiters get the same stale reply */
-    est_cache_status_t cs = {0};
-    cs.hit = 1;
-    cs.fwd = EST_CACHE_FWD_STALE;
-    cs.fwd_status = fwd_status;
-    cs.detail = "stale-if-error";
-    cs.has_ttl = 1;
-    cs.ttl_ms = e->lifetime_ms - est_cache_current_age(&e->age, wall_ms());
-    serve_entry(p, e, &cs, 1);
+    p->started = 1;
+    p->finished = 1;
+    est_cache_req_serve_stale_on_error(&p->c, fwd_status);
 }
 
 /*
@@ -559,8 +389,9 @@ static void serve_stale_on_error(proxy_t *p, int fwd_status)
 static void cache_on_head(proxy_t *p, int status, const struct phr_header *headers, size_t num_headers,
                           const est_cache_field_t *kept, size_t num_kept)
 {
+    est_cache_req_t *c = &p->c;
     h2o_req_t *req = p->r->req;
-    int64_t now = wall_ms();
+    int64_t now = est_cache_wall_ms();
     est_cache_resp_facts_t rs;
     est_cache_resp_facts_init(&rs);
     for (size_t i = 0; i != num_headers; ++i)
@@ -570,234 +401,43 @@ static void cache_on_head(proxy_t *p, int status, const struct phr_header *heade
     est_cache_decision_t d;
     memset(&d, 0, sizeof(d));
     int storable = 0;
-    if (p->store != NULL) {
-        if (p->may_store && p->key != NULL) {
-            est_cache_decide(&p->rq, status, &rs, &p->pol, cl, now, &d);
-            storable = d.storable;
-            if (!storable)
-                p->cs.detail = d.detail;
-        }
-        p->cs.fwd_status = status;
-        p->cs.stored = storable;
-        count_cache(p, p->cs.fwd == EST_CACHE_FWD_BYPASS || p->cs.fwd == EST_CACHE_FWD_METHOD ? EST_CACHE_RESULT_BYPASS
-                                                                                              : EST_CACHE_RESULT_MISS);
-        add_cache_status(req, &p->cs); /* "stored" when the reply is storable and fits so far */
+    if (c->store != NULL && c->may_store && c->key != NULL) {
+        est_cache_decide(&c->rq, status, &rs, &c->pol, cl, now, &d);
+        storable = d.storable;
+        if (!storable)
+            c->cs.detail = d.detail;
     }
-    if (!storable && p->flight == NULL)
+    est_cache_req_forwarded(c, status, storable); /* "stored" when the reply is storable and fits so far */
+    if (!storable && c->flight == NULL)
         return;
-    est_cache_age_facts_t af;
-    est_cache_age_facts_set(&af, &rs, p->request_time_ms, now);
-    est_cache_entry_init_t in;
-    memset(&in, 0, sizeof(in));
-    in.key = storable ? p->key : "";
-    in.key_len = storable ? p->key_len : 0;
-    in.status = status;
-    in.headers = kept;
-    in.num_headers = num_kept;
-    in.vary = rs.vary;
-    in.num_vary = rs.num_vary;
-    in.get_header = req_header;
-    in.ctx = &p->hs;
-    in.decision = storable ? &d : NULL;
-    in.age = &af;
-    in.max_bytes = p->pol.max_entry;
-    in.body_reserve = cl >= 0 && (uint64_t)cl <= in.max_bytes ? (size_t)cl : 0;
-    in.now_ms = now;
-    p->fill = est_cache_entry_create(&in);
+    p->fill = est_cache_req_entry_new(storable ? c->key : "", storable ? c->key_len : 0, status, kept, num_kept, &rs, &c->hs,
+                                      storable ? &d : NULL, c->pol.max_entry, cl, c->request_time_ms, now);
     p->fill_store = storable && p->fill != NULL;
     if (p->fill == NULL)
-        finish_flight(p, NULL, est_coalesce_err_unshareable);
+        est_cache_req_finish_flight(c, NULL, est_coalesce_err_unshareable);
 }
 
 static void start_exchange(proxy_t *p);
+static int start_refresh(est_cache_req_t *c, est_cache_entry_t *stale);
 
-/* "STATUS CODE MESSAGE": how a leader's error travels to its waiters (parsed by send_shared_error) */
-static const char *format_shared_error(proxy_t *p, int status, const char *code, const char *msg)
+/* a coalescing waiter goes to the backend (promoted to leader, or the leader's reply was not shareable) */
+static void cache_forward(est_cache_req_t *c)
 {
-    size_t cap = strlen(code) + strlen(msg) + 8;
-    char *s = h2o_mem_alloc_pool(&p->r->req->pool, cap);
-    snprintf(s, cap, "%03d %s %s", status, code, msg);
-    return s;
+    start_exchange(c->data);
 }
 
-static void send_shared_error(proxy_t *p, const char *errstr)
-{
-    est_request_t *r = p->r;
-    int status = 503;
-    const char *code = "upstream_unavailable", *msg = "the request this one waited for failed";
-    char cbuf[48];
-    if (errstr != est_coalesce_err_shutdown && strlen(errstr) > 4 && errstr[3] == ' ') {
-        status = (errstr[0] - '0') * 100 + (errstr[1] - '0') * 10 + (errstr[2] - '0');
-        const char *sp = strchr(errstr + 4, ' ');
-        size_t n = sp != NULL ? (size_t)(sp - (errstr + 4)) : 0;
-        if (sp != NULL && n < sizeof(cbuf)) {
-            memcpy(cbuf, errstr + 4, n);
-            cbuf[n] = '\0';
-            code = cbuf;
-            msg = sp + 1;
-        }
-    }
-    p->started = 1;
-    p->finished = 1;
-    est_cache_status_t cs = {0};
-    cs.fwd = p->cs.fwd;
-    cs.collapsed = 1;
-    add_cache_status(r->req, &cs);
-    est_send_error(r->req, status, code, msg, r->request_id);
-}
-
-/* a coalescing waiter is called back (never from inside its own join) */
-static void on_waiter(est_coalesce_waiter_t *w, est_cache_entry_t *reply, const char *errstr)
-{
-    proxy_t *p = w->data;
-    p->waiting = 0;
-    if (reply != NULL) {
-        est_cache_status_t cs = {0};
-        cs.fwd = p->cs.fwd;
-        cs.fwd_status = reply->status;
-        cs.collapsed = 1;
-        serve_entry(p, reply, &cs, 0);
-    } else if (errstr == est_coalesce_err_promoted) {
-        p->flight = w->promoted; /* the leader's client left: this request leads now */
-        start_exchange(p);
-    } else if (errstr == est_coalesce_err_unshareable) {
-        start_exchange(p);
-    } else {
-        send_shared_error(p, errstr);
-    }
-}
-
-static int start_refresh(proxy_t *p, est_cache_entry_t *stale);
+static const est_cache_req_ops_t cache_ops = {cache_forward, start_refresh};
 
 /*
  * Before the backend: the cache lookup and coalescing of a GET/HEAD on a cached or coalescing
- * route. Returns 1 when the request is answered or waits on another one, 0 to forward it.
+ * route (cache/serve.h). Returns 1 when the request is answered or waits on another one, 0 to
+ * forward it.
  */
 static int cache_begin(proxy_t *p)
 {
-    est_request_t *r = p->r;
-    h2o_req_t *req = r->req;
-    const est_route_conf_t *route = r->route;
-    if ((route->cache == NULL && !route->coalesce) || p->ureq.want_upgrade)
+    if (p->ureq.want_upgrade)
         return 0;
-    p->hs = (hdr_src_t){&req->headers, &req->pool};
-    est_cache_req_facts_init(&p->rq, req->method.base, req->method.len);
-    for (size_t i = 0; i != req->headers.size; ++i)
-        est_cache_req_facts_add(&p->rq, req->headers.entries[i].name->base, req->headers.entries[i].name->len,
-                                req->headers.entries[i].value.base, req->headers.entries[i].value.len);
-    p->pol.max_entry = r->conf->cache_max_entry < SIZE_MAX ? (size_t)r->conf->cache_max_entry : SIZE_MAX;
-    if (route->cache != NULL && (p->store = est_cache_global()) != NULL) {
-        p->pol.ttl_ms = (int64_t)route->cache->ttl_ms;
-        p->pol.stale_while_revalidate_ms = (int64_t)route->cache->stale_while_revalidate_ms;
-        p->pol.stale_if_error_ms = (int64_t)route->cache->stale_if_error_ms;
-        p->pol.shared = route->cache->shared;
-    }
-    const char *detail = NULL;
-    est_cache_fwd_t fwd = EST_CACHE_FWD_MISS;
-    est_cache_req_action_t act = est_cache_request_action(&p->rq, &p->pol, &fwd, &detail);
-    p->cs.fwd = fwd == EST_CACHE_FWD_NONE ? EST_CACHE_FWD_MISS : fwd;
-    p->cs.detail = detail;
-    if (act == EST_CACHE_REQ_BYPASS)
-        return 0;
-
-    /* the primary key; HEAD looks up the GET entry (it is answered without the body) */
-    est_cache_span_t *vary = NULL;
-    size_t nvary = route->cache != NULL ? route->cache->num_vary : 0;
-    if (nvary != 0) {
-        vary = h2o_mem_alloc_pool(&req->pool, sizeof(*vary) * nvary);
-        for (size_t i = 0; i != nvary; ++i)
-            vary[i] = (est_cache_span_t){route->cache->vary[i], strlen(route->cache->vary[i])};
-    }
-    est_cache_key_parts_t parts = {
-        .route = {route->path, strlen(route->path)},
-        .path = {r->path.base, r->path.len},
-        .method = {"GET", 3},
-        .query = {r->query.base, r->query.len},
-        .vary = vary,
-        .num_vary = nvary,
-    };
-    char kbuf[EST_CACHE_MAX_KEY];
-    size_t klen = est_cache_key_build(kbuf, sizeof(kbuf), &parts, req_header, &p->hs);
-    if (klen == 0) { /* a key over EST_CACHE_MAX_KEY: not cached */
-        p->cs.fwd = EST_CACHE_FWD_BYPASS;
-        p->cs.detail = "key-too-large";
-        return 0;
-    }
-    p->key = h2o_mem_alloc_pool(&req->pool, klen);
-    memcpy((char *)p->key, kbuf, klen);
-    p->key_len = klen;
-    p->may_store = p->store != NULL && p->rq.is_get;
-
-    if (act == EST_CACHE_REQ_LOOKUP && p->store != NULL) {
-        est_cache_miss_t miss = EST_CACHE_MISS_URI;
-        est_cache_entry_t *e = est_cache_store_lookup(p->store, p->key, p->key_len, req_header, &p->hs, &miss);
-        if (e == NULL) {
-            p->cs.fwd = miss == EST_CACHE_MISS_VARY ? EST_CACHE_FWD_VARY_MISS : EST_CACHE_FWD_URI_MISS;
-        } else {
-            int64_t age = est_cache_current_age(&e->age, wall_ms());
-            est_cache_status_t cs = {0};
-            cs.hit = 1;
-            cs.has_ttl = 1;
-            cs.ttl_ms = e->lifetime_ms - age;
-            switch (est_cache_usable(age, e->lifetime_ms, e->stale_while_revalidate_ms, e->stale_if_error_ms,
-                                     p->rq.has_cc ? &p->rq.cc : NULL)) {
-            case EST_CACHE_FRESH:
-                serve_entry(p, e, &cs, 1);
-                return 1;
-            case EST_CACHE_STALE_REVALIDATE:
-                cs.fwd = EST_CACHE_FWD_STALE;
-                if (!est_cache_entry_try_refresh(e)) { /* the one refresh is under way already */
-                    serve_entry(p, e, &cs, 1);
-                    return 1;
-                }
-                if (start_refresh(p, e) == 0) { /* in the background: this client gets the stale reply now */
-                    serve_entry(p, e, &cs, 1);
-                    return 1;
-                }
-                /* no background exchange possible: this request carries the refresh itself (the
-                 * others are served stale meanwhile); at dispose, a refresh that stored nothing
-                 * releases the flag */
-                p->stale = e;
-                p->refreshing = 1;
-                p->cs.fwd = EST_CACHE_FWD_STALE;
-                break;
-            case EST_CACHE_STALE_IF_ERROR:
-                p->stale = e; /* answers if the backend fails */
-                p->cs.fwd = EST_CACHE_FWD_STALE;
-                break;
-            default:
-                p->cs.fwd = age < e->lifetime_ms ? EST_CACHE_FWD_REQUEST : EST_CACHE_FWD_STALE;
-                est_cache_entry_release(e);
-                break;
-            }
-        }
-        if (p->stale == NULL && (p->rq.cc.flags & EST_CC_ONLY_IF_CACHED)) { /* RFC 9111 5.2.1.7 */
-            p->started = p->finished = 1;
-            add_cache_status(req, &p->cs);
-            est_send_error(req, 504, "not_cached", "only-if-cached: no stored reply", r->request_id);
-            return 1;
-        }
-    }
-    if (route->coalesce && p->rq.is_get && !p->refreshing) {
-        if (coalesce_table == NULL)
-            coalesce_table = est_coalesce_create(0);
-        if (coalesce_table != NULL) {
-            p->waiter.cb = on_waiter;
-            p->waiter.data = p;
-            est_coalesce_flight_t *f = NULL;
-            switch (est_coalesce_join(coalesce_table, p->key, p->key_len, &p->waiter, &f)) {
-            case EST_COALESCE_LEADER:
-                p->flight = f;
-                break;
-            case EST_COALESCE_WAITER:
-                p->waiting = 1;
-                return 1;
-            default:
-                break;
-            }
-        }
-    }
-    return 0;
+    return est_cache_req_begin(&p->c, p->r, &cache_ops, p);
 }
 
 /*
@@ -844,7 +484,7 @@ typedef struct st_refresh_t {
     h2o_mem_pool_t pool; /* the copied request, the reply's kept header fields */
     est_upstream_request_t ureq;
     h2o_headers_t headers; /* the client's request header fields (Vary values) */
-    hdr_src_t hs;
+    est_cache_hdr_src_t hs;
     est_services_t *svc; /* pinned */
     const est_route_conf_t *route;
     est_cache_store_t *store;
@@ -903,7 +543,7 @@ static void refresh_end(refresh_t *rf, int stored)
 static int refresh_on_head(est_exchange_t *x, void *data, int status, const struct phr_header *headers, size_t num_headers)
 {
     refresh_t *rf = data;
-    int64_t now = wall_ms();
+    int64_t now = est_cache_wall_ms();
     est_cache_resp_facts_t rs;
     est_cache_resp_facts_init(&rs);
     h2o_iovec_t connection = {NULL, 0};
@@ -939,25 +579,9 @@ static int refresh_on_head(est_exchange_t *x, void *data, int status, const stru
             continue;
         kept[nk++] = (est_cache_field_t){name.base, name.len, h->value, h->value_len}; /* copied by create */
     }
-    est_cache_age_facts_t af;
-    est_cache_age_facts_set(&af, &rs, rf->request_time_ms, now);
-    est_cache_entry_init_t in;
-    memset(&in, 0, sizeof(in));
-    in.key = rf->key;
-    in.key_len = rf->key_len;
-    in.status = status;
-    in.headers = kept;
-    in.num_headers = nk;
-    in.vary = rs.vary;
-    in.num_vary = rs.num_vary;
-    in.get_header = req_header;
-    in.ctx = &rf->hs;
-    in.decision = &d;
-    in.age = &af;
-    in.max_bytes = rf->pol.max_entry;
-    in.body_reserve = cl >= 0 && (uint64_t)cl <= in.max_bytes ? (size_t)cl : 0;
-    in.now_ms = now;
-    if ((rf->fill = est_cache_entry_create(&in)) == NULL) {
+    rf->fill = est_cache_req_entry_new(rf->key, rf->key_len, status, kept, nk, &rs, &rf->hs, &d, rf->pol.max_entry, cl,
+                                       rf->request_time_ms, now);
+    if (rf->fill == NULL) {
         refresh_end(rf, 0);
         return -1;
     }
@@ -1024,8 +648,9 @@ static void cancel_refreshes(void)
     }
 }
 
-static int start_refresh(proxy_t *p, est_cache_entry_t *stale)
+static int start_refresh(est_cache_req_t *c, est_cache_entry_t *stale)
 {
+    proxy_t *p = c->data;
     est_request_t *r = p->r;
     h2o_req_t *req = r->req;
     if (r->svc->pin == NULL || r->svc->unpin == NULL)
@@ -1036,18 +661,18 @@ static int start_refresh(proxy_t *p, est_cache_entry_t *stale)
     h2o_mem_init_pool(&rf->pool);
     rf->svc = r->svc;
     rf->route = r->route;
-    rf->store = p->store;
-    rf->pol = p->pol;
-    rf->rq = p->rq;
+    rf->store = c->store;
+    rf->pol = c->pol;
+    rf->rq = c->rq;
     rf->rq.is_get = 1;
     rf->rq.is_head = 0;
-    rf->key = h2o_mem_alloc_pool(&rf->pool, p->key_len);
-    memcpy(rf->key, p->key, p->key_len);
-    rf->key_len = p->key_len;
+    rf->key = h2o_mem_alloc_pool(&rf->pool, c->key_len);
+    memcpy(rf->key, c->key, c->key_len);
+    rf->key_len = c->key_len;
     h2o_vector_reserve(&rf->pool, &rf->headers, req->headers.size);
     rf->headers.entries = copy_headers(&rf->pool, req->headers.entries, req->headers.size);
     rf->headers.size = req->headers.size;
-    rf->hs = (hdr_src_t){&rf->headers, &rf->pool};
+    rf->hs = (est_cache_hdr_src_t){&rf->headers, &rf->pool};
     rf->ureq = p->ureq;
     rf->ureq.method = h2o_iovec_init(H2O_STRLIT("GET"));
     rf->ureq.path = h2o_strdup(&rf->pool, p->ureq.path.base, p->ureq.path.len);
@@ -1061,7 +686,7 @@ static int start_refresh(proxy_t *p, est_cache_entry_t *stale)
     rf->ureq.is_idempotent = 1;
     rf->ureq.trace = NULL; /* not part of the client's trace: that request is answered already */
     rf->ureq.deadline = h2o_now(r->svc->loop) + r->route->timeout_ms;
-    rf->request_time_ms = wall_ms();
+    rf->request_time_ms = est_cache_wall_ms();
     rf->stale = stale;
     est_cache_entry_addref(stale);
     r->svc->pin(r->svc);
@@ -1088,7 +713,7 @@ static int on_head(est_exchange_t *x, void *data, int status, const struct phr_h
             connection = h2o_iovec_init(headers[i].value, headers[i].value_len);
 
     est_request_trace_exchange(p->r, p->r->route->proxy->upstream->name, x, status, EST_UERR_NONE); /* (admin) access log */
-    if (status >= 500 && stale_if_error_ok(p)) {
+    if (status >= 500 && est_cache_req_stale_if_error_ok(&p->c)) {
         p->x = NULL; /* aborted by the -1 */
         serve_stale_on_error(p, status);
         return -1;
@@ -1097,7 +722,7 @@ static int on_head(est_exchange_t *x, void *data, int status, const struct phr_h
     req->res.reason = est_status_reason(status);
     int is_upgrade = status == 101 && p->ureq.want_upgrade;
     size_t own_headers = req->res.headers.size; /* ours (CORS, rate limit, request id): kept on an error */
-    int want_fill = (p->store != NULL || p->flight != NULL) && !is_upgrade;
+    int want_fill = (p->c.store != NULL || p->c.flight != NULL) && !is_upgrade;
     est_cache_field_t *kept = want_fill ? h2o_mem_alloc_pool(&req->pool, sizeof(*kept) * (num_headers ? num_headers : 1)) : NULL;
     size_t num_kept = 0;
     for (size_t i = 0; i != num_headers; ++i) {
@@ -1184,8 +809,8 @@ static int on_body(est_exchange_t *x, void *data, const char *bytes, size_t len,
             drop_fill(p); /* over max_entry: the reply streams on, uncopied */
         else if (is_final)
             complete_fill(p);
-    } else if (is_final && p->flight != NULL) {
-        finish_flight(p, NULL, est_coalesce_err_unshareable);
+    } else if (is_final && p->c.flight != NULL) {
+        est_cache_req_finish_flight(&p->c, NULL, est_coalesce_err_unshareable);
     }
     if (p->finished)
         return -1;
@@ -1222,11 +847,11 @@ static void on_error(est_exchange_t *x, void *data, est_uerr_t err, const char *
     est_request_t *r = p->r;
     if (!p->started)
         est_request_trace_exchange(r, r->route->proxy->upstream->name, x, 0, err); /* (admin) access log */
-    if (!p->started && stale_if_error_ok(p)) {
+    if (!p->started && est_cache_req_stale_if_error_ok(&p->c)) {
         serve_stale_on_error(p, 0);
         return;
     }
-    if (p->started && (p->fill != NULL || p->flight != NULL))
+    if (p->started && (p->fill != NULL || p->c.flight != NULL))
         drop_fill(p); /* a broken reply is neither stored nor shared */
     if (!p->started) {
         char msg[256];
@@ -1244,11 +869,11 @@ static void on_error(est_exchange_t *x, void *data, est_uerr_t err, const char *
         const char *code = err == EST_UERR_OVERLOADED ? "upstream_overloaded"
                            : is_timeout               ? "upstream_timeout"
                                                       : "upstream_unavailable";
-        if (p->flight != NULL) /* the waiters get the same error */
-            finish_flight(p, NULL, format_shared_error(p, st, code, msg));
-        if (p->store != NULL) {
-            p->cs.fwd_status = 0;
-            add_cache_status(r->req, &p->cs);
+        if (p->c.flight != NULL) /* the waiters get the same error */
+            est_cache_req_finish_flight(&p->c, NULL, est_cache_req_shared_error(&p->c, st, code, msg));
+        if (p->c.store != NULL) {
+            p->c.cs.fwd_status = 0;
+            est_cache_req_add_status(r->req, &p->c.cs);
         }
         p->started = 1;
         est_send_error(r->req, st, code, msg, r->request_id);
@@ -1352,12 +977,13 @@ static void start_exchange(proxy_t *p)
 {
     est_request_t *r = p->r;
     p->exchange_begun = 1;
-    p->request_time_ms = wall_ms();
+    p->c.request_time_ms = est_cache_wall_ms();
     p->x = est_exchange_start(est_upstream_set_get(r->svc->upstreams, r->route->proxy->upstream->index), &p->ureq,
                               p->ureq.body_stream ? &exchange_stream_cb : &exchange_cb, p);
     if (p->x == NULL) { /* out of memory: never leave the client waiting */
-        if (p->flight != NULL)
-            finish_flight(p, NULL, format_shared_error(p, 502, "upstream_unavailable", "cannot start the upstream request"));
+        if (p->c.flight != NULL)
+            est_cache_req_finish_flight(
+                &p->c, NULL, est_cache_req_shared_error(&p->c, 502, "upstream_unavailable", "cannot start the upstream request"));
         p->started = 1;
         est_send_error(r->req, 502, "upstream_unavailable", "cannot start the upstream request", r->request_id);
     }

@@ -62,6 +62,28 @@ static void test_values(void **state)
     est_config_free(c);
 }
 
+/* aggregating routes take "cache" and "coalesce" like proxy routes (they store only complete replies) */
+static void test_aggregating(void **state)
+{
+    (void)state;
+    est_config_t *c = load_ok(F,
+                              "{" UP ", \"routes\": ["
+                              "{\"path\": \"/a\", \"backends\": [{\"upstream\": \"u\", \"path\": \"/x\"}], "
+                              "\"cache\": {\"ttl\": \"10s\", \"stale_if_error\": \"1m\", \"vary\": [\"X-Tenant\"]}},"
+                              "{\"path\": \"/b\", \"backends\": [{\"upstream\": \"u\", \"path\": \"/y\"}], \"coalesce\": true}]}");
+    assert_non_null(c);
+    est_route_cache_conf_t *rc = c->routes[0].cache;
+    assert_non_null(rc);
+    assert_int_equal(rc->ttl_ms, 10000);
+    assert_int_equal(rc->stale_if_error_ms, 60000);
+    assert_int_equal(rc->num_vary, 1);
+    assert_string_equal(rc->vary[0], "x-tenant");
+    assert_int_equal(c->routes[0].coalesce, 1);
+    assert_null(c->routes[1].cache);
+    assert_int_equal(c->routes[1].coalesce, 1);
+    est_config_free(c);
+}
+
 static const bad_case_t bad[] = {
     {"cache not an object",
      "{\"cache\": 1}",
@@ -109,13 +131,10 @@ static const bad_case_t bad[] = {
     {"websocket cached",
      "{" UP ", \"routes\": [{\"path\": \"/a\", \"proxy\": {\"upstream\": \"u\"}, \"websocket\": true,\n \"cache\": {}}]}",
      {F ":2:11: routes[0].cache: a route with \"websocket\": true cannot be cached"}},
-    {"aggregating cached",
+    {"aggregating cache bad ttl",
      "{" UP
-     ", \"routes\": [{\"path\": \"/a\", \"backends\": [{\"upstream\": \"u\", \"path\": \"/x\"}],\n \"cache\": {\"ttl\": \"1s\"}}]}",
-     {F ":2:2: routes[0].cache: cache on aggregating routes is not supported yet"}},
-    {"aggregating coalesce",
-     "{" UP ", \"routes\": [{\"path\": \"/a\", \"backends\": [{\"upstream\": \"u\", \"path\": \"/x\"}],\n \"coalesce\": true}]}",
-     {F ":2:14: routes[0].coalesce: coalescing on aggregating routes is not supported yet"}},
+     ", \"routes\": [{\"path\": \"/a\", \"backends\": [{\"upstream\": \"u\", \"path\": \"/x\"}],\n \"cache\": {\"ttl\": \"x\"}}]}",
+     {F ":2:19: routes[0].cache.ttl: bad duration \"x\" (use e.g. \"250ms\", \"5s\", \"1m30s\")"}},
 };
 
 static void test_bad(void **state)
@@ -129,6 +148,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_values),
+        cmocka_unit_test(test_aggregating),
         cmocka_unit_test(test_bad),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
