@@ -108,6 +108,7 @@ FORMATTED=(
   src/upstream/hedge.c
   tests/fuzz/fuzz_cache_control.c
   tests/fuzz/fuzz_jspan.c
+  tests/fuzz/fuzz_merge.c
   tests/fuzz/fuzz_resp.c
   tests/fuzz/fuzz_traceparent.c
   tests/unit/admin/test_console.c

@@ -264,24 +264,9 @@ static void obj_del(est_vnode_t *o, size_t i)
     o->hidx = NULL; /* positions moved: rebuilt on the next lookup */
 }
 
-static int is_dup_object(const est_reply_t *rep, size_t obj)
+/* the position of the first entry of rep->dups (sorted) that is >= v */
+static size_t dups_lower_bound(const est_reply_t *rep, size_t v)
 {
-    size_t lo = 0, hi = rep->num_dups;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (rep->dups[mid] < obj)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < rep->num_dups && rep->dups[lo] == obj;
-}
-
-/* whether an object holding a key twice is v or nested in v */
-static int has_dups_within(const est_reply_t *rep, size_t v)
-{
-    if (rep->num_dups == 0)
-        return 0;
     size_t lo = 0, hi = rep->num_dups;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -290,7 +275,22 @@ static int has_dups_within(const est_reply_t *rep, size_t v)
         else
             hi = mid;
     }
-    return lo < rep->num_dups && rep->dups[lo] <= jspan_end(&rep->doc, v);
+    return lo;
+}
+
+static int is_dup_object(const est_reply_t *rep, size_t obj)
+{
+    size_t i = dups_lower_bound(rep, obj);
+    return i < rep->num_dups && rep->dups[i] == obj;
+}
+
+/* whether an object holding a key twice is v or nested in v */
+static int has_dups_within(const est_reply_t *rep, size_t v)
+{
+    if (rep->num_dups == 0)
+        return 0;
+    size_t i = dups_lower_bound(rep, v);
+    return i < rep->num_dups && rep->dups[i] <= jspan_end(&rep->doc, v);
 }
 
 /* An OBJ with the members of RAW object `obj` (each key once: last value, first position),
@@ -876,12 +876,17 @@ static int copy_compact(const est_reply_t *rep, const char *p, size_t len, jspan
 }
 
 /* array `arr` of rep with the container elements child[i] written by repl[i] (NULL: by
- * write_raw); the text around them is copied as it is */
-static int write_spliced(const est_reply_t *rep, size_t arr, const size_t *child, est_vnode_t *const *repl, size_t n,
+ * write_raw); the text around them is copied as it is. inner: without the brackets (the
+ * elements only, as a part of the "collection") */
+static int write_spliced(const est_reply_t *rep, size_t arr, const size_t *child, est_vnode_t *const *repl, size_t n, int inner,
                          jspan_buf_t *out)
 {
     size_t len;
-    const char *start = jspan_raw(&rep->doc, arr, &len), *pos = start;
+    const char *start = jspan_raw(&rep->doc, arr, &len), *pos = start, *end = start + len;
+    if (inner) {
+        ++pos;
+        --end;
+    }
     for (size_t i = 0; i < n; ++i) {
         if (repl[i] == NULL && !has_dups_within(rep, child[i]))
             continue;
@@ -893,7 +898,31 @@ static int write_spliced(const est_reply_t *rep, size_t arr, const size_t *child
             return -1;
         pos = c + cl;
     }
-    return copy_compact(rep, pos, (size_t)(start + len - pos), out);
+    return copy_compact(rep, pos, (size_t)(end - pos), out);
+}
+
+/* RAW array v, holding duplicate keys somewhere: a splice without replacements writes each
+ * element holding duplicates through write_raw and copies the rest as text */
+static int write_raw_array(const est_reply_t *rep, size_t v, int inner, jspan_buf_t *out)
+{
+    const jspan_doc_t *doc = &rep->doc;
+    size_t cnt = 0;
+    for (size_t c = jspan_child(doc, v); c != JSPAN_NONE; c = jspan_next(doc, c))
+        ++cnt;
+    if (cnt == 0)
+        return write_spliced(rep, v, NULL, NULL, 0, inner, out);
+    size_t *child = malloc(cnt * (sizeof(size_t) + sizeof(est_vnode_t *)));
+    if (child == NULL)
+        return -1;
+    est_vnode_t **repl = (est_vnode_t **)(child + cnt);
+    cnt = 0;
+    for (size_t c = jspan_child(doc, v); c != JSPAN_NONE; c = jspan_next(doc, c)) {
+        child[cnt] = c;
+        repl[cnt++] = NULL;
+    }
+    int r = write_spliced(rep, v, child, repl, cnt, inner, out);
+    free(child);
+    return r;
 }
 
 static int write_raw(const est_reply_t *rep, size_t v, jspan_buf_t *out)
@@ -926,39 +955,20 @@ static int write_raw(const est_reply_t *rep, size_t v, jspan_buf_t *out)
         est_jarena_dispose(&a);
         return r;
     }
-    /* an array: a splice without replacements writes each element holding duplicates through
-     * write_raw and copies the rest as text */
-    size_t cnt = 0;
-    for (size_t c = jspan_child(doc, v); c != JSPAN_NONE; c = jspan_next(doc, c))
-        ++cnt;
-    if (cnt == 0)
-        return jspan_write_compact(doc, v, out);
-    size_t *child = malloc(cnt * (sizeof(size_t) + sizeof(est_vnode_t *)));
-    if (child == NULL)
-        return -1;
-    est_vnode_t **repl = (est_vnode_t **)(child + cnt);
-    cnt = 0;
-    for (size_t c = jspan_child(doc, v); c != JSPAN_NONE; c = jspan_next(doc, c)) {
-        child[cnt] = c;
-        repl[cnt++] = NULL;
-    }
-    int r = write_spliced(rep, v, child, repl, cnt, out);
-    free(child);
-    return r;
+    return write_raw_array(rep, v, 0, out);
 }
 
-/* the elements of an array node (any kind but CAT), without its brackets */
-static int write_elements(const est_vnode_t *v, jspan_buf_t *out, int *wrote)
+/* the elements of an array node (RAW or ARR, never CAT), without its brackets; written as they
+ * are, never through a longer text, so that a body of exactly out->max bytes fits */
+static int write_elements(const est_vnode_t *v, jspan_buf_t *out)
 {
-    size_t before = out->len;
-    if (write_node(v, out) != 0)
-        return -1;
-    /* drop the brackets that were just written: "[...]" -> "..." */
-    size_t n = out->len - before;
-    memmove(out->data + before, out->data + before + 1, n - 2);
-    out->len -= 2;
-    *wrote = n > 2;
-    return 0;
+    if (v->kind == VN_ARR)
+        return write_spliced(v->rep, v->idx, v->child, v->repl, v->n, 1, out);
+    if (has_dups_within(v->rep, v->idx))
+        return write_raw_array(v->rep, v->idx, 1, out);
+    size_t len;
+    const char *raw = jspan_raw(&v->rep->doc, v->idx, &len);
+    return copy_compact(v->rep, raw + 1, len - 2, out);
 }
 
 static int write_node(const est_vnode_t *v, jspan_buf_t *out)
@@ -969,20 +979,19 @@ static int write_node(const est_vnode_t *v, jspan_buf_t *out)
     case VN_OBJ:
         return write_members(v->m, v->n, out);
     case VN_ARR:
-        return write_spliced(v->rep, v->idx, v->child, v->repl, v->n, out);
+        return write_spliced(v->rep, v->idx, v->child, v->repl, v->n, 0, out);
     default: { /* VN_CAT */
         int any = 0;
         PUT(out, "[", 1);
         for (size_t i = 0; i < v->n; ++i) {
-            size_t mark = out->len;
-            int wrote;
+            const est_vnode_t *p = v->parts[i];
+            if (jspan_count(&p->rep->doc, p->idx) == 0)
+                continue; /* an empty array: no comma either */
             if (any)
                 PUT(out, ",", 1);
-            if (write_elements(v->parts[i], out, &wrote) != 0)
+            if (write_elements(p, out) != 0)
                 return -1;
-            if (!wrote)
-                out->len = mark; /* an empty array: no comma either */
-            any |= wrote;
+            any = 1;
         }
         PUT(out, "]", 1);
         return 0;

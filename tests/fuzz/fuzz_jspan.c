@@ -13,7 +13,10 @@
  *   (jansson keeps the last of duplicate keys) jspan_object_get finds an equal value;
  * - the tape is well formed: walking it with jspan_child/jspan_next visits every value once,
  *   counts match, raw spans lie inside the input, jspan_write_value of the root is the input
- *   minus its surrounding whitespace, jspan_write_compact parses again to the same values.
+ *   minus its surrounding whitespace, jspan_write_compact parses again to the same values;
+ * - the skip_array_scalars mode (what the merge uses) accepts exactly the same inputs, at the
+ *   same error offset, indexes the same containers with the same spans and counts, in no more
+ *   tape, and writes the same compact text.
  */
 #include <jansson.h>
 #include <stdint.h>
@@ -131,6 +134,31 @@ static void same(const jspan_doc_t *doc, size_t v, const json_t *j)
     }
 }
 
+static int is_container(jspan_type_t t)
+{
+    return t == JSPAN_ARRAY || t == JSPAN_OBJECT;
+}
+
+/* full-mode value fv and skip_array_scalars-mode value sv are the same value: in the skip
+ * document an array's children are only its container elements */
+static void same_index(const jspan_doc_t *full, size_t fv, const jspan_doc_t *skip, size_t sv)
+{
+    size_t fl, sl;
+    const char *fr = jspan_raw(full, fv, &fl), *sr = jspan_raw(skip, sv, &sl);
+    jspan_type_t t = jspan_type(full, fv);
+    CHECK(fr == sr && fl == sl && t == jspan_type(skip, sv));
+    CHECK(jspan_count(full, fv) == jspan_count(skip, sv));
+    size_t sc = jspan_child(skip, sv);
+    for (size_t fc = jspan_child(full, fv); fc != JSPAN_NONE; fc = jspan_next(full, fc)) {
+        if (t == JSPAN_ARRAY && !is_container(jspan_type(full, fc)))
+            continue;
+        CHECK(sc != JSPAN_NONE);
+        same_index(full, fc, skip, sc);
+        sc = jspan_next(skip, sc);
+    }
+    CHECK(sc == JSPAN_NONE);
+}
+
 /* jansson 2.14 skips a NUL byte right after a number or a literal (its lexer reads one byte
  * too far, then "ungets" it into a buffer where NUL means "empty"), so it takes "[1\0]" for
  * "[1]". Whether jspan accepts the input without those bytes. */
@@ -163,6 +191,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     jspan_status_t st = jspan_parse(&doc, in, size, &lim);
     json_error_t err;
     json_t *j = json_loadb(in, size, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+
+    jspan_doc_t sdoc;
+    jspan_limits_t slim = {.max_depth = JSON_PARSER_MAX_DEPTH, .skip_array_scalars = 1};
+    jspan_status_t sst = jspan_parse(&sdoc, in, size, &slim);
+    CHECK(sst == st);
+    if (st != JSPAN_OK)
+        CHECK(sdoc.err_offset == doc.err_offset);
 
     if (st != JSPAN_OK) {
         CHECK(st != JSPAN_ERR_LIMIT && st != JSPAN_ERR_NOMEM);
@@ -204,6 +239,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (j != NULL)
         same(&d2, JSPAN_ROOT, j);
     jspan_dispose(&d2);
+
+    same_index(&doc, JSPAN_ROOT, &sdoc, JSPAN_ROOT);
+    CHECK(jspan_tape_bytes(&sdoc) <= jspan_tape_bytes(&doc));
+    jspan_buf_t sout = {0};
+    CHECK(jspan_write_compact(&sdoc, JSPAN_ROOT, &sout) == 0);
+    CHECK(sout.len == out.len && memcmp(sout.data, out.data, out.len) == 0);
+    jspan_buf_dispose(&sout);
+    jspan_dispose(&sdoc);
     jspan_buf_dispose(&out);
 
     jspan_dispose(&doc);

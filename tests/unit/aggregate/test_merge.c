@@ -468,6 +468,48 @@ static void test_empty_and_bound(void **state)
     test_backend_free(g);
 }
 
+/* a body of exactly out.max bytes is written, whatever its shape: the "collection" made of
+ * several arrays (plain, with replaced elements, with duplicate keys inside, empty) is written
+ * without passing through a longer intermediate text */
+static void test_collection_exact_bound(void **state)
+{
+    static const char *const bodies[] = {"[1, 2]", "[3, {\"a\": 4, \"b\": 5}]", "[]", "[{\"k\": 1, \"k\": 2}, 6]", "[ ]"};
+    static const char *const confs[] = {"{}", "{\"deny\": [\"b\"]}", "{}", "{}", "{}"};
+    enum { N = sizeof(bodies) / sizeof(bodies[0]) };
+    const char *want = "{\"collection\":[1,2,3,{\"a\":4},{\"k\":2},6]}";
+    est_backend_conf_t *b[N];
+    est_reply_t rep[N];
+    est_jarena_t a;
+    est_merge_t m;
+    const char *err;
+    est_jarena_init(&a);
+    est_merge_init(&m, &a);
+    for (size_t i = 0; i < N; ++i) {
+        b[i] = test_backend(confs[i]);
+        assert_int_equal(est_reply_parse(&rep[i], bodies[i], strlen(bodies[i]), 0), 0);
+        assert_int_equal(est_reply_transform(&rep[i], b[i], &a, &err), 0);
+        assert_int_equal(est_merge_add(&m, b[i], &rep[i], &err), 0);
+    }
+    for (size_t max = strlen(want) - 1; max <= strlen(want); ++max) {
+        jspan_buf_t out = {.max = max};
+        int r = est_merge_write(&m, &out);
+        if (max < strlen(want)) {
+            assert_int_equal(r, -1);
+        } else {
+            assert_int_equal(r, 0);
+            assert_int_equal(out.len, strlen(want));
+            assert_memory_equal(out.data, want, out.len);
+        }
+        jspan_buf_dispose(&out);
+    }
+    est_merge_dispose(&m);
+    for (size_t i = 0; i < N; ++i) {
+        est_reply_dispose(&rep[i]);
+        test_backend_free(b[i]);
+    }
+    est_jarena_dispose(&a);
+}
+
 /* the arena gives back what was allocated after a mark */
 static void test_arena_rollback(void **state)
 {
@@ -498,10 +540,17 @@ static void test_arena_rollback(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cases),          cmocka_unit_test(test_spec_body),     cmocka_unit_test(test_large_collection),
-        cmocka_unit_test(test_fidelity),       cmocka_unit_test(test_depth),         cmocka_unit_test(test_parse_cases),
-        cmocka_unit_test(test_lookup),         cmocka_unit_test(test_large_objects), cmocka_unit_test(test_empty_and_bound),
+        cmocka_unit_test(test_cases),
+        cmocka_unit_test(test_spec_body),
+        cmocka_unit_test(test_large_collection),
+        cmocka_unit_test(test_fidelity),
+        cmocka_unit_test(test_depth),
+        cmocka_unit_test(test_parse_cases),
+        cmocka_unit_test(test_lookup),
+        cmocka_unit_test(test_large_objects),
+        cmocka_unit_test(test_empty_and_bound),
         cmocka_unit_test(test_arena_rollback),
+        cmocka_unit_test(test_collection_exact_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
