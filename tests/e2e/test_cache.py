@@ -215,18 +215,20 @@ def test_stale_if_error(backend, estuary, http):
 
 def test_coalescing_one_backend_request(backend, estuary, http):
     gw = gateway(backend, estuary, {"ttl": "30s"})
-    gw.origin.get("/o/co", counting(body=lambda n: b"y" * 20000 + b"#%d" % n, delay=0.5))
-    rs = http.concurrent([("GET", gw.url("/c/co"), None, None)] * 200, timeout=10)
-    assert all(r.status == 200 for r in rs)
+    # SPEC: 500 identical concurrent GETs -> 1 backend request and 500 identical bodies; the
+    # origin holds its reply long enough for all 500 to arrive while it is in flight
+    gw.origin.get("/o/co", counting(body=lambda n: b"y" * 20000 + b"#%d" % n, delay=1.5))
+    rs = http.concurrent([("GET", gw.url("/c/co"), None, None)] * 500, timeout=10)
+    assert len(rs) == 500 and all(r.status == 200 for r in rs)
     assert len({r.body for r in rs}) == 1 and rs[0].body.endswith(b"#1")
     assert gw.origin.request_count == 1
 
 
 def test_coalescing_shares_503(backend, estuary, http):
     gw = gateway(backend, estuary, None, coalesce=True)
-    gw.origin.get("/o/e", counting(status=503, delay=0.5))
-    rs = http.concurrent([("GET", gw.url("/c/e"), None, None)] * 100, timeout=10)
-    assert all(r.status == 503 for r in rs)
+    gw.origin.get("/o/e", counting(status=503, delay=1.5))
+    rs = http.concurrent([("GET", gw.url("/c/e"), None, None)] * 500, timeout=10)
+    assert len(rs) == 500 and all(r.status == 503 for r in rs)
     assert {r.body for r in rs} == {b"payload#1"}
     assert gw.origin.request_count == 1
 
