@@ -111,6 +111,7 @@ FORMATTED=(
   tests/fuzz/fuzz_merge.c
   tests/fuzz/fuzz_resp.c
   tests/fuzz/fuzz_traceparent.c
+  tests/fuzz/jspan_same.h
   tests/unit/admin/test_console.c
   tests/unit/aggregate/helpers.h
   tests/unit/aggregate/test_jsonutil.c

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "aggregate/jspan.h"
+#include "jspan_same.h"
 
 #define CHECK(x)                                                                                                                   \
     do {                                                                                                                           \
@@ -134,31 +135,6 @@ static void same(const jspan_doc_t *doc, size_t v, const json_t *j)
     }
 }
 
-static int is_container(jspan_type_t t)
-{
-    return t == JSPAN_ARRAY || t == JSPAN_OBJECT;
-}
-
-/* full-mode value fv and skip_array_scalars-mode value sv are the same value: in the skip
- * document an array's children are only its container elements */
-static void same_index(const jspan_doc_t *full, size_t fv, const jspan_doc_t *skip, size_t sv)
-{
-    size_t fl, sl;
-    const char *fr = jspan_raw(full, fv, &fl), *sr = jspan_raw(skip, sv, &sl);
-    jspan_type_t t = jspan_type(full, fv);
-    CHECK(fr == sr && fl == sl && t == jspan_type(skip, sv));
-    CHECK(jspan_count(full, fv) == jspan_count(skip, sv));
-    size_t sc = jspan_child(skip, sv);
-    for (size_t fc = jspan_child(full, fv); fc != JSPAN_NONE; fc = jspan_next(full, fc)) {
-        if (t == JSPAN_ARRAY && !is_container(jspan_type(full, fc)))
-            continue;
-        CHECK(sc != JSPAN_NONE);
-        same_index(full, fc, skip, sc);
-        sc = jspan_next(skip, sc);
-    }
-    CHECK(sc == JSPAN_NONE);
-}
-
 /* jansson 2.14 skips a NUL byte right after a number or a literal (its lexer reads one byte
  * too far, then "ungets" it into a buffer where NUL means "empty"), so it takes "[1\0]" for
  * "[1]". Whether jspan accepts the input without those bytes. */
@@ -240,7 +216,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         same(&d2, JSPAN_ROOT, j);
     jspan_dispose(&d2);
 
-    same_index(&doc, JSPAN_ROOT, &sdoc, JSPAN_ROOT);
+    jspan_same_index(&doc, JSPAN_ROOT, &sdoc, JSPAN_ROOT);
     CHECK(jspan_tape_bytes(&sdoc) <= jspan_tape_bytes(&doc));
     jspan_buf_t sout = {0};
     CHECK(jspan_write_compact(&sdoc, JSPAN_ROOT, &sout) == 0);

@@ -37,6 +37,7 @@
 #include <string.h>
 
 #include "aggregate/merge.h"
+#include "jspan_same.h"
 
 #define CHECK(x)                                                                                                                   \
     do {                                                                                                                           \
@@ -198,40 +199,6 @@ static void free_backend(backend_t *b)
         free(b->mapping[i].from);
         free(b->mapping[i].to);
     }
-}
-
-/* ---- skip_array_scalars against the full index ---------------------------------------------- */
-
-static int is_container(jspan_type_t t)
-{
-    return t == JSPAN_ARRAY || t == JSPAN_OBJECT;
-}
-
-/* full-mode value fv and skip-mode value sv are the same value */
-static void same_index(const jspan_doc_t *full, size_t fv, const jspan_doc_t *skip, size_t sv)
-{
-    size_t fl, sl;
-    const char *fr = jspan_raw(full, fv, &fl), *sr = jspan_raw(skip, sv, &sl);
-    jspan_type_t t = jspan_type(full, fv);
-    CHECK(fr == sr && fl == sl && t == jspan_type(skip, sv));
-    CHECK(jspan_count(full, fv) == jspan_count(skip, sv));
-    size_t sc = jspan_child(skip, sv);
-    if (t == JSPAN_ARRAY) {
-        for (size_t fc = jspan_child(full, fv); fc != JSPAN_NONE; fc = jspan_next(full, fc)) {
-            if (!is_container(jspan_type(full, fc)))
-                continue;
-            CHECK(sc != JSPAN_NONE);
-            same_index(full, fc, skip, sc);
-            sc = jspan_next(skip, sc);
-        }
-    } else if (t == JSPAN_OBJECT) {
-        for (size_t fc = jspan_child(full, fv); fc != JSPAN_NONE; fc = jspan_next(full, fc)) {
-            CHECK(sc != JSPAN_NONE);
-            same_index(full, fc, skip, sc);
-            sc = jspan_next(skip, sc);
-        }
-    }
-    CHECK(sc == JSPAN_NONE);
 }
 
 /* ---- the texts of numbers and strings ------------------------------------------------------- */
@@ -581,7 +548,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             CHECK(r == 0 || (r == EST_REPLY_TOO_LARGE && b->tape_max != 0));
             if (r == 0) {
                 CHECK(rep->parsed);
-                same_index(&full[i], JSPAN_ROOT, &rep->doc, JSPAN_ROOT);
+                jspan_same_index(&full[i], JSPAN_ROOT, &rep->doc, JSPAN_ROOT);
                 CHECK(jspan_tape_bytes(&rep->doc) <= jspan_tape_bytes(&full[i]));
                 CHECK(b->tape_max == 0 || jspan_tape_bytes(&rep->doc) <= b->tape_max);
             }
