@@ -107,6 +107,7 @@ FORMATTED=(
   src/trace/traceparent.h
   src/upstream/hedge.c
   tests/fuzz/fuzz_cache_control.c
+  tests/fuzz/fuzz_hpack_out.c
   tests/fuzz/fuzz_jspan.c
   tests/fuzz/fuzz_merge.c
   tests/fuzz/fuzz_resp.c
