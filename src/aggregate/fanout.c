@@ -21,7 +21,9 @@
  * Response cache and coalescing (cache/serve.h, docs/cache.md "Wiring: aggregating routes"):
  * the same lookup as proxy routes runs before any backend is prepared; a fan-out stores only a
  * complete reply (every branch merged), copied once into an entry living the route's ttl, and
- * hands its reply or its error to the identical requests that waited on it.
+ * hands its reply or its error to the identical requests that waited on it. Under
+ * stale-while-revalidate the one refresh of an entry is a fan-out owned by the worker (refresh_t,
+ * below), detached from the request that started it.
  */
 #include "aggregate/fanout.h"
 
@@ -66,8 +68,14 @@ typedef struct st_branch_t {
     int64_t start_us, end_us;
 } branch_t;
 
+struct st_refresh_t;
+
 typedef struct st_fanout_t {
-    est_request_t *r;
+    est_request_t *r;             /* the client's request; NULL for a background refresh */
+    struct st_refresh_t *refresh; /* the background refresh this fan-out is, or NULL */
+    est_services_t *svc;
+    const est_config_t *conf;
+    const est_route_conf_t *route;
     size_t num, pending;
     h2o_timeout_entry_t deadline;
     h2o_iovec_t method;
@@ -93,7 +101,7 @@ static int64_t now_us(void)
 
 static int reserve(fanout_t *f, size_t n)
 {
-    uint64_t limit = f->r->conf->aggregate_memory;
+    uint64_t limit = f->conf->aggregate_memory;
     uint64_t now = atomic_fetch_add_explicit(&held_bytes, n, memory_order_relaxed) + n;
     if (now > limit || now < n) {
         atomic_fetch_sub_explicit(&held_bytes, n, memory_order_relaxed);
@@ -110,6 +118,13 @@ static void release(size_t n)
 
 static void respond(fanout_t *f);
 static void schedule(fanout_t *f);
+
+/* (admin) the access log of the client's request; a background refresh has none */
+static void trace_exchange(fanout_t *f, const branch_t *br, const est_exchange_t *x, int status, est_uerr_t err)
+{
+    if (f->r != NULL)
+        est_request_trace_exchange(f->r, br->b->upstream->name, x, status, err);
+}
 
 /* "%lld" without printf; `dst` has room for 21 bytes. Returns the length (no NUL written). */
 static size_t format_ll(char *dst, long long v)
@@ -155,7 +170,7 @@ static void branch_fail(branch_t *br, const char *desc, est_uerr_t err)
 /* an access-log entry for a backend that was never called */
 static void trace_not_called(fanout_t *f, branch_t *br, const char *reason)
 {
-    est_request_trace_t *t = f->r->trace;
+    est_request_trace_t *t = f->r != NULL ? f->r->trace : NULL;
     if (t == NULL)
         return;
     if (t->num_exchanges == EST_TRACE_MAX_EXCHANGES) {
@@ -185,7 +200,7 @@ static void branch_accept_body(branch_t *br)
     fanout_t *f = br->f;
     const char *err;
     /* the index may take what the process bound leaves (array scalars take none) */
-    uint64_t held = atomic_load_explicit(&held_bytes, memory_order_relaxed), limit = f->r->conf->aggregate_memory;
+    uint64_t held = atomic_load_explicit(&held_bytes, memory_order_relaxed), limit = f->conf->aggregate_memory;
     int r = est_reply_parse(&br->rep, br->body, br->len, held < limit ? (size_t)(limit - held) : 1);
     if (r == EST_REPLY_INVALID) {
         branch_fail(br, "invalid_json", EST_UERR_BAD_REPLY);
@@ -220,7 +235,7 @@ static void branch_accept_body(branch_t *br)
 static int body_reserve(branch_t *br, size_t more)
 {
     fanout_t *f = br->f;
-    uint64_t max = f->r->conf->max_backend_reply;
+    uint64_t max = f->conf->max_backend_reply;
     if (more > max || br->len > max - more)
         return -1;
     if (br->cap - br->len >= more)
@@ -244,7 +259,7 @@ static int body_reserve(branch_t *br, size_t more)
 static int on_head(est_exchange_t *x, void *data, int status, const struct phr_header *headers, size_t num_headers)
 {
     branch_t *br = data;
-    est_request_trace_t *t = br->f->r->trace;
+    est_request_trace_t *t = br->f->r != NULL ? br->f->r->trace : NULL;
     br->status = status;
     size_t n = format_ll(br->desc, status); /* "%d": at most 11 bytes */
     const est_exchange_info_t *info = est_exchange_info(x);
@@ -255,7 +270,7 @@ static int on_head(est_exchange_t *x, void *data, int status, const struct phr_h
     }
     br->desc[n] = '\0';
     size_t before = t != NULL ? t->num_exchanges : 0;
-    est_request_trace_exchange(br->f->r, br->b->upstream->name, x, status, EST_UERR_NONE); /* (admin) access log */
+    trace_exchange(br->f, br, x, status, EST_UERR_NONE); /* (admin) access log */
     if (t != NULL && t->num_exchanges != before)
         br->trace = t->exchanges + t->num_exchanges - 1;
     if (status < 200 || status > 299)
@@ -270,7 +285,7 @@ static int on_head(est_exchange_t *x, void *data, int status, const struct phr_h
         for (j = 0; j != headers[i].value_len && headers[i].value[j] >= '0' && headers[i].value[j] <= '9' && n < (1ull << 60); ++j)
             n = n * 10 + (uint64_t)(headers[i].value[j] - '0');
         if (j == headers[i].value_len && n != 0) {
-            if (n > br->f->r->conf->max_backend_reply || body_reserve(br, (size_t)n) != 0) {
+            if (n > br->f->conf->max_backend_reply || body_reserve(br, (size_t)n) != 0) {
                 branch_fail(br, "reply_too_large", EST_UERR_BAD_REPLY);
                 branch_done(br);
                 return -1;
@@ -309,7 +324,7 @@ static void on_error(est_exchange_t *x, void *data, est_uerr_t err, const char *
 {
     branch_t *br = data;
     if (br->status == 0) /* (admin) access log; after a head the exchange is already recorded */
-        est_request_trace_exchange(br->f->r, br->b->upstream->name, x, 0, err);
+        trace_exchange(br->f, br, x, 0, err);
     branch_free(br);
     /* Server-Timing says "timeout" for every kind of timeout, as in SPEC's example */
     branch_fail(br, est_uerr_is_timeout(err) ? "timeout" : est_uerr_name(err), err);
@@ -359,7 +374,7 @@ static void start_branch(fanout_t *f, branch_t *br)
             return;
         }
     }
-    est_upstream_t *u = est_upstream_set_get(f->r->svc->upstreams, br->b->upstream->index);
+    est_upstream_t *u = est_upstream_set_get(f->svc->upstreams, br->b->upstream->index);
     br->x = est_exchange_start(u, &br->ureq, &exchange_cb, br);
 }
 
@@ -408,7 +423,7 @@ static void cancel_running(fanout_t *f)
         branch_t *br = f->branches + i;
         if (br->state == BR_RUNNING && br->x != NULL) {
             if (br->status == 0) /* (admin) access log */
-                est_request_trace_exchange(f->r, br->b->upstream->name, br->x, 0, EST_UERR_DEADLINE);
+                trace_exchange(f, br, br->x, 0, EST_UERR_DEADLINE);
             est_exchange_cancel(br->x);
             br->x = NULL;
             branch_free(br);
@@ -580,18 +595,25 @@ static void cache_reply(fanout_t *f, int complete)
     est_cache_req_forwarded(c, 200, stored);
 }
 
-static void respond(fanout_t *f)
+/* what the branches came to, once merged */
+typedef struct {
+    size_t num_failed, num_timeouts;
+    const branch_t *first_failed;
+    int fail;    /* no reply (every backend failed, one with on_error "fail", or not complete when required) */
+    int written; /* the merged body is in f->out */
+} outcome_t;
+
+/* ends the fan-out: merges what every branch contributed into f->out (unless `o->fail`), then
+ * frees the replies and their indexes (only the body is held from here). `complete_only`: any
+ * failed branch fails the whole (a background refresh stores only a complete document). */
+static void merge_replies(fanout_t *f, int complete_only, outcome_t *o)
 {
-    est_request_t *r = f->r;
-    h2o_req_t *req = r->req;
     f->responded = 1;
     if (h2o_timeout_is_linked(&f->deadline))
         h2o_timeout_unlink(&f->deadline);
-
+    memset(o, 0, sizeof(*o));
     est_merge_t m;
     est_merge_init(&m, &f->arena);
-    size_t num_failed = 0, num_timeouts = 0;
-    const branch_t *first_failed = NULL;
     for (size_t i = 0; i != f->num; ++i) {
         branch_t *br = f->branches + i;
         if (!br->failed) {
@@ -600,23 +622,22 @@ static void respond(fanout_t *f)
                 branch_fail(br, err == est_aggregate_err_no_memory ? "out_of_memory" : "scalar_without_group", EST_UERR_BAD_REPLY);
         }
         if (br->failed) {
-            ++num_failed;
-            num_timeouts += br->timed_out;
-            if (first_failed == NULL)
-                first_failed = br;
+            ++o->num_failed;
+            o->num_timeouts += br->timed_out;
+            if (o->first_failed == NULL)
+                o->first_failed = br;
         }
     }
-    int fail = num_failed == f->num || (num_failed != 0 && r->route->on_error == EST_ON_ERROR_FAIL);
-    int written = 0;
-    if (!fail) {
-        f->out.max = (size_t)r->conf->aggregate_memory;
+    o->fail = o->num_failed == f->num || (o->num_failed != 0 && (complete_only || f->route->on_error == EST_ON_ERROR_FAIL));
+    if (!o->fail) {
+        f->out.max = (size_t)f->conf->aggregate_memory;
         /* one allocation in the common case: the body is about the replies' size */
         size_t guess = 64;
         for (size_t i = 0; i != f->num; ++i)
             guess += f->branches[i].len + strlen(f->branches[i].b->timing_name) + 8;
         if (guess <= f->out.max && (f->out.data = malloc(guess)) != NULL)
             f->out.cap = guess;
-        written = est_merge_write(&m, &f->out) == 0;
+        o->written = est_merge_write(&m, &f->out) == 0;
         /* counted once written: the body is about the size of the replies it replaces below */
         f->out_held = f->out.cap;
         atomic_fetch_add_explicit(&held_bytes, f->out_held, memory_order_relaxed);
@@ -625,8 +646,24 @@ static void respond(fanout_t *f)
     for (size_t i = 0; i != f->num; ++i)
         f->peak += f->branches[i].cap + f->branches[i].rep_held;
     f->peak += f->out_held;
-    /* the replies and their indexes are not needed any more: only the body is held from here */
     free_replies(f);
+}
+
+static void refresh_respond(fanout_t *f);
+
+static void respond(fanout_t *f)
+{
+    if (f->refresh != NULL) {
+        refresh_respond(f);
+        return;
+    }
+    est_request_t *r = f->r;
+    h2o_req_t *req = r->req;
+    outcome_t o;
+    merge_replies(f, 0, &o);
+    size_t num_failed = o.num_failed, num_timeouts = o.num_timeouts;
+    const branch_t *first_failed = o.first_failed;
+    int fail = o.fail, written = o.written;
 
     add_server_timing(f);
     if (fail && est_cache_req_stale_if_error_ok(&f->cache)) {
@@ -708,9 +745,225 @@ static void cache_forward(est_cache_req_t *c)
     start_fanout(c->data);
 }
 
-/* no background refresh for a fan-out (it lives in its request): under stale-while-revalidate the
- * request that wins the entry's refresh flag fans out itself, every other one is served stale */
-static const est_cache_req_ops_t cache_ops = {cache_forward, NULL};
+/*
+ * The background refresh of a stale entry (stale-while-revalidate, RFC 5861 3; docs/cache.md
+ * "Wiring: aggregating routes"): one per entry across the process (the entry's refresh flag),
+ * started by the request that found the entry stale, which is answered with the stale reply at
+ * once like every other one. The refresh is a fan-out owned by the worker: a heap object with
+ * its own copies of what the branches send (method, expanded path, Host, header fields, the
+ * cache key and the client's header fields), nothing of the client's request, so it neither
+ * delays nor depends on that client. It pins the worker's view of the configuration (route,
+ * limits, upstream set) until it ends and is cancelled if the worker exits first. The bounds of
+ * a foreground fan-out apply (max_backend_reply, aggregate_memory, the route timeout). A
+ * complete document (every branch merged) replaces the entry; anything else releases the
+ * refresh flag, so a later stale hit may try again. A route with dependent backends is not
+ * refreshed in the background (their values come from the client's request while it runs):
+ * there the request that wins the flag fans out itself.
+ */
+typedef struct st_refresh_t {
+    h2o_mem_pool_t pool; /* the copies: key, header fields, the branches' requests */
+    fanout_t *f;         /* the fan-out, malloc'd (its branches read their ureq until the end) */
+    est_services_t *svc; /* pinned */
+    est_cache_store_t *store;
+    est_cache_route_policy_t pol;
+    est_cache_req_facts_t rq;
+    h2o_headers_t headers; /* the client's request header fields (for the entry) */
+    est_cache_hdr_src_t hs;
+    char *key;
+    size_t key_len;
+    est_cache_entry_t *stale;         /* one reference; its refresh flag is ours */
+    int ended;                        /* refresh_end ran: only the memory is left, freed from free_timer */
+    h2o_timeout_entry_t free_timer;   /* 0 ms: an exchange reads its ureq until its callback has returned */
+    struct st_refresh_t *prev, *next; /* the worker's refreshes */
+} refresh_t;
+
+static _Thread_local refresh_t *refreshes;
+
+static void refresh_free(refresh_t *rf)
+{
+    if (h2o_timeout_is_linked(&rf->free_timer))
+        h2o_timeout_unlink(&rf->free_timer);
+    if (rf->prev != NULL)
+        rf->prev->next = rf->next;
+    else
+        refreshes = rf->next;
+    if (rf->next != NULL)
+        rf->next->prev = rf->prev;
+    est_services_t *svc = rf->svc;
+    free(rf->f);
+    h2o_mem_clear_pool(&rf->pool);
+    free(rf);
+    svc->unpin(svc); /* last: it may retire the view (later, from the loop) */
+}
+
+static void on_refresh_free_timer(h2o_timeout_entry_t *entry)
+{
+    refresh_free(H2O_STRUCT_FROM_MEMBER(refresh_t, free_timer, entry));
+}
+
+/* the refresh is over (stored, or not: the flag goes back); the fan-out's buffers go now, its
+ * memory once the exchanges have let go of it */
+static void refresh_end(refresh_t *rf, int stored)
+{
+    fanout_t *f = rf->f;
+    rf->ended = 1;
+    f->responded = 1;
+    if (h2o_timeout_is_linked(&f->deadline))
+        h2o_timeout_unlink(&f->deadline);
+    for (size_t i = 0; i != f->num; ++i) {
+        if (f->branches[i].x != NULL)
+            est_exchange_cancel(f->branches[i].x);
+        f->branches[i].x = NULL;
+    }
+    free_replies(f);
+    jspan_buf_dispose(&f->out);
+    release(f->out_held);
+    f->out_held = 0;
+    if (!stored)
+        est_cache_entry_refresh_done(rf->stale);
+    est_cache_entry_release(rf->stale);
+    rf->stale = NULL;
+    if (f->peak >= TRIM_AFTER)
+        malloc_trim(0);
+    rf->free_timer.cb = on_refresh_free_timer;
+    h2o_timeout_link(rf->svc->loop, rf->svc->get_timeout(rf->svc, 0), &rf->free_timer);
+}
+
+/* every branch has finished (or the deadline passed): a complete document replaces the entry */
+static void refresh_respond(fanout_t *f)
+{
+    refresh_t *rf = f->refresh;
+    outcome_t o;
+    merge_replies(f, 1, &o);
+    int stored = 0;
+    if (!o.fail && o.written) {
+        int64_t now = est_cache_wall_ms();
+        est_cache_resp_facts_t rs; /* none, as in cache_reply */
+        est_cache_resp_facts_init(&rs);
+        est_cache_decision_t d;
+        memset(&d, 0, sizeof(d));
+        est_cache_decide(&rf->rq, 200, &rs, &rf->pol, (int64_t)f->out.len, now, &d);
+        if (d.storable) {
+            const est_cache_field_t fields[] = {
+                {"content-type", 12, "application/json", 16},
+                {"x-estuary-completed", 19, "true", 4},
+            };
+            est_cache_entry_t *e = est_cache_req_entry_new(rf->key, rf->key_len, 200, fields, 2, &rs, &rf->hs, &d,
+                                                           rf->pol.max_entry, (int64_t)f->out.len, now, now);
+            if (e != NULL && f->out.len != 0 && est_cache_entry_append(e, f->out.data, f->out.len) != 0) {
+                est_cache_entry_release(e);
+                e = NULL;
+            }
+            if (e != NULL) {
+                est_cache_entry_freeze(e);
+                stored = est_cache_store_insert(rf->store, e) == 0;
+                est_cache_entry_release(e);
+            }
+        }
+    }
+    if (stored) {
+        est_worker_metrics_t *m = rf->svc->metrics;
+        if (m != NULL && f->route->index < m->num_routes)
+            ++m->routes[f->route->index].cache[EST_CACHE_RESULT_STORED];
+    }
+    refresh_end(rf, stored);
+}
+
+
+/* the worker exits: its refreshes stop (before its views and their upstream sets go) */
+void est_aggregate_worker_exit(void)
+{
+    while (refreshes != NULL) {
+        refresh_t *rf = refreshes;
+        if (!rf->ended)
+            refresh_end(rf, 0);
+        refresh_free(rf);
+    }
+}
+
+/* est_cache_req_ops_t.refresh: starts the background fan-out refreshing `stale` (whose refresh
+ * flag the caller won); 0, or -1 and the request carries the refresh itself */
+static int start_refresh(est_cache_req_t *c, est_cache_entry_t *stale)
+{
+    fanout_t *cf = c->data;
+    est_request_t *r = cf->r;
+    const est_route_conf_t *route = r->route;
+    if (r->svc->pin == NULL || r->svc->unpin == NULL || c->key == NULL || c->store == NULL)
+        return -1;
+    for (size_t i = 0; i != route->num_backends; ++i)
+        if (route->backends[i].num_deps != 0)
+            return -1; /* dependent backends: the foreground refresh */
+    size_t size = offsetof(fanout_t, branches) + sizeof(branch_t) * route->num_backends;
+    refresh_t *rf = calloc(1, sizeof(*rf));
+    fanout_t *f = calloc(1, size);
+    if (rf == NULL || f == NULL) {
+        free(rf);
+        free(f);
+        return -1;
+    }
+    h2o_mem_init_pool(&rf->pool);
+    rf->f = f;
+    rf->svc = r->svc;
+    rf->store = c->store;
+    rf->pol = c->pol;
+    rf->rq = c->rq;
+    rf->rq.is_get = 1; /* a HEAD that found the entry stale refreshes the GET entry */
+    rf->rq.is_head = 0;
+    rf->key = h2o_mem_alloc_pool(&rf->pool, c->key_len);
+    memcpy(rf->key, c->key, c->key_len);
+    rf->key_len = c->key_len;
+    const h2o_headers_t *rh = &r->req->headers;
+    rf->headers.entries = est_cache_copy_headers(&rf->pool, rh->entries, rh->size);
+    rf->headers.size = rf->headers.capacity = rh->size;
+    rf->hs = (est_cache_hdr_src_t){&rf->headers, &rf->pool};
+
+    est_jarena_init(&f->arena);
+    f->refresh = rf;
+    f->svc = r->svc;
+    f->conf = r->conf;
+    f->route = route;
+    f->num = route->num_backends;
+    f->deadline.cb = on_deadline;
+    f->method = h2o_iovec_init(H2O_STRLIT("GET"));
+    uint64_t deadline = h2o_now(r->svc->loop) + route->timeout_ms;
+    for (size_t i = 0; i != f->num; ++i) {
+        branch_t *br = f->branches + i;
+        br->f = f;
+        br->b = route->backends + i;
+        br->index = i;
+        /* prepared in the client's request (its pool), then copied: the refresh owns its copy */
+        est_upstream_request_t u;
+        if (est_request_prepare_backend(r, i, f->method, &u, NULL, NULL) != 0) {
+            est_jarena_dispose(&f->arena);
+            free(f);
+            h2o_mem_clear_pool(&rf->pool);
+            free(rf);
+            return -1;
+        }
+        br->ureq.method = f->method;
+        br->ureq.path = h2o_strdup(&rf->pool, u.path.base, u.path.len);
+        if (u.host.base != NULL)
+            br->ureq.host = h2o_strdup(&rf->pool, u.host.base, u.host.len);
+        br->ureq.headers = est_cache_copy_headers(&rf->pool, u.headers, u.num_headers);
+        br->ureq.num_headers = u.num_headers;
+        br->ureq.deadline = deadline;
+        br->ureq.is_idempotent = 1;
+        br->ureq.trace = NULL; /* not part of the client's trace: that request is answered already */
+    }
+    rf->stale = stale;
+    est_cache_entry_addref(stale);
+    r->svc->pin(r->svc);
+    if ((rf->next = refreshes) != NULL)
+        refreshes->prev = rf;
+    refreshes = rf;
+    f->start_us = now_us();
+    f->pending = f->num;
+    h2o_timeout_link(f->svc->loop, f->svc->get_timeout(f->svc, route->timeout_ms), &f->deadline);
+    schedule(f); /* no exchange calls back from its start: the refresh is under way */
+    return 0;
+}
+
+static const est_cache_req_ops_t cache_ops = {cache_forward, start_refresh};
 
 void est_aggregate_handle(est_request_t *r)
 {
@@ -721,6 +974,9 @@ void est_aggregate_handle(est_request_t *r)
     memset(f, 0, size);
     est_jarena_init(&f->arena);
     f->r = r;
+    f->svc = r->svc;
+    f->conf = r->conf;
+    f->route = route;
     f->num = route->num_backends;
     f->deadline.cb = on_deadline;
 

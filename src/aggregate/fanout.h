@@ -9,5 +9,8 @@
 
 /* Takes over the request; the response is sent later from the loop. */
 void est_aggregate_handle(est_request_t *r);
+/* the worker exits: its background cache refreshes are cancelled (they pin its views); call
+ * before the views are retired */
+void est_aggregate_worker_exit(void);
 
 #endif

@@ -396,3 +396,19 @@ est_cache_entry_t *est_cache_req_entry_new(const char *key, size_t key_len, int 
     in.now_ms = now_ms;
     return est_cache_entry_create(&in);
 }
+
+h2o_header_t *est_cache_copy_headers(h2o_mem_pool_t *pool, const h2o_header_t *src, size_t n)
+{
+    h2o_header_t *dst = h2o_mem_alloc_pool(pool, sizeof(*dst) * (n ? n : 1));
+    for (size_t i = 0; i != n; ++i) {
+        dst[i] = src[i];
+        dst[i].orig_name = NULL;
+        if (!h2o_iovec_is_token(src[i].name)) {
+            h2o_iovec_t *name = h2o_mem_alloc_pool(pool, sizeof(*name));
+            *name = h2o_strdup(pool, src[i].name->base, src[i].name->len);
+            dst[i].name = name;
+        }
+        dst[i].value = h2o_strdup(pool, src[i].value.base, src[i].value.len);
+    }
+    return dst;
+}

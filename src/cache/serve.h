@@ -113,4 +113,8 @@ est_cache_entry_t *est_cache_req_entry_new(const char *key, size_t key_len, int 
                                            const est_cache_decision_t *d, size_t max_entry, int64_t content_length,
                                            int64_t request_time_ms, int64_t now_ms);
 
+/* a deep copy of n header fields into pool (names that are not tokens, values): what a
+ * detached refresh keeps of the client's request, which it outlives */
+h2o_header_t *est_cache_copy_headers(h2o_mem_pool_t *pool, const h2o_header_t *src, size_t n);
+
 #endif

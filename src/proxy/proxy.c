@@ -617,21 +617,6 @@ static void refresh_on_error(est_exchange_t *x, void *data, est_uerr_t err, cons
 
 static const est_exchange_cb_t refresh_cb = {refresh_on_head, refresh_on_body, refresh_on_error};
 
-static h2o_header_t *copy_headers(h2o_mem_pool_t *pool, const h2o_header_t *src, size_t n)
-{
-    h2o_header_t *dst = h2o_mem_alloc_pool(pool, sizeof(*dst) * (n ? n : 1));
-    for (size_t i = 0; i != n; ++i) {
-        dst[i] = src[i];
-        dst[i].orig_name = NULL;
-        if (!h2o_iovec_is_token(src[i].name)) {
-            h2o_iovec_t *name = h2o_mem_alloc_pool(pool, sizeof(*name));
-            *name = h2o_strdup(pool, src[i].name->base, src[i].name->len);
-            dst[i].name = name;
-        }
-        dst[i].value = h2o_strdup(pool, src[i].value.base, src[i].value.len);
-    }
-    return dst;
-}
 
 /* starts the refresh of `stale` (whose refresh flag the caller won); 0, or -1 (the caller releases the flag) */
 /* the worker exits: its refreshes stop (before its views and their upstream sets go) */
@@ -670,7 +655,7 @@ static int start_refresh(est_cache_req_t *c, est_cache_entry_t *stale)
     memcpy(rf->key, c->key, c->key_len);
     rf->key_len = c->key_len;
     h2o_vector_reserve(&rf->pool, &rf->headers, req->headers.size);
-    rf->headers.entries = copy_headers(&rf->pool, req->headers.entries, req->headers.size);
+    rf->headers.entries = est_cache_copy_headers(&rf->pool, req->headers.entries, req->headers.size);
     rf->headers.size = req->headers.size;
     rf->hs = (est_cache_hdr_src_t){&rf->headers, &rf->pool};
     rf->ureq = p->ureq;
@@ -678,7 +663,7 @@ static int start_refresh(est_cache_req_t *c, est_cache_entry_t *stale)
     rf->ureq.path = h2o_strdup(&rf->pool, p->ureq.path.base, p->ureq.path.len);
     if (p->ureq.host.base != NULL)
         rf->ureq.host = h2o_strdup(&rf->pool, p->ureq.host.base, p->ureq.host.len);
-    rf->ureq.headers = copy_headers(&rf->pool, p->ureq.headers, p->ureq.num_headers);
+    rf->ureq.headers = est_cache_copy_headers(&rf->pool, p->ureq.headers, p->ureq.num_headers);
     rf->ureq.has_body = 0;
     rf->ureq.body = h2o_iovec_init(NULL, 0);
     rf->ureq.body_stream = 0;

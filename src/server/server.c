@@ -17,6 +17,7 @@
  * requests Connection: close, and wait for their connections to end, at most
  * shutdown_timeout (shared/LIBH2O-2.2.5.md §5).
  */
+#include "aggregate/fanout.h"
 #include "cache/global.h"
 #include "h2/hpack_out.h"
 #include "policy/gate.h"
@@ -331,6 +332,7 @@ static void *worker_main(void *arg)
     flush_traces(w);
 
     est_observe_worker_close(w); /* (admin) before the queue goes away */
+    est_aggregate_worker_exit(); /* aggregate cache refreshes cancelled (they pin views) */
     est_proxy_worker_exit(); /* cache refreshes cancelled (they pin views), coalescing table freed */
     while (!h2o_linklist_is_empty(&w->old_gens))
         est_worker_gen_retire(H2O_STRUCT_FROM_MEMBER(est_worker_gen_t, link, w->old_gens.next));
