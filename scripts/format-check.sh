@@ -57,6 +57,8 @@ FORMATTED=(
   src/common/sockaddr.c
   src/common/sockaddr.h
   src/common/swar.h
+  src/common/trim.c
+  src/common/trim.h
   src/common/wheel.c
   src/common/wheel.h
   src/config/address.c

@@ -27,7 +27,6 @@
  */
 #include "aggregate/fanout.h"
 
-#include <malloc.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +36,7 @@
 
 #include "aggregate/merge.h"
 #include "cache/serve.h"
+#include "common/trim.h"
 
 /* Bytes held by every fan-out of the process (all workers): reply buffers, indexes, bodies.
  * One atomic counter shared by the worker threads because the bound (aggregate_memory) is
@@ -474,9 +474,10 @@ static void on_dispose(void *p)
     release(f->out_held);
     f->out_held = 0;
     est_cache_req_dispose(&f->cache); /* a waiter leaves; a flight still open goes to the oldest waiter */
-    /* big replies are mmap'd and already returned; this gives back what the heap kept */
+    /* big replies are mmap'd and already returned; this gives back what the heap kept, from
+     * a thread of its own (malloc_trim takes every arena's lock: not on the loop) */
     if (f->peak >= TRIM_AFTER)
-        malloc_trim(0);
+        est_trim_request();
 }
 
 static void add_server_timing(fanout_t *f)
@@ -824,7 +825,7 @@ static void refresh_end(refresh_t *rf, int stored)
     est_cache_entry_release(rf->stale);
     rf->stale = NULL;
     if (f->peak >= TRIM_AFTER)
-        malloc_trim(0);
+        est_trim_request();
     rf->free_timer.cb = on_refresh_free_timer;
     h2o_timeout_link(rf->svc->loop, rf->svc->get_timeout(rf->svc, 0), &rf->free_timer);
 }
