@@ -882,6 +882,25 @@ void est_aggregate_worker_exit(void)
     }
 }
 
+/* a zeroed fan-out of the route of r, its branches set up: for the client's request, and for a
+ * background refresh (which copies what it needs of r and does not keep it) */
+static void fanout_init(fanout_t *f, est_request_t *r, h2o_iovec_t method)
+{
+    est_jarena_init(&f->arena);
+    f->svc = r->svc;
+    f->conf = r->conf;
+    f->route = r->route;
+    f->num = r->route->num_backends;
+    f->deadline.cb = on_deadline;
+    f->method = method;
+    for (size_t i = 0; i != f->num; ++i) {
+        branch_t *br = f->branches + i;
+        br->f = f;
+        br->b = r->route->backends + i;
+        br->index = i;
+    }
+}
+
 /* est_cache_req_ops_t.refresh: starts the background fan-out refreshing `stale` (whose refresh
  * flag the caller won); 0, or -1 and the request carries the refresh itself */
 static int start_refresh(est_cache_req_t *c, est_cache_entry_t *stale)
@@ -918,20 +937,11 @@ static int start_refresh(est_cache_req_t *c, est_cache_entry_t *stale)
     rf->headers.size = rf->headers.capacity = rh->size;
     rf->hs = (est_cache_hdr_src_t){&rf->headers, &rf->pool};
 
-    est_jarena_init(&f->arena);
+    fanout_init(f, r, h2o_iovec_init(H2O_STRLIT("GET")));
     f->refresh = rf;
-    f->svc = r->svc;
-    f->conf = r->conf;
-    f->route = route;
-    f->num = route->num_backends;
-    f->deadline.cb = on_deadline;
-    f->method = h2o_iovec_init(H2O_STRLIT("GET"));
     uint64_t deadline = h2o_now(r->svc->loop) + route->timeout_ms;
     for (size_t i = 0; i != f->num; ++i) {
         branch_t *br = f->branches + i;
-        br->f = f;
-        br->b = route->backends + i;
-        br->index = i;
         /* prepared in the client's request (its pool), then copied: the refresh owns its copy */
         est_upstream_request_t u;
         if (est_request_prepare_backend(r, i, f->method, &u, NULL, NULL) != 0) {
@@ -973,22 +983,9 @@ void est_aggregate_handle(est_request_t *r)
     size_t size = offsetof(fanout_t, branches) + sizeof(branch_t) * route->num_backends;
     fanout_t *f = est_alloc_disposable(&req->pool, r->disposers, size, on_dispose);
     memset(f, 0, size);
-    est_jarena_init(&f->arena);
-    f->r = r;
-    f->svc = r->svc;
-    f->conf = r->conf;
-    f->route = route;
-    f->num = route->num_backends;
-    f->deadline.cb = on_deadline;
-
     /* HEAD is served as GET to the backends; the merged body is dropped */
-    f->method = r->method == EST_METHOD_HEAD ? h2o_iovec_init(H2O_STRLIT("GET")) : req->method;
-    for (size_t i = 0; i != f->num; ++i) {
-        branch_t *br = f->branches + i;
-        br->f = f;
-        br->b = route->backends + i;
-        br->index = i;
-    }
+    fanout_init(f, r, r->method == EST_METHOD_HEAD ? h2o_iovec_init(H2O_STRLIT("GET")) : req->method);
+    f->r = r;
     /* the response cache and coalescing (GET/HEAD on a route with cache or coalesce) */
     if (est_cache_req_begin(&f->cache, r, &cache_ops, f))
         return; /* answered from the cache, or waiting on an identical request */

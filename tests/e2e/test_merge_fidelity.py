@@ -4,52 +4,15 @@
 Backends answer raw bytes (no Python JSON round trip), and the client's body is compared
 byte for byte: the merge copies the backends' spans, compacted."""
 
-import json
-import os
-from functools import lru_cache
-from pathlib import Path
-
 import pytest
 
-from harness import body_reply, chunked_reply, estuary_bin, server_timing, wait_until
+from harness import body_reply, chunked_reply, server_timing, wait_until
+from test_stream import proc_status, sanitized
+from test_upstream_hardening import read_access_log
 
 
 def raw_json(data):
     return body_reply(data, content_type="application/json")
-
-
-def read_access_log(path, n):
-    def lines():
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            return None
-        ls = [json.loads(x) for x in text.splitlines()]
-        return ls if len(ls) >= n else None
-    return wait_until(lines, timeout=5, what=f"{n} access log line(s)")
-
-
-def proc_status(pid):
-    """VmRSS / VmHWM (kB) of a process."""
-    out = {}
-    for ln in Path(f"/proc/{pid}/status").read_text().splitlines():
-        k, _, v = ln.partition(":")
-        if k in ("VmRSS", "VmHWM"):
-            out[k] = int(v.split()[0])
-    return out
-
-
-@lru_cache(maxsize=None)
-def _binary_is_sanitized(path):
-    try:
-        return b"__asan_init" in Path(path).read_bytes()
-    except OSError:
-        return False
-
-
-def sanitized():
-    """ASan inflates RSS (shadow memory, quarantine): RSS bounds are not checked under it."""
-    return os.environ.get("ESTUARY_TEST_SANITIZED") == "1" or _binary_is_sanitized(str(estuary_bin()))
 
 
 # every value SPEC names, and a few more; each must come out exactly as written
