@@ -74,6 +74,8 @@ FORMATTED=(
   src/h1/parse_internal.h
   src/h2/hpack_out.c
   src/h2/hpack_out.h
+  src/io/ring.c
+  src/io/ring.h
   src/policy/auth.c
   src/policy/auth_internal.h
   src/policy/cors.c
@@ -136,6 +138,7 @@ FORMATTED=(
   tests/unit/config/test_hedge_conf.c
   tests/unit/config/test_policy.c
   tests/unit/config/test_tracing.c
+  tests/unit/io/test_ring.c
   tests/unit/policy/test_auth.c
   tests/unit/policy/test_gcra.c
   tests/unit/policy/test_jwks_fetch.c

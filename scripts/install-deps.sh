@@ -6,7 +6,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake pkg-config
-  libh2o-evloop-dev libc-ares-dev libjansson-dev libssl-dev libcmocka-dev
+  libh2o-evloop-dev libc-ares-dev libjansson-dev libssl-dev libcmocka-dev liburing-dev
   python3-pytest python3-aiohttp python3-dnslib python3-yaml
   curl openssl nghttp2-client ca-certificates
   clang clang-format-14 libclang-rt-14-dev python3-h2 python3-hyperframe python3-hpack util-linux

@@ -265,6 +265,7 @@ typedef struct est_config {
     size_t num_listen;
     unsigned workers; /* resolved: "auto" -> number of CPUs */
     int workers_auto;
+    int io_uring; /* "io_uring": 1 auto (used where the kernel allows it), 0 off (epoll); read at start */
     uint64_t shutdown_timeout_ms;
     uint64_t max_request_body;
     /* SPEC "Client limits" (defaults 10s, 10s, 30s, 60s) */

@@ -402,12 +402,30 @@ static void load_workers(vctx_t *c, json_t *root)
     est_cv_pop(c);
 }
 
+static void load_io_uring(vctx_t *c, json_t *root)
+{
+    json_t *v = json_object_get(root, "io_uring");
+    c->conf->io_uring = 1;
+    if (v == NULL)
+        return;
+    est_cv_push_key(c, "io_uring");
+    if (json_is_string(v) && strcmp(json_string_value(v), "auto") == 0)
+        c->conf->io_uring = 1;
+    else if (json_is_string(v) && strcmp(json_string_value(v), "off") == 0)
+        c->conf->io_uring = 0;
+    else if (json_is_string(v))
+        est_cv_err_val(c, "expected \"auto\" or \"off\", got \"%s\"", json_string_value(v));
+    else
+        est_cv_err_val(c, "expected \"auto\" or \"off\", got %s", est_cv_type_name(v));
+    est_cv_pop(c);
+}
+
 void est_cv_load_root(vctx_t *c, json_t *root)
 {
     static const char *const keys[] = {"listen", "workers", "shutdown_timeout", "max_request_body", "admin", "dns", "upstreams", "routes",
                                        "access_log", "client_header_timeout", "client_body_timeout", "client_send_timeout",
                                        "client_idle_timeout", "auth", "rate_limits", "redis", "max_backend_reply",
-                                       "aggregate_memory", "tracing", "cache", NULL};
+                                       "aggregate_memory", "tracing", "cache", "io_uring", NULL};
     est_config_t *conf = c->conf;
 
     conf->shutdown_timeout_ms = 10000;
@@ -426,6 +444,7 @@ void est_cv_load_root(vctx_t *c, json_t *root)
     est_cv_check_keys(c, root, keys);
     load_listen(c, root);
     load_workers(c, root);
+    load_io_uring(c, root);
     est_cv_get_duration(c, root, "shutdown_timeout", 1, &conf->shutdown_timeout_ms);
     est_cv_get_size(c, root, "max_request_body", &conf->max_request_body);
     est_cv_get_duration(c, root, "client_header_timeout", 0, &conf->client_header_timeout_ms);

@@ -11,6 +11,7 @@
  * descriptors stay free for upstream connections, DNS and the admin listener, which keeps
  * answering /healthz meanwhile.
  */
+#include "io/ring.h"
 #include "server/accept.h"
 #include "server/worker.h"
 #include "server/handler.h"
@@ -113,6 +114,7 @@ static void on_handshake(h2o_socket_t *sock, const char *err)
 static void start_connection(est_listener_t *l, h2o_socket_t *sock)
 {
     est_worker_t *w = l->w;
+    est_io_track(h2o_socket_get_fd(sock)); /* before h1/TLS start reading: its I/O goes through the ring */
     track(w, sock);
     if (l->actx.ssl_ctx != NULL) {
         handshake_t *hs = h2o_mem_alloc(sizeof(*hs));

@@ -54,6 +54,8 @@ static void warn_restart_only(est_server_t *s, const est_config_t *oc, const est
     const est_config_t *sc = s->start_conf;
     if (nc->workers != sc->workers)
         est_log_warn("reload: \"workers\" changed (%u -> %u); takes effect at the next start", sc->workers, nc->workers);
+    if (nc->io_uring != sc->io_uring)
+        est_log_warn("reload: \"io_uring\" changed; takes effect at the next start");
     if (!est_dns_conf_equal(&oc->dns, &nc->dns))
         est_log_warn("reload: \"dns\" settings changed; they take effect at the next start (the resolver and its cache are kept)");
     if (oc->access_log_off != nc->access_log_off || (oc->access_log == NULL) != (nc->access_log == NULL) ||

@@ -22,6 +22,7 @@
 #include "h2/hpack_out.h"
 #include "policy/gate.h"
 #include "proxy/proxy.h"
+#include "io/ring.h"
 #include "server/server.h"
 #include "server/worker.h"
 #include "server/accept.h"
@@ -276,6 +277,12 @@ static void *worker_main(void *arg)
 
     set_socket_buffer_size();
     seed_request_ids(w);
+    /* the ring goes first: every client and backend socket of this worker is tracked on it */
+    char why[160];
+    if (est_io_thread_start(conf->io_uring, why, sizeof(why)))
+        est_log_info("worker %zu: socket I/O on io_uring", w->id);
+    else
+        est_log_info("worker %zu: socket I/O on epoll (io_uring: %s)", w->id, why);
     /* h2o's evloop keeps thread-local state: the context is made on the worker's own thread,
      * and the main thread is told (barrier) once it can be woken */
     h2o_context_init(&w->ctx, h2o_evloop_create(), &s->h2oconf);
@@ -348,6 +355,7 @@ static void *worker_main(void *arg)
     h2o_multithread_unregister_receiver(w->ctx.queue, &w->reload_rx);
     h2o_multithread_unregister_receiver(w->ctx.queue, &w->wake);
     est_h2o_context_teardown(&w->ctx);
+    est_io_thread_stop(); /* after the loop's last run: its sockets are closed */
     est_observe_worker_dispose(w); /* (admin) */
     park(w);
     return NULL;

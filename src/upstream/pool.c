@@ -28,6 +28,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include "common/log.h"
+#include "io/ring.h"
 #include "upstream/client_internal.h"
 
 static void on_idle_read(h2o_socket_t *sock, const char *err);
@@ -339,6 +340,7 @@ int est_pool_connect(est_upstream_t *u, est_pool_req_t *req)
         free(c);
         return -1;
     }
+    est_io_track(h2o_socket_get_fd(c->sock)); /* the worker's ring, if it has one (io/ring.h) */
     c->sock->data = c;
     c->req = req;
     req->conn = c;

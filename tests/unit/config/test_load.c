@@ -183,6 +183,7 @@ static void test_defaults(void **state)
     assert_int_equal(c->listen[0].tls, 0);
     assert_int_equal(c->workers_auto, 1);
     assert_true(c->workers >= 1 && c->workers <= 256);
+    assert_int_equal(c->io_uring, 1); /* "auto" */
     assert_int_equal(c->shutdown_timeout_ms, 10000);
     assert_int_equal(c->max_request_body, 8388608);
     assert_null(c->admin);
@@ -198,12 +199,13 @@ static void test_defaults(void **state)
     est_config_free(c);
 
     /* a file name without a folder resolves against "." */
-    c = load_ok("t.json", "{\"workers\": 3, \"shutdown_timeout\": \"0s\", \"max_request_body\": 0, \"admin\": {\"port\": 9}}");
+    c = load_ok("t.json", "{\"workers\": 3, \"io_uring\": \"off\", \"shutdown_timeout\": \"0s\", \"max_request_body\": 0, \"admin\": {\"port\": 9}}");
     char cwd[PATH_MAX];
     assert_non_null(realpath(".", cwd));
     assert_string_equal(c->base_dir, cwd);
     assert_int_equal(c->workers, 3);
     assert_int_equal(c->workers_auto, 0);
+    assert_int_equal(c->io_uring, 0);
     assert_int_equal(c->shutdown_timeout_ms, 0);
     assert_int_equal(c->max_request_body, 0);
     assert_string_equal(c->admin->host, "127.0.0.1");
@@ -298,6 +300,10 @@ static const bad_case_t bad_cases[] = {
     {"unknown key with escapes and UTF-8", "{\"dns\": {\"\\u00e9t\\u00e9\": 1, \"é\": 2}}",
      {F ":1:10: unknown key \"été\" in dns",
       F ":1:30: unknown key \"é\" in dns"}},
+    {"io_uring values",
+     "{\"io_uring\": \"on\"}",
+     {F ":1:14: io_uring: expected \"auto\" or \"off\", got \"on\""}},
+    {"io_uring type", "{\"io_uring\": false}", {F ":1:14: io_uring: expected \"auto\" or \"off\", got a boolean"}},
     {"wrong types",
      "{\"listen\": {\"port\": 80}, \"workers\": \"many\", \"shutdown_timeout\": 10,\n"
      " \"max_request_body\": 1.5, \"admin\": [], \"dns\": {\"servers\": \"1.1.1.1\"},\n"
