@@ -63,11 +63,13 @@ typedef struct {
     void *ptr;         /* libh2o's epoll data for the socket */
     uint32_t lib_mask; /* the events libh2o asked for */
     uint32_t gen;      /* bumped at every track and close: completions of an earlier socket are told apart */
-    uint8_t tracked, armed, staged, raw, want_out, syn_out, shut, in_ready, in_arm, in_dirty;
-    int err;         /* errno of a failed send, given to the next write */
-    int32_t st_res;  /* staged receive: bytes, 0 (end of stream) or -errno */
-    uint32_t st_off; /* bytes of it already read */
-    uint16_t st_bid; /* its receive buffer */
+    uint8_t tracked, armed, staged, raw, syn_out, shut, in_ready, in_arm, in_dirty;
+    uint8_t registered; /* in libh2o's epoll set (added, not deleted) */
+    uint32_t real_mask; /* the events registered there for it */
+    int err;            /* errno of a failed send, given to the next write */
+    int32_t st_res;     /* staged receive: bytes, 0 (end of stream) or -errno */
+    uint32_t st_off;    /* bytes of it already read */
+    uint16_t st_bid;    /* its receive buffer */
     uint32_t ev_round, ev_idx;
     obuf_t *out;    /* queued, not submitted */
     obuf_t *flight; /* submitted, not completed */
@@ -471,10 +473,17 @@ static void send_done(io_t *t, fdrec_t *r, int fd, int res)
     r->flight = NULL;
     if (r->out != NULL)
         push_dirty(t, r, fd);
-    if (r->want_out) {
-        r->want_out = 0;
+    if ((r->lib_mask & EPOLLOUT) != 0) {
+        /* libh2o waits to write (it was told EAGAIN, or polls since before the send): it is
+         * told now, and its own EPOLLOUT goes back into the epoll set, because libh2o does not
+         * register it again when its mask did not change */
         r->syn_out = 1;
         push_ready(t, r, fd);
+        if (r->registered && (r->real_mask & EPOLLOUT) == 0) {
+            r->real_mask |= EPOLLOUT;
+            struct epoll_event e = {.events = r->real_mask, .data = {.u64 = EV_TAG | (uint32_t)fd}};
+            REAL(epoll_ctl)(t->ep, EPOLL_CTL_MOD, fd, &e);
+        }
     }
     if (r->shut && r->out == NULL) {
         REAL(shutdown)(fd, r->shut - 1);
@@ -537,6 +546,28 @@ static void reap(io_t *t)
     io_uring_cq_advance(&t->ring, n);
 }
 
+/* r has an event libh2o waits for: bytes while it reads, or the end of a send while it writes */
+static int has_event(const fdrec_t *r)
+{
+    return ((r->staged || r->raw) && (r->lib_mask & EPOLLIN) != 0) || (r->syn_out && (r->lib_mask & EPOLLOUT) != 0);
+}
+
+/* drop the sockets of the ready list that have no event now (read since, closed, or paused by
+ * libh2o: epoll_ctl puts a paused one back when libh2o reads again) */
+static void ready_prune(io_t *t)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i != t->ready.n; ++i) {
+        int fd = t->ready.v[i];
+        fdrec_t *r = rec_of(t, fd);
+        if (r != NULL && has_event(r))
+            t->ready.v[keep++] = fd;
+        else if (r != NULL)
+            r->in_ready = 0;
+    }
+    t->ready.n = keep;
+}
+
 /* the events the ring produced, as libh2o's epoll events (at most max) */
 static int collect(io_t *t, struct epoll_event *evs, int max)
 {
@@ -545,8 +576,8 @@ static int collect(io_t *t, struct epoll_event *evs, int max)
     for (size_t i = 0; i != t->ready.n; ++i) {
         int fd = t->ready.v[i];
         fdrec_t *r = rec_of(t, fd);
-        if (r == NULL)
-            continue;
+        if (r == NULL || r->ev_round == t->round)
+            continue; /* closed, or listed twice (a new socket with the number of a closed one) */
         uint32_t ev = 0;
         if (r->syn_out && (r->lib_mask & EPOLLOUT) == 0)
             r->syn_out = 0; /* libh2o no longer waits to write */
@@ -560,11 +591,10 @@ static int collect(io_t *t, struct epoll_event *evs, int max)
             r->ev_round = t->round;
             r->ev_idx = (uint32_t)n++;
         }
-        if (r->staged || r->raw || r->syn_out) {
-            t->ready.v[keep++] = fd; /* read later (libh2o stopped reading) or no room this time */
-        } else {
+        if (has_event(r))
+            t->ready.v[keep++] = fd; /* given now (ready_prune drops it once read) or no room this time */
+        else
             r->in_ready = 0;
-        }
     }
     t->ready.n = keep;
     return n;
@@ -660,6 +690,7 @@ int epoll_wait(int ep, struct epoll_event *evs, int max, int timeout)
     int64_t orphan_wait = orphans_expire(t);
     if (orphan_wait >= 0 && (timeout < 0 || orphan_wait < timeout))
         timeout = (int)orphan_wait;
+    ready_prune(t);
     if (t->ready.n != 0 || t->ep_hot)
         timeout = 0;
 
@@ -687,24 +718,23 @@ int epoll_ctl(int ep, int op, int fd, struct epoll_event *ev)
         return REAL(epoll_ctl)(ep, op, fd, ev);
     t->ep = ep;
     if (op == EPOLL_CTL_DEL) {
-        r->lib_mask = 0;
-        r->want_out = 0;
+        r->lib_mask = r->real_mask = 0;
+        r->registered = 0;
         return REAL(epoll_ctl)(ep, op, fd, ev);
     }
     r->ptr = ev->data.ptr;
     r->lib_mask = ev->events;
     uint32_t mask = ev->events & ~(uint32_t)EPOLLIN; /* the ring reads */
-    r->want_out = 0;
-    if (r->flight != NULL && (mask & EPOLLOUT) != 0) {
-        r->want_out = 1; /* given when the queue is sent */
-        mask &= ~(uint32_t)EPOLLOUT;
-    }
+    if (r->flight != NULL)
+        mask &= ~(uint32_t)EPOLLOUT; /* given when the send in flight completes (send_done) */
     if ((ev->events & EPOLLIN) != 0) {
         if (r->staged || r->raw)
             push_ready(t, r, fd);
         else if (!r->armed)
             push_arm(t, r, fd);
     }
+    r->real_mask = mask;
+    r->registered = 1;
     struct epoll_event e = {.events = mask, .data = {.u64 = EV_TAG | (uint32_t)fd}};
     return REAL(epoll_ctl)(ep, op, fd, &e);
 }

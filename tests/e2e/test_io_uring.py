@@ -13,6 +13,7 @@ import time
 import pytest
 
 from harness import body_reply, curl, wait_until
+from test_client_conn import proc_cpu_seconds
 
 MiB = 1024 * 1024
 BIG = hashlib.sha256(b"io").digest() * (3 * MiB // 32)  # 3 MiB: more than loopback's buffers hold
@@ -118,3 +119,28 @@ def test_pipelined_replies_in_order(backend, estuary):
             got += chunk
     assert got.count(b"HTTP/1.1 200") == 20
     assert gw.origin.request_count == 20
+
+
+def test_slow_reader_costs_no_busy_wait(backend, estuary):
+    """A client reading 3 MiB slowly: the backend's bytes wait (libh2o stops reading it, and
+    the ring holds at most one buffer), and the worker sleeps meanwhile instead of spinning."""
+    gw = gateway(backend, estuary)
+    s = socket.create_connection(("127.0.0.1", gw.port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    s.sendall(b"GET /px/big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    time.sleep(0.3)  # the reply head and the first buffers are in; the rest waits for the client
+    cpu0, t0 = proc_cpu_seconds(gw.proc.pid), time.monotonic()
+    data = b""
+    s.settimeout(10)
+    while time.monotonic() - t0 < 2.0:
+        data += s.recv(32768)
+        time.sleep(0.02)
+    cpu = proc_cpu_seconds(gw.proc.pid) - cpu0
+    while True:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    assert data.partition(b"\r\n\r\n")[2] == BIG
+    assert cpu < 0.5, f"{cpu:.2f} s of CPU in 2 s of a slow client"

@@ -258,6 +258,51 @@ static void test_backpressure(void **state)
     assert_int_equal(write(p->a, "x", 1), 1); /* writable again */
 }
 
+static size_t drain_peer(pair_t *p)
+{
+    static char sink[1 << 16];
+    size_t n = 0;
+    ssize_t r;
+    while ((r = recv(p->b, sink, sizeof(sink), MSG_DONTWAIT)) > 0)
+        n += (size_t)r;
+    return n;
+}
+
+/* libh2o registers EPOLLOUT only when its mask changes. Held back while a send was in flight,
+ * it must be back in the epoll set once that send completes: libh2o may keep polling for it
+ * without another epoll_ctl (here: a big write that goes straight to writev, partly written) */
+static void test_epollout_back_after_the_send(void **state)
+{
+    PAIR(state);
+    static char big[4 << 20];
+    memset(big, 'b', sizeof(big));
+    ssize_t r;
+    while ((r = write(p->a, big, sizeof(big))) > 0) /* fill the kernel's buffers (straight to writev) */
+        ;
+    assert_int_equal(errno, EAGAIN);
+    assert_int_equal(write(p->a, "small", 5), 5); /* queued */
+    wait_events(p, 0);                            /* sent: the kernel takes none of it now */
+    errno = 0;
+    assert_int_equal(write(p->a, "x", 1), -1);
+    assert_int_equal(errno, EAGAIN);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data = {.ptr = &p->marker}};
+    assert_int_equal(epoll_ctl(p->ep, EPOLL_CTL_MOD, p->a, &ev), 0);
+    uint32_t seen = 0;
+    for (int i = 0; i != 2000 && !(seen & EPOLLOUT); ++i) {
+        drain_peer(p);
+        seen |= wait_events(p, 1);
+    }
+    assert_true(seen & EPOLLOUT);
+    r = write(p->a, big, sizeof(big)); /* straight to writev: partly written */
+    assert_true(r > 0 && r < (ssize_t)sizeof(big));
+    seen = 0;
+    for (int i = 0; i != 2000 && !(seen & EPOLLOUT); ++i) {
+        drain_peer(p);
+        seen |= wait_events(p, 1);
+    }
+    assert_true(seen & EPOLLOUT);
+}
+
 static void test_untracked_pass_through(void **state)
 {
     (void)state;
@@ -279,6 +324,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_sends_the_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_after_the_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_epollout_back_after_the_send, setup, teardown),
         cmocka_unit_test_setup_teardown(test_untracked_pass_through, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
