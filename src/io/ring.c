@@ -142,16 +142,22 @@ __attribute__((constructor(101))) static void resolve_at_start(void)
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
+/* room for one more element in the array *arr of *cap (doubled when full; first: the first size) */
+static void grow(void **arr, size_t n, size_t *cap, size_t elem, size_t first)
+{
+    if (n != *cap)
+        return;
+    size_t c = *cap ? *cap * 2 : first;
+    void *p = realloc(*arr, c * elem);
+    if (p == NULL)
+        abort(); /* a few bytes per socket: as for libh2o's own allocations, no way on */
+    *arr = p;
+    *cap = c;
+}
+
 static void ivec_push(ivec_t *v, int fd)
 {
-    if (v->n == v->cap) {
-        size_t cap = v->cap ? v->cap * 2 : 64;
-        int *p = realloc(v->v, cap * sizeof(*p));
-        if (p == NULL)
-            abort();
-        v->v = p;
-        v->cap = cap;
-    }
+    grow((void **)&v->v, v->n, &v->cap, sizeof(*v->v), 64);
     v->v[v->n++] = fd;
 }
 
@@ -272,14 +278,7 @@ static uint64_t now_ms(void)
 
 static void orphan_add(io_t *t, uint64_t ud, obuf_t *b)
 {
-    if (t->norphans == t->orphans_cap) {
-        size_t cap = t->orphans_cap ? t->orphans_cap * 2 : 16;
-        orphan_t *p = realloc(t->orphans, cap * sizeof(*p));
-        if (p == NULL)
-            abort();
-        t->orphans = p;
-        t->orphans_cap = cap;
-    }
+    grow((void **)&t->orphans, t->norphans, &t->orphans_cap, sizeof(*t->orphans), 16);
     t->orphans[t->norphans++] = (orphan_t){.ud = ud, .deadline_ms = now_ms() + ORPHAN_MS, .buf = b};
 }
 

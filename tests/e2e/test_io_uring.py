@@ -39,6 +39,19 @@ def io_mode(gw):
     return m.group(1)
 
 
+def read_to_end(s):
+    """What the gateway sends until it closes; closes s."""
+    data = b""
+    s.settimeout(10)
+    while True:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    return data
+
+
 def ring_completions(pid):
     """CqTail summed over the process's io_uring descriptors (/proc/PID/fdinfo)."""
     total, rings = 0, 0
@@ -94,14 +107,7 @@ def test_client_that_stops_reading_then_reads(backend, estuary, mode):
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
     s.sendall(b"GET /px/big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     time.sleep(1.0)
-    data = b""
-    s.settimeout(10)
-    while True:
-        chunk = s.recv(1 << 20)
-        if not chunk:
-            break
-        data += chunk
-    s.close()
+    data = read_to_end(s)
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head
     assert body == BIG
@@ -136,11 +142,6 @@ def test_slow_reader_costs_no_busy_wait(backend, estuary):
         data += s.recv(32768)
         time.sleep(0.02)
     cpu = proc_cpu_seconds(gw.proc.pid) - cpu0
-    while True:
-        chunk = s.recv(1 << 20)
-        if not chunk:
-            break
-        data += chunk
-    s.close()
+    data += read_to_end(s)
     assert data.partition(b"\r\n\r\n")[2] == BIG
     assert cpu < 0.5, f"{cpu:.2f} s of CPU in 2 s of a slow client"
