@@ -762,44 +762,17 @@ static void cache_forward(est_cache_req_t *c)
  * there the request that wins the flag fans out itself.
  */
 typedef struct st_refresh_t {
-    h2o_mem_pool_t pool; /* the copies: key, header fields, the branches' requests */
-    fanout_t *f;         /* the fan-out, malloc'd (its branches read their ureq until the end) */
-    est_services_t *svc; /* pinned */
-    est_cache_store_t *store;
-    est_cache_route_policy_t pol;
-    est_cache_req_facts_t rq;
-    h2o_headers_t headers; /* the client's request header fields (for the entry) */
-    est_cache_hdr_src_t hs;
-    char *key;
-    size_t key_len;
-    est_cache_entry_t *stale;         /* one reference; its refresh flag is ours */
-    int ended;                        /* refresh_end ran: only the memory is left, freed from free_timer */
-    h2o_timeout_entry_t free_timer;   /* 0 ms: an exchange reads its ureq until its callback has returned */
-    struct st_refresh_t *prev, *next; /* the worker's refreshes */
+    est_cache_refresh_t base; /* the copies (also the branches' requests), the stale entry, the worker's list */
+    fanout_t *f;              /* the fan-out, malloc'd (its branches read their ureq until the end) */
 } refresh_t;
 
-static _Thread_local refresh_t *refreshes;
+static _Thread_local est_cache_refresh_t *refreshes;
 
-static void refresh_free(refresh_t *rf)
+static void refresh_free_fn(est_cache_refresh_t *base)
 {
-    if (h2o_timeout_is_linked(&rf->free_timer))
-        h2o_timeout_unlink(&rf->free_timer);
-    if (rf->prev != NULL)
-        rf->prev->next = rf->next;
-    else
-        refreshes = rf->next;
-    if (rf->next != NULL)
-        rf->next->prev = rf->prev;
-    est_services_t *svc = rf->svc;
+    refresh_t *rf = (refresh_t *)base;
     free(rf->f);
-    h2o_mem_clear_pool(&rf->pool);
     free(rf);
-    svc->unpin(svc); /* last: it may retire the view (later, from the loop) */
-}
-
-static void on_refresh_free_timer(h2o_timeout_entry_t *entry)
-{
-    refresh_free(H2O_STRUCT_FROM_MEMBER(refresh_t, free_timer, entry));
 }
 
 /* the refresh is over (stored, or not: the flag goes back); the fan-out's buffers go now, its
@@ -807,7 +780,6 @@ static void on_refresh_free_timer(h2o_timeout_entry_t *entry)
 static void refresh_end(refresh_t *rf, int stored)
 {
     fanout_t *f = rf->f;
-    rf->ended = 1;
     f->responded = 1;
     if (h2o_timeout_is_linked(&f->deadline))
         h2o_timeout_unlink(&f->deadline);
@@ -820,14 +792,9 @@ static void refresh_end(refresh_t *rf, int stored)
     jspan_buf_dispose(&f->out);
     release(f->out_held);
     f->out_held = 0;
-    if (!stored)
-        est_cache_entry_refresh_done(rf->stale);
-    est_cache_entry_release(rf->stale);
-    rf->stale = NULL;
     if (f->peak >= TRIM_AFTER)
         est_trim_request();
-    rf->free_timer.cb = on_refresh_free_timer;
-    h2o_timeout_link(rf->svc->loop, rf->svc->get_timeout(rf->svc, 0), &rf->free_timer);
+    est_cache_refresh_end(&rf->base, stored);
 }
 
 /* every branch has finished (or the deadline passed): a complete document replaces the entry */
@@ -843,27 +810,27 @@ static void refresh_respond(fanout_t *f)
         est_cache_resp_facts_init(&rs);
         est_cache_decision_t d;
         memset(&d, 0, sizeof(d));
-        est_cache_decide(&rf->rq, 200, &rs, &rf->pol, (int64_t)f->out.len, now, &d);
+        est_cache_decide(&rf->base.rq, 200, &rs, &rf->base.pol, (int64_t)f->out.len, now, &d);
         if (d.storable) {
             const est_cache_field_t fields[] = {
                 {"content-type", 12, "application/json", 16},
                 {"x-estuary-completed", 19, "true", 4},
             };
-            est_cache_entry_t *e = est_cache_req_entry_new(rf->key, rf->key_len, 200, fields, 2, &rs, &rf->hs, &d,
-                                                           rf->pol.max_entry, (int64_t)f->out.len, now, now);
+            est_cache_entry_t *e = est_cache_req_entry_new(rf->base.key, rf->base.key_len, 200, fields, 2, &rs, &rf->base.hs, &d,
+                                                           rf->base.pol.max_entry, (int64_t)f->out.len, now, now);
             if (e != NULL && f->out.len != 0 && est_cache_entry_append(e, f->out.data, f->out.len) != 0) {
                 est_cache_entry_release(e);
                 e = NULL;
             }
             if (e != NULL) {
                 est_cache_entry_freeze(e);
-                stored = est_cache_store_insert(rf->store, e) == 0;
+                stored = est_cache_store_insert(rf->base.store, e) == 0;
                 est_cache_entry_release(e);
             }
         }
     }
     if (stored) {
-        est_worker_metrics_t *m = rf->svc->metrics;
+        est_worker_metrics_t *m = rf->base.svc->metrics;
         if (m != NULL && f->route->index < m->num_routes)
             ++m->routes[f->route->index].cache[EST_CACHE_RESULT_STORED];
     }
@@ -875,10 +842,10 @@ static void refresh_respond(fanout_t *f)
 void est_aggregate_worker_exit(void)
 {
     while (refreshes != NULL) {
-        refresh_t *rf = refreshes;
-        if (!rf->ended)
+        refresh_t *rf = (refresh_t *)refreshes;
+        if (!rf->base.ended)
             refresh_end(rf, 0);
-        refresh_free(rf);
+        est_cache_refresh_free(&rf->base);
     }
 }
 
@@ -921,21 +888,8 @@ static int start_refresh(est_cache_req_t *c, est_cache_entry_t *stale)
         free(f);
         return -1;
     }
-    h2o_mem_init_pool(&rf->pool);
     rf->f = f;
-    rf->svc = r->svc;
-    rf->store = c->store;
-    rf->pol = c->pol;
-    rf->rq = c->rq;
-    rf->rq.is_get = 1; /* a HEAD that found the entry stale refreshes the GET entry */
-    rf->rq.is_head = 0;
-    rf->key = h2o_mem_alloc_pool(&rf->pool, c->key_len);
-    memcpy(rf->key, c->key, c->key_len);
-    rf->key_len = c->key_len;
-    const h2o_headers_t *rh = &r->req->headers;
-    rf->headers.entries = est_cache_copy_headers(&rf->pool, rh->entries, rh->size);
-    rf->headers.size = rf->headers.capacity = rh->size;
-    rf->hs = (est_cache_hdr_src_t){&rf->headers, &rf->pool};
+    est_cache_refresh_init(&rf->base, c, &r->req->headers, refresh_free_fn);
 
     fanout_init(f, r, h2o_iovec_init(H2O_STRLIT("GET")));
     f->refresh = rf;
@@ -946,27 +900,20 @@ static int start_refresh(est_cache_req_t *c, est_cache_entry_t *stale)
         est_upstream_request_t u;
         if (est_request_prepare_backend(r, i, f->method, &u, NULL, NULL) != 0) {
             est_jarena_dispose(&f->arena);
-            free(f);
-            h2o_mem_clear_pool(&rf->pool);
-            free(rf);
+            est_cache_refresh_free(&rf->base); /* not started: frees f and rf */
             return -1;
         }
         br->ureq.method = f->method;
-        br->ureq.path = h2o_strdup(&rf->pool, u.path.base, u.path.len);
+        br->ureq.path = h2o_strdup(&rf->base.pool, u.path.base, u.path.len);
         if (u.host.base != NULL)
-            br->ureq.host = h2o_strdup(&rf->pool, u.host.base, u.host.len);
-        br->ureq.headers = est_cache_copy_headers(&rf->pool, u.headers, u.num_headers);
+            br->ureq.host = h2o_strdup(&rf->base.pool, u.host.base, u.host.len);
+        br->ureq.headers = est_cache_copy_headers(&rf->base.pool, u.headers, u.num_headers);
         br->ureq.num_headers = u.num_headers;
         br->ureq.deadline = deadline;
         br->ureq.is_idempotent = 1;
         br->ureq.trace = NULL; /* not part of the client's trace: that request is answered already */
     }
-    rf->stale = stale;
-    est_cache_entry_addref(stale);
-    r->svc->pin(r->svc);
-    if ((rf->next = refreshes) != NULL)
-        refreshes->prev = rf;
-    refreshes = rf;
+    est_cache_refresh_start(&rf->base, &refreshes, stale);
     f->start_us = now_us();
     f->pending = f->num;
     h2o_timeout_link(f->svc->loop, f->svc->get_timeout(f->svc, route->timeout_ms), &f->deadline);

@@ -412,3 +412,73 @@ h2o_header_t *est_cache_copy_headers(h2o_mem_pool_t *pool, const h2o_header_t *s
     }
     return dst;
 }
+
+void est_cache_refresh_init(est_cache_refresh_t *rf, const est_cache_req_t *c, const h2o_headers_t *req_headers,
+                            void (*free_fn)(est_cache_refresh_t *))
+{
+    h2o_mem_init_pool(&rf->pool);
+    rf->svc = c->r->svc;
+    rf->store = c->store;
+    rf->pol = c->pol;
+    rf->rq = c->rq;
+    rf->rq.is_get = 1;
+    rf->rq.is_head = 0;
+    rf->key = h2o_mem_alloc_pool(&rf->pool, c->key_len ? c->key_len : 1);
+    if (c->key_len != 0)
+        memcpy(rf->key, c->key, c->key_len);
+    rf->key_len = c->key_len;
+    rf->headers.entries = est_cache_copy_headers(&rf->pool, req_headers->entries, req_headers->size);
+    rf->headers.size = rf->headers.capacity = req_headers->size;
+    rf->hs = (est_cache_hdr_src_t){&rf->headers, &rf->pool};
+    rf->free_fn = free_fn;
+}
+
+void est_cache_refresh_start(est_cache_refresh_t *rf, est_cache_refresh_t **list, est_cache_entry_t *stale)
+{
+    rf->stale = stale;
+    est_cache_entry_addref(stale);
+    rf->svc->pin(rf->svc);
+    rf->list = list;
+    rf->prev = NULL;
+    if ((rf->next = *list) != NULL)
+        (*list)->prev = rf;
+    *list = rf;
+}
+
+static void on_refresh_free_timer(h2o_timeout_entry_t *entry)
+{
+    est_cache_refresh_free(H2O_STRUCT_FROM_MEMBER(est_cache_refresh_t, free_timer, entry));
+}
+
+void est_cache_refresh_end(est_cache_refresh_t *rf, int stored)
+{
+    rf->ended = 1;
+    if (rf->stale != NULL) {
+        if (!stored)
+            est_cache_entry_refresh_done(rf->stale);
+        est_cache_entry_release(rf->stale);
+        rf->stale = NULL;
+    }
+    rf->free_timer.cb = on_refresh_free_timer;
+    h2o_timeout_link(rf->svc->loop, rf->svc->get_timeout(rf->svc, 0), &rf->free_timer);
+}
+
+void est_cache_refresh_free(est_cache_refresh_t *rf)
+{
+    if (h2o_timeout_is_linked(&rf->free_timer))
+        h2o_timeout_unlink(&rf->free_timer);
+    est_services_t *pinned = NULL;
+    if (rf->list != NULL) {
+        if (rf->prev != NULL)
+            rf->prev->next = rf->next;
+        else
+            *rf->list = rf->next;
+        if (rf->next != NULL)
+            rf->next->prev = rf->prev;
+        pinned = rf->svc;
+    }
+    h2o_mem_clear_pool(&rf->pool);
+    rf->free_fn(rf);
+    if (pinned != NULL)
+        pinned->unpin(pinned); /* last: it may retire the view (later, from the loop) */
+}

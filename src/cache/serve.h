@@ -117,4 +117,38 @@ est_cache_entry_t *est_cache_req_entry_new(const char *key, size_t key_len, int 
  * detached refresh keeps of the client's request, which it outlives */
 h2o_header_t *est_cache_copy_headers(h2o_mem_pool_t *pool, const h2o_header_t *src, size_t n);
 
+/*
+ * A background refresh (stale-while-revalidate), detached from the client's request: what both
+ * handlers keep of that request (copies in `pool`), the stale entry whose refresh flag it holds,
+ * the pinned view, and its place in the worker's list of refreshes (`list`, the handler's
+ * thread-local head). The handler's refresh object starts with it.
+ */
+typedef struct est_cache_refresh_t est_cache_refresh_t;
+struct est_cache_refresh_t {
+    h2o_mem_pool_t pool; /* the copies: key, header fields, the handler's requests */
+    est_services_t *svc; /* pinned from est_cache_refresh_start to est_cache_refresh_free */
+    est_cache_store_t *store;
+    est_cache_route_policy_t pol;
+    est_cache_req_facts_t rq; /* the GET's (a HEAD that found the entry stale refreshes the GET entry) */
+    h2o_headers_t headers;    /* the client's request header fields (Vary values) */
+    est_cache_hdr_src_t hs;
+    char *key;
+    size_t key_len;
+    est_cache_entry_t *stale;                 /* one reference; its refresh flag is ours */
+    int ended;                                /* est_cache_refresh_end ran: only the memory is left */
+    h2o_timeout_entry_t free_timer;           /* 0 ms: an exchange reads its request until its callback has returned */
+    void (*free_fn)(est_cache_refresh_t *rf); /* frees the handler's object (its own parts, then rf) */
+    est_cache_refresh_t **list, *prev, *next;
+};
+
+/* rf (zeroed) copies c's key, policy and facts and the client's request header fields */
+void est_cache_refresh_init(est_cache_refresh_t *rf, const est_cache_req_t *c, const h2o_headers_t *req_headers,
+                            void (*free_fn)(est_cache_refresh_t *));
+/* the refresh is under way: a reference to stale, the view pinned, rf at the head of *list */
+void est_cache_refresh_start(est_cache_refresh_t *rf, est_cache_refresh_t **list, est_cache_entry_t *stale);
+/* it is over: the flag goes back unless stored, the reference goes; the memory goes from a 0 ms timer */
+void est_cache_refresh_end(est_cache_refresh_t *rf, int stored);
+/* the memory goes now (also before est_cache_refresh_start: then nothing is unlinked or unpinned) */
+void est_cache_refresh_free(est_cache_refresh_t *rf);
+
 #endif

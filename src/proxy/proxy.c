@@ -139,6 +139,24 @@ static void arm_send_timer(proxy_t *p)
     h2o_timeout_link(p->r->svc->loop, p->r->svc->get_timeout(p->r->svc, ms), &p->timer);
 }
 
+/* the client is gone or cut: the exchange goes (closed, not pooled), no entry is filled, and the
+ * coalesced waiters are not failed (the oldest one goes to the backend) */
+static void release_upstream(proxy_t *p)
+{
+    p->finished = 1;
+    if (p->x != NULL) {
+        est_exchange_cancel(p->x);
+        p->x = NULL;
+    }
+    if (p->fill != NULL)
+        p->fill = (est_cache_entry_release(p->fill), NULL);
+    if (p->c.flight != NULL) { /* the waiters are not failed: the oldest one goes to the backend */
+        est_coalesce_flight_t *f = p->c.flight;
+        p->c.flight = NULL;
+        est_coalesce_abandon(f);
+    }
+}
+
 /*
  * The client accepted no response byte for client_send_timeout (SPEC "Client limits"): the
  * upstream exchange is released now and the client's socket shut down; h2o sees the error on
@@ -161,18 +179,7 @@ static void on_send_timeout(h2o_timeout_entry_t *entry)
     }
     est_log_debug("proxy: client accepted no response bytes for %llu ms: closing its connection",
                   (unsigned long long)r->conf->client_send_timeout_ms);
-    if (p->x != NULL) {
-        est_exchange_cancel(p->x);
-        p->x = NULL;
-    }
-    if (p->fill != NULL)
-        p->fill = (est_cache_entry_release(p->fill), NULL);
-    if (p->c.flight != NULL) { /* the waiters are not failed: the oldest one goes to the backend */
-        est_coalesce_flight_t *f = p->c.flight;
-        p->c.flight = NULL;
-        est_coalesce_abandon(f);
-    }
-    p->finished = 1;
+    release_upstream(p);
     if (fd < 0)
         return; /* no socket to shut (not expected): the upstream is released at least */
     if (r->svc->conns != NULL)
@@ -284,19 +291,8 @@ static void on_stop(h2o_generator_t *gen, h2o_req_t *req)
 {
     /* the client went away mid-body: release the upstream (closed, not pooled) */
     proxy_t *p = (proxy_t *)gen;
-    p->finished = 1;
     cancel_timer(p);
-    if (p->x != NULL) {
-        est_exchange_cancel(p->x);
-        p->x = NULL;
-    }
-    if (p->fill != NULL)
-        p->fill = (est_cache_entry_release(p->fill), NULL);
-    if (p->c.flight != NULL) { /* the waiters are not failed: the oldest one goes to the backend */
-        est_coalesce_flight_t *f = p->c.flight;
-        p->c.flight = NULL;
-        est_coalesce_abandon(f);
-    }
+    release_upstream(p);
 }
 
 static void on_dispose(void *data)
@@ -481,63 +477,29 @@ static int classify_response_header(const h2o_token_t *t, const h2o_iovec_t *nam
  * hit may try again.
  */
 typedef struct st_refresh_t {
-    h2o_mem_pool_t pool; /* the copied request, the reply's kept header fields */
-    est_upstream_request_t ureq;
-    h2o_headers_t headers; /* the client's request header fields (Vary values) */
-    est_cache_hdr_src_t hs;
-    est_services_t *svc; /* pinned */
+    est_cache_refresh_t base;    /* the copies (also ureq and the reply's kept fields), the stale entry, the worker's list */
+    est_upstream_request_t ureq; /* the exchange reads it until its callback has returned */
     const est_route_conf_t *route;
-    est_cache_store_t *store;
-    est_cache_route_policy_t pol;
-    est_cache_req_facts_t rq;
-    char *key;
-    size_t key_len;
-    est_cache_entry_t *stale; /* one reference; its refresh flag is ours */
     est_cache_entry_t *fill;
     est_exchange_t *x;
     int64_t request_time_ms;
-    int ended;                        /* refresh_end ran: only the memory is left, freed from free_timer */
-    h2o_timeout_entry_t free_timer;   /* 0 ms: the exchange reads ureq until its callback has returned */
-    struct st_refresh_t *prev, *next; /* the worker's refreshes */
 } refresh_t;
 
-static _Thread_local refresh_t *refreshes;
+static _Thread_local est_cache_refresh_t *refreshes;
 
-static void refresh_free(refresh_t *rf)
+static void refresh_free_fn(est_cache_refresh_t *base)
 {
-    if (h2o_timeout_is_linked(&rf->free_timer))
-        h2o_timeout_unlink(&rf->free_timer);
-    if (rf->prev != NULL)
-        rf->prev->next = rf->next;
-    else
-        refreshes = rf->next;
-    if (rf->next != NULL)
-        rf->next->prev = rf->prev;
-    est_services_t *svc = rf->svc;
-    h2o_mem_clear_pool(&rf->pool);
-    free(rf);
-    svc->unpin(svc); /* last: it may retire the view (later, from the loop) */
-}
-
-static void on_refresh_free_timer(h2o_timeout_entry_t *entry)
-{
-    refresh_free(H2O_STRUCT_FROM_MEMBER(refresh_t, free_timer, entry));
+    free(base);
 }
 
 /* the refresh is over (stored, or not: the flag goes back); its memory goes once the exchange has let go of it */
 static void refresh_end(refresh_t *rf, int stored)
 {
-    rf->ended = 1;
     rf->x = NULL;
-    if (!stored)
-        est_cache_entry_refresh_done(rf->stale);
-    est_cache_entry_release(rf->stale);
-    rf->stale = NULL;
     if (rf->fill != NULL)
         est_cache_entry_release(rf->fill);
     rf->fill = NULL;
-    rf->free_timer.cb = on_refresh_free_timer;
-    h2o_timeout_link(rf->svc->loop, rf->svc->get_timeout(rf->svc, 0), &rf->free_timer);
+    est_cache_refresh_end(&rf->base, stored);
 }
 
 static int refresh_on_head(est_exchange_t *x, void *data, int status, const struct phr_header *headers, size_t num_headers)
@@ -559,17 +521,17 @@ static int refresh_on_head(est_exchange_t *x, void *data, int status, const stru
     }
     est_cache_decision_t d;
     memset(&d, 0, sizeof(d));
-    est_cache_decide(&rf->rq, status, &rs, &rf->pol, cl, now, &d);
+    est_cache_decide(&rf->base.rq, status, &rs, &rf->base.pol, cl, now, &d);
     if (!d.storable) {
         refresh_end(rf, 0);
         return -1;
     }
     /* the fields the proxy forwards, as an entry keeps them (names lower-case) */
-    est_cache_field_t *kept = h2o_mem_alloc_pool(&rf->pool, sizeof(*kept) * (num_headers ? num_headers : 1));
+    est_cache_field_t *kept = h2o_mem_alloc_pool(&rf->base.pool, sizeof(*kept) * (num_headers ? num_headers : 1));
     size_t nk = 0;
     for (size_t i = 0; i != num_headers; ++i) {
         const struct phr_header *h = headers + i;
-        char *lname = h2o_mem_alloc_pool(&rf->pool, h->name_len ? h->name_len : 1);
+        char *lname = h2o_mem_alloc_pool(&rf->base.pool, h->name_len ? h->name_len : 1);
         est_lower_copy(lname, h->name, h->name_len);
         h2o_iovec_t name = h2o_iovec_init(lname, h->name_len);
         const h2o_token_t *t = h2o_lookup_token(name.base, name.len);
@@ -579,8 +541,8 @@ static int refresh_on_head(est_exchange_t *x, void *data, int status, const stru
             continue;
         kept[nk++] = (est_cache_field_t){name.base, name.len, h->value, h->value_len}; /* copied by create */
     }
-    rf->fill = est_cache_req_entry_new(rf->key, rf->key_len, status, kept, nk, &rs, &rf->hs, &d, rf->pol.max_entry, cl,
-                                       rf->request_time_ms, now);
+    rf->fill = est_cache_req_entry_new(rf->base.key, rf->base.key_len, status, kept, nk, &rs, &rf->base.hs, &d,
+                                       rf->base.pol.max_entry, cl, rf->request_time_ms, now);
     if (rf->fill == NULL) {
         refresh_end(rf, 0);
         return -1;
@@ -598,9 +560,9 @@ static int refresh_on_body(est_exchange_t *x, void *data, const char *bytes, siz
     if (!is_final)
         return 0;
     rf->x = NULL;
-    int stored = est_cache_store_insert(rf->store, rf->fill) == 0;
+    int stored = est_cache_store_insert(rf->base.store, rf->fill) == 0;
     if (stored) {
-        est_worker_metrics_t *m = rf->svc->metrics;
+        est_worker_metrics_t *m = rf->base.svc->metrics;
         if (m != NULL && rf->route->index < m->num_routes)
             ++m->routes[rf->route->index].cache[EST_CACHE_RESULT_STORED];
     }
@@ -618,21 +580,21 @@ static void refresh_on_error(est_exchange_t *x, void *data, est_uerr_t err, cons
 static const est_exchange_cb_t refresh_cb = {refresh_on_head, refresh_on_body, refresh_on_error};
 
 
-/* starts the refresh of `stale` (whose refresh flag the caller won); 0, or -1 (the caller releases the flag) */
 /* the worker exits: its refreshes stop (before its views and their upstream sets go) */
 static void cancel_refreshes(void)
 {
     while (refreshes != NULL) {
-        refresh_t *rf = refreshes;
-        if (!rf->ended) {
+        refresh_t *rf = (refresh_t *)refreshes;
+        if (!rf->base.ended) {
             if (rf->x != NULL)
                 est_exchange_cancel(rf->x);
             refresh_end(rf, 0);
         }
-        refresh_free(rf);
+        est_cache_refresh_free(&rf->base);
     }
 }
 
+/* starts the refresh of `stale` (whose refresh flag the caller won); 0, or -1 (the caller releases the flag) */
 static int start_refresh(est_cache_req_t *c, est_cache_entry_t *stale)
 {
     proxy_t *p = c->data;
@@ -643,27 +605,14 @@ static int start_refresh(est_cache_req_t *c, est_cache_entry_t *stale)
     refresh_t *rf = calloc(1, sizeof(*rf));
     if (rf == NULL)
         return -1;
-    h2o_mem_init_pool(&rf->pool);
-    rf->svc = r->svc;
+    est_cache_refresh_init(&rf->base, c, &req->headers, refresh_free_fn);
     rf->route = r->route;
-    rf->store = c->store;
-    rf->pol = c->pol;
-    rf->rq = c->rq;
-    rf->rq.is_get = 1;
-    rf->rq.is_head = 0;
-    rf->key = h2o_mem_alloc_pool(&rf->pool, c->key_len);
-    memcpy(rf->key, c->key, c->key_len);
-    rf->key_len = c->key_len;
-    h2o_vector_reserve(&rf->pool, &rf->headers, req->headers.size);
-    rf->headers.entries = est_cache_copy_headers(&rf->pool, req->headers.entries, req->headers.size);
-    rf->headers.size = req->headers.size;
-    rf->hs = (est_cache_hdr_src_t){&rf->headers, &rf->pool};
     rf->ureq = p->ureq;
     rf->ureq.method = h2o_iovec_init(H2O_STRLIT("GET"));
-    rf->ureq.path = h2o_strdup(&rf->pool, p->ureq.path.base, p->ureq.path.len);
+    rf->ureq.path = h2o_strdup(&rf->base.pool, p->ureq.path.base, p->ureq.path.len);
     if (p->ureq.host.base != NULL)
-        rf->ureq.host = h2o_strdup(&rf->pool, p->ureq.host.base, p->ureq.host.len);
-    rf->ureq.headers = est_cache_copy_headers(&rf->pool, p->ureq.headers, p->ureq.num_headers);
+        rf->ureq.host = h2o_strdup(&rf->base.pool, p->ureq.host.base, p->ureq.host.len);
+    rf->ureq.headers = est_cache_copy_headers(&rf->base.pool, p->ureq.headers, p->ureq.num_headers);
     rf->ureq.has_body = 0;
     rf->ureq.body = h2o_iovec_init(NULL, 0);
     rf->ureq.body_stream = 0;
@@ -672,17 +621,13 @@ static int start_refresh(est_cache_req_t *c, est_cache_entry_t *stale)
     rf->ureq.trace = NULL; /* not part of the client's trace: that request is answered already */
     rf->ureq.deadline = h2o_now(r->svc->loop) + r->route->timeout_ms;
     rf->request_time_ms = est_cache_wall_ms();
-    rf->stale = stale;
-    est_cache_entry_addref(stale);
-    r->svc->pin(r->svc);
-    if ((rf->next = refreshes) != NULL)
-        refreshes->prev = rf;
-    refreshes = rf;
+    est_cache_refresh_start(&rf->base, &refreshes, stale);
     rf->x = est_exchange_start(est_upstream_set_get(r->svc->upstreams, r->route->proxy->upstream->index), &rf->ureq, &refresh_cb,
                                rf);
     if (rf->x == NULL) {
-        est_cache_entry_release(stale); /* its own reference; the flag is left to the caller */
-        refresh_free(rf);
+        est_cache_entry_release(rf->base.stale); /* its own reference; the flag is left to the caller */
+        rf->base.stale = NULL;
+        est_cache_refresh_free(&rf->base);
         return -1;
     }
     return 0;
